@@ -1,0 +1,214 @@
+"""Load: a real-size manifest through validation, split checks and shard planning; a 100k-row store read out of core.
+
+Run: /work/venv/bin/python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16]
+
+Each measurement runs in a fresh subprocess so its peak RSS (`resource.getrusage(...).ru_maxrss`) is its own;
+the RSS right after the imports is printed too, so the growth caused by the work is visible. Inputs are built
+before the measured process starts. Prints figures; asserts nothing. The machine is shared: timings are noisy,
+rerun on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CARD = "chexpert"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="manifest rows")
+    parser.add_argument("--store-rows", type=int, default=100_000, help="feature store rows")
+    parser.add_argument("--dim", type=int, default=16, help="store token dim D")
+    parser.add_argument("--patches", type=int, default=16, help="store patches P")
+    parser.add_argument("--part", choices=["manifest", "store"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part == "manifest":
+        print(json.dumps(measure_manifest(args.path)))
+        return
+    if args.part == "store":
+        print(json.dumps(measure_store(args.path)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="chex-bench-load-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        manifest = build_manifest(args.rows, tmp / "manifest.parquet")
+        print(
+            f"built a {args.rows:,}-row manifest ({manifest.stat().st_size / 1e6:.1f} MB) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+        m = run_part("manifest", manifest)
+        print(
+            f"manifest {m['rows']:,} rows: read+validate (ids, paths, per-patient splits, labels) "
+            f"{m['validate_s']:.2f} s, "
+            f"shard planning {m['plan_s']:.2f} s ({m['shards']} shards, stat of every path), "
+            f"total {m['validate_s'] + m['plan_s']:.2f} s; "
+            f"peak RSS {m['peak_mb']:.0f} MB (after imports {m['base_mb']:.0f} MB, "
+            f"growth {m['peak_mb'] - m['base_mb']:.0f} MB)"
+        )
+        print(
+            f"  planning with known file sizes (~350 kB each): {m['plan_sized_s']:.2f} s ({m['sized_shards']} shards "
+            f"of ~1 GB); split-leak check on a copy with one patient in two splits: refused in {m['leak_s']:.2f} s"
+        )
+
+        t = time.perf_counter()
+        store = build_store(args.store_rows, args.dim, args.patches, tmp / "store")
+        print(
+            f"built a {args.store_rows:,}-row store (D={args.dim}, P={args.patches}) in {time.perf_counter() - t:.1f} s"
+        )
+        s = run_part("store", store)
+        growth = s["peak_mb"] - s["base_mb"]
+        print(
+            f"store {s['rows']:,} rows: open {s['open_s']:.2f} s; rows() of all ids {s['rows_s']:.2f} s; "
+            f"iter_batches over every row (batch 1024, cls+patch) {s['iter_s']:.2f} s "
+            f"({s['rows'] / s['iter_s']:,.0f} rows/s); "
+            f"read() of 2,000 random rows {s['random_s']:.2f} s"
+        )
+        print(
+            f"  peak RSS {s['peak_mb']:.0f} MB (after imports {s['base_mb']:.0f} MB, growth {growth:.0f} MB) "
+            f"vs {s['whole_mb']:.0f} MB for the whole store as float32 (ratio {s['whole_mb'] / max(1.0, growth):.1f}x)"
+        )
+
+
+def run_part(part: str, path: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--part", part, "--path", str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{part} measurement failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process so far (MB). VmHWM where the OS has it: on Linux ru_maxrss carries
+    the parent's peak over fork+exec, VmHWM belongs to this program's own address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+# ---- manifest -------------------------------------------------------------------------------------------------
+
+
+def build_manifest(n: int, path: Path) -> Path:
+    """A CheXpert-shaped manifest: ~3 images per patient, per-patient splits, labels 1/0/-1/NaN."""
+    from pipeline.cards import packaged_card
+
+    card = packaged_card(CARD)
+    rng = np.random.default_rng(0)
+    patient = np.sort(rng.integers(0, n // 3, n))
+    split_of = rng.choice(np.array(["train", "val", "test"]), n // 3, p=[0.8, 0.05, 0.15])
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"chexpert_{p}_{k}" for k, p in enumerate(patient)],
+            "path": [f"train/patient{p:05d}/study1/view{k}_frontal.jpg" for k, p in enumerate(patient)],
+            "patient_id": [f"patient{p:05d}" for p in patient],
+            "split": split_of[patient],
+            "view": rng.choice(np.array(["PA", "AP", "LATERAL"]), n),
+        }
+    )
+    for column in card.label_columns:
+        frame[column] = rng.choice(np.array([1.0, 0.0, -1.0, np.nan]), n, p=[0.1, 0.5, 0.1, 0.3])
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def measure_manifest(path: Path) -> dict:
+    from pipeline.cards import packaged_card
+    from pipeline.errors import ManifestError
+    from pipeline.manifest import read_manifest, validate_manifest
+    from pipeline.shard.plan import plan_shards
+
+    card = packaged_card(CARD)
+    base = peak_mb()
+    t = time.perf_counter()
+    frame = read_manifest(path, card)
+    validate_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tasks = plan_shards(frame, path.parent / "images", CARD, target_shard_bytes=1e9)  # stats every path
+    plan_s = time.perf_counter() - t
+    sizes = np.random.default_rng(1).integers(100_000, 600_000, len(frame))  # JPEG-like file sizes
+    t = time.perf_counter()
+    sized = plan_shards(frame, path.parent / "images", CARD, target_shard_bytes=1e9, sizes=sizes)
+    plan_sized_s = time.perf_counter() - t
+    leaking = frame.copy()
+    leaking.loc[leaking.index[-1], "split"] = "val" if leaking["split"].iloc[-1] != "val" else "test"
+    leaking.loc[leaking.index[-1], "patient_id"] = leaking["patient_id"].iloc[0]
+    t = time.perf_counter()
+    try:
+        validate_manifest(leaking, card)
+        raise SystemExit("the split leak was not detected")
+    except ManifestError:
+        leak_s = time.perf_counter() - t
+    return dict(
+        rows=len(frame), validate_s=validate_s, plan_s=plan_s, shards=len(tasks), leak_s=leak_s,
+        plan_sized_s=plan_sized_s, sized_shards=len(sized),
+        base_mb=base, peak_mb=peak_mb(),
+    )  # fmt: skip
+
+
+# ---- store ----------------------------------------------------------------------------------------------------
+
+
+def build_store(n: int, dim: int, patches: int, path: Path) -> Path:
+    import torch
+
+    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
+
+    layout = StoreLayout(4, dim, patches, 0, "float16", chunk_rows=256, unit_rows=4096)
+    attrs = store_attrs("bench", {"embed_dim": dim}, "random", "0" * 64, [0, 1, 2, 3], "float16", {})
+    writer = StoreWriter.open(path, layout, attrs)
+    units = writer.plan(Item(f"img{i:07d}", 0, "bench") for i in range(n))
+    g = torch.Generator().manual_seed(0)
+    for unit in units:
+        writer.claim(unit)
+        k = len(unit.image_ids)
+        tokens = {"cls": torch.randn(k, 4, dim, generator=g), "patch": torch.randn(k, 4, patches, dim, generator=g)}
+        writer.write_unit(unit, tokens)
+    return path
+
+
+def measure_store(path: Path) -> dict:
+    from pipeline.store import FeatureStore
+
+    base = peak_mb()
+    t = time.perf_counter()
+    store = FeatureStore.open(path)
+    open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    rows = store.rows(list(store.image_ids))
+    rows_s = time.perf_counter() - t
+    t = time.perf_counter()
+    total = 0.0
+    for _, batch in store.iter_batches(rows, 1024):
+        total += float(batch["cls"].sum()) + float(batch["patch"].sum())
+    iter_s = time.perf_counter() - t
+    pick = np.random.default_rng(0).choice(rows, 2000, replace=False)
+    t = time.perf_counter()
+    store.read(pick)
+    random_s = time.perf_counter() - t
+    whole = len(store) * store.n_layers * (1 + store.n_patches) * store.dim * 4 / 2**20
+    return dict(
+        rows=len(store), open_s=open_s, rows_s=rows_s, iter_s=iter_s, random_s=random_s, checksum=total,
+        whole_mb=whole, base_mb=base, peak_mb=peak_mb(),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

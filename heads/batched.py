@@ -1,0 +1,77 @@
+"""HeadStack: H independent heads (one per learning rate) trained side by side on the same feature batch.
+
+Each member is an ordinary head module with its own parameters, so AdamW gets one param group per member
+(its own lr, its own cosine schedule) and the chosen member's `state_dict()` is a plain head checkpoint. The
+forward pass stacks the members' parameters along a new leading dim (`torch.stack`: gradients flow back to
+each member) and runs the head's `stacked_forward` once: one read of the features, one batched pass, (H, B, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from heads.base import Head
+
+
+class HeadStack(nn.Module):
+    """`n` heads built by `factory()` (call order fixed, so a seeded RNG gives reproducible inits)."""
+
+    def __init__(self, factory: Callable[[], Head], n: int) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError("a HeadStack needs at least one head")
+        self.members = nn.ModuleList([factory() for _ in range(n)])
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def needs_patch(self) -> bool:
+        return bool(self.members[0].needs_patch)
+
+    @property
+    def label_smoothing(self) -> float:
+        return float(self.members[0].label_smoothing)
+
+    def stacked_parameters(self) -> dict[str, Tensor]:
+        names = [name for name, _ in self.members[0].named_parameters()]
+        per_member = [dict(m.named_parameters()) for m in self.members]
+        return {name: torch.stack([params[name] for params in per_member]) for name in names}
+
+    def forward(self, cls: Tensor, patch: Tensor | None = None) -> Tensor:
+        """Logits (H, B, K) of every member on the same batch."""
+        return self.members[0].stacked_forward(self.stacked_parameters(), cls, patch, self.training)
+
+    def param_groups(self, lrs: Sequence[float], weight_decay: float) -> list[dict]:
+        """AdamW param groups: member i trains with lrs[i]; frozen parameters (GLoRI queries) are left out."""
+        if len(lrs) != len(self.members):
+            raise ValueError(f"{len(lrs)} learning rates for {len(self.members)} heads")
+        return [
+            {
+                "params": [p for p in member.parameters() if p.requires_grad],
+                "lr": float(lr),
+                "weight_decay": weight_decay,
+            }
+            for member, lr in zip(self.members, lrs, strict=True)
+        ]
+
+
+def masked_bce(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Sum over heads of each head's mean BCE over known labels: logits (H, B, K), labels (B, K), NaN = masked.
+
+    Every head of the sweep gets the same mask (CheXFound masks only its first head's loss). Summing the
+    per-head means gives each head exactly its own gradient, since the heads share no parameters.
+    """
+    known = ~torch.isnan(labels)
+    n_known = known.sum()
+    if n_known == 0:
+        return logits.sum() * 0.0
+    target = torch.where(known, labels, torch.zeros_like(labels))
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    target = target.expand_as(logits)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * known).sum() / n_known

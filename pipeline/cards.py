@@ -1,0 +1,178 @@
+"""Data set cards: what a data set is, which tasks it has, and how its labels are read.
+
+A card is a small YAML file. The packaged cards for the real data sets live in data_manifests/; a
+workspace keeps a copy next to each manifest (`manifests/<dataset>.card.yaml`), with `synthetic: true`
+when the data came from `chex synth`.
+
+Task kinds:
+- multilabel: several finding columns, values 1/0/NaN, plus -1 for uncertain labels, which the card's
+  `uncertain_policy` maps: "ignore" -> NaN (masked out of the loss and metrics), "ones" -> 1, "zeros" -> 0.
+- binary: one column, same values.
+- survival: one or more endpoints, each a time column (years) and an event column (1 = event, 0 = censored),
+  plus a horizon for the derived binary "event within horizon" outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.errors import ConfigError
+
+TaskKind = Literal["multilabel", "binary", "survival"]
+UncertainPolicy = Literal["ignore", "ones", "zeros"]
+UNCERTAIN = -1.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One survival endpoint: time to event in years and the event flag."""
+
+    name: str
+    time_column: str
+    event_column: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A prediction task of a data set; `columns` are its label columns in the manifest."""
+
+    name: str
+    kind: TaskKind
+    columns: tuple[str, ...] = ()
+    uncertain_policy: UncertainPolicy = "ignore"
+    endpoints: tuple[Endpoint, ...] = ()
+    horizon_years: float | None = None
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """Everything chex needs to know about a data set besides its manifest."""
+
+    name: str
+    title: str
+    tasks: tuple[Task, ...]
+    synthetic: bool = False
+    description: str = ""
+    paper_splits: dict[str, int] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
+    access: str = ""
+    citation: str = ""
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Classifier outputs, in card order (survival tasks contribute their 'within horizon' columns)."""
+        return [c for t in self.tasks for c in t.columns]
+
+    @property
+    def survival_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if t.kind == "survival"]
+
+    def task_of(self, column: str) -> Task:
+        for task in self.tasks:
+            if column in task.columns:
+                return task
+        raise KeyError(column)
+
+    def labels_for_training(self, manifest: pd.DataFrame) -> np.ndarray:
+        """Label matrix (N, K) float32 with each task's uncertain policy applied; NaN = masked."""
+        out = np.empty((len(manifest), len(self.label_columns)), dtype=np.float32)
+        for k, column in enumerate(self.label_columns):
+            values = manifest[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            policy = self.task_of(column).uncertain_policy
+            replacement = {"ignore": np.nan, "ones": 1.0, "zeros": 0.0}[policy]
+            out[:, k] = np.where(values == UNCERTAIN, replacement, values)
+        return out
+
+    def with_synthetic(self, synthetic: bool = True) -> DatasetCard:
+        return DatasetCard(**{**self.__dict__, "synthetic": synthetic})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tasks"] = [_task_to_dict(t) for t in self.tasks]
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def load_card(path: str | Path) -> DatasetCard:
+    """Read a card from a YAML file; a malformed card is a ConfigError naming the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no data set card at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return card_from_dict(data, source=str(path))
+
+
+def packaged_card(name: str) -> DatasetCard:
+    """The card shipped in data_manifests/ for a real data set (e.g. 'cxrlt24', 'plco')."""
+    resource = resources.files("data_manifests").joinpath(f"{name}.yaml")
+    if not resource.is_file():
+        known = ", ".join(packaged_card_names())
+        raise ConfigError(f"unknown data set {name!r}; known data sets: {known}")
+    return card_from_dict(yaml.safe_load(resource.read_text()), source=f"data_manifests/{name}.yaml")
+
+
+def packaged_card_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml") for p in resources.files("data_manifests").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def card_from_dict(data: dict[str, Any], source: str = "card") -> DatasetCard:
+    try:
+        tasks = tuple(_task_from_dict(t) for t in data["tasks"])
+        return DatasetCard(
+            name=data["name"],
+            title=data.get("title", data["name"]),
+            tasks=tasks,
+            synthetic=bool(data.get("synthetic", False)),
+            description=data.get("description", ""),
+            paper_splits=dict(data.get("paper_splits") or {}),
+            probe=dict(data.get("probe") or {}),
+            access=data.get("access", ""),
+            citation=data.get("citation", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: malformed data set card ({exc!r})") from exc
+
+
+def _task_from_dict(data: dict[str, Any]) -> Task:
+    kind = data["kind"]
+    if kind not in ("multilabel", "binary", "survival"):
+        raise ValueError(f"task kind must be multilabel, binary or survival, not {kind!r}")
+    policy = data.get("uncertain_policy", "ignore")
+    if policy not in ("ignore", "ones", "zeros"):
+        raise ValueError(f"uncertain_policy must be ignore, ones or zeros, not {policy!r}")
+    endpoints = tuple(Endpoint(**e) for e in data.get("endpoints", ()))
+    horizon = data.get("horizon_years")
+    return Task(
+        name=data["name"],
+        kind=kind,
+        columns=tuple(data.get("columns", ())),
+        uncertain_policy=policy,
+        endpoints=endpoints,
+        horizon_years=float(horizon) if horizon is not None else None,
+    )
+
+
+def _task_to_dict(task: Task) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": task.name, "kind": task.kind, "columns": list(task.columns)}
+    if task.kind != "survival":
+        data["uncertain_policy"] = task.uncertain_policy
+    if task.endpoints:
+        data["endpoints"] = [asdict(e) for e in task.endpoints]
+    if task.horizon_years is not None:
+        data["horizon_years"] = task.horizon_years
+    return data

@@ -1,0 +1,76 @@
+"""`chex report`: Write the benchmark tables and figures a paper needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.errors import ConfigError
+from pipeline.stats.multiple import ADJUST_METHODS
+
+_out = Console(highlight=False)
+
+
+@app.command("report", help="Write the benchmark tables and figures a paper needs.")
+@chex_command
+def report_command(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Results folders, run folders or their Parquet files (default: the workspace's results/)."),
+    ] = None,
+    results: Annotated[list[Path] | None, typer.Option("--results", "-r", help="Same as PATHS; repeatable.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: <workspace>/reports).")
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--format", help="Table formats, comma-separated: md,csv,tex.")
+    ] = "md,csv,tex",
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Bootstrap resamples for CIs the report computes.")
+    ] = 1000,
+    permutations: Annotated[
+        int, typer.Option("--permutations", help="Permutations of the best-vs-other paired tests.")
+    ] = 1000,
+    adjust: Annotated[str, typer.Option("--adjust", help=f"Multiple-comparison method: {ADJUST_METHODS}.")] = "holm",
+    attention_findings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attention-findings", help="Findings whose GLoRI maps to overlay (comma-separated or repeated)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of resampling and permutations.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from pipeline.report import write_report  # matplotlib and friends load only when a report is made
+
+    if adjust not in ADJUST_METHODS:
+        raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
+    if resamples < 1 or permutations < 1:
+        raise ConfigError("--resamples and --permutations must be at least 1")
+    findings = [f.strip() for item in attention_findings or [] for f in item.split(",") if f.strip()] or None
+    summary = write_report(
+        workspace_from(workspace),
+        out_dir=out,
+        formats=tuple(formats.split(",")),
+        progress=not quiet,
+        results=[*(paths or []), *(results or [])] or None,
+        n_resamples=resamples,
+        n_permutations=permutations,
+        attention_findings=findings,
+        adjust=adjust,
+        seed=seed,
+    )
+    if summary.headline:
+        _out.print(summary.headline, markup=False, soft_wrap=True)
+    if summary.missing:
+        _out.print(f"[bold yellow]missing inputs ({len(summary.missing)}):[/]")
+        for message in summary.missing:
+            _out.print(f"  - {message}", markup=False, soft_wrap=True)
+    n_tables = len(summary.tables)
+    n_figures = len(summary.figures)
+    _out.print(f"wrote {n_tables} tables and {n_figures} figures; open {summary.index}", markup=False)

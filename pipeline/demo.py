@@ -1,0 +1,229 @@
+"""`chex demo`: the whole pipeline on a synthetic cohort, in one command.
+
+synth -> shard -> pretrain (CPU preset) -> embed (pretrained and random-init backbones of the same
+architecture) -> probe (linear and GLoRI on every data set, label efficiency on one) -> report.
+
+Every stage is resumable and idempotent, so a rerun reuses whatever finished: the cohort is not regenerated,
+finished shards and store units are kept, a finished pretraining run is loaded, identical probes are no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.backbone import BackboneConfig, build_backbone, save_checkpoint
+from pipeline.embed.stage import EmbedOptions, embed_datasets
+from pipeline.errors import ConfigError
+from pipeline.pretrain import run_folder
+from pipeline.pretrain.config import load_config
+from pipeline.pretrain.train import pretrain
+from pipeline.probe.protocol import ProbeConfig, run_probe
+from pipeline.progress import make_progress
+from pipeline.report.write import ReportSummary, write_report
+from pipeline.shard.dataset import shard_dataset
+from pipeline.synth import generate_cohort
+from pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+PRETRAINED = "demo-dino"
+RANDOM_INIT = "demo-random-init"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big each stage of the demo runs."""
+
+    cohort: str  # synth size preset
+    pretrain_preset: str
+    pretrain_overrides: tuple[str, ...]  # `key=value` overrides of the preset
+    embed_size: int | None  # image size given to embed (None: the checkpoint's own)
+    epochs_large: int  # probe epochs of the large data sets (the paper: 10)
+    epochs_small: int  # probe epochs of Shenzhen/Montgomery/JSRT (the paper: 100)
+    n_resamples: int
+    n_permutations: int
+    label_fractions: tuple[float, ...]
+    batch_size: int | None = None  # None: the data set card's (the paper's 256, or 16)
+    lrs: tuple[float, ...] = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
+    train_views: int = 1
+    attention_images: int = 4
+
+
+SIZES: dict[str, DemoSize] = {
+    # CI: a minute or two on 2 cores; the statistics still run, with fewer resamples.
+    "tiny": DemoSize(
+        cohort="tiny",
+        pretrain_preset="cpu_tiny",
+        pretrain_overrides=("model.backbone_overrides.depth=4",),  # probes take the last 4 blocks
+        embed_size=64,
+        epochs_large=3,
+        epochs_small=10,
+        n_resamples=200,
+        n_permutations=200,
+        label_fractions=(0.25,),
+        batch_size=32,
+        lrs=(1e-4, 1e-3, 5e-3),
+    ),
+    # The default: the paper's protocol (9 lrs, 1,000 resamples) on a ~3k-image cohort, ~10 minutes.
+    "small": DemoSize(
+        cohort="small",
+        pretrain_preset="cpu_small",
+        pretrain_overrides=(),
+        embed_size=None,
+        epochs_large=10,
+        epochs_small=30,
+        n_resamples=1000,
+        n_permutations=1000,
+        label_fractions=(0.1, 0.3),
+        train_views=2,
+    ),
+    "medium": DemoSize(
+        cohort="medium",
+        pretrain_preset="cpu_small",
+        pretrain_overrides=(),
+        embed_size=None,
+        epochs_large=10,
+        epochs_small=100,
+        n_resamples=1000,
+        n_permutations=1000,
+        label_fractions=(0.01, 0.1),
+        train_views=2,
+    ),
+}
+SMALL_SETS = ("shenzhen", "montgomery", "jsrt")
+HEADS = ("linear", "glori")
+
+
+@dataclass
+class DemoSummary:
+    """What the demo did: per-stage seconds, the report, and the headline table for the terminal."""
+
+    workspace: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: ReportSummary | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+
+def run_demo(
+    workspace: Workspace, size: str = "small", seed: int = 0, workers: int = 2, progress: bool = True
+) -> DemoSummary:
+    """Run (or resume) the whole pipeline on the synthetic cohort in `workspace`."""
+    if size not in SIZES:
+        raise ConfigError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
+    plan = SIZES[size]
+    summary = DemoSummary(workspace=workspace.root)
+    datasets: list[str] = []
+    stages: list[tuple[str, Callable[[], None]]] = []
+
+    def synth() -> None:
+        datasets.extend(generate_cohort(workspace, size=plan.cohort, seed=seed, workers=workers, progress=False))
+
+    def shard() -> None:
+        for dataset in datasets:
+            shard_dataset(
+                workspace.manifest_path(dataset),
+                workspace.images_dir(dataset),
+                workspace.shards_dir(dataset),
+                name=dataset,
+                target_shard_bytes=8e6,
+                workers=1,  # a few shards per data set: a process pool would cost more than it saves
+                progress=False,
+            )
+
+    def pretrain_stage() -> None:
+        _pretrain(workspace, plan, [workspace.shards_dir(d) for d in datasets])
+
+    def embed() -> None:
+        pretrained = workspace.checkpoints_dir(PRETRAINED)
+        random_init = _random_init_checkpoint(workspace, pretrained, seed)
+        for name, checkpoint in ((PRETRAINED, pretrained), (RANDOM_INIT, random_init)):
+            embed_datasets(
+                workspace,
+                datasets,
+                checkpoint=checkpoint,
+                backbone_name=name,
+                image_size=plan.embed_size,
+                seed=seed,
+                options=EmbedOptions(train_views=plan.train_views, workers=workers, progress=False),
+            )
+
+    def probe() -> None:
+        for backbone, head, dataset, fraction in _probe_jobs(datasets, plan):
+            config = ProbeConfig(
+                lrs=plan.lrs,
+                epochs=plan.epochs_small if dataset in SMALL_SETS else plan.epochs_large,
+                batch_size=plan.batch_size,
+                label_fraction=fraction,
+                seed=seed,
+                n_resamples=plan.n_resamples,
+                save_attention=plan.attention_images if head == "glori" and fraction == 1.0 else 0,
+            )
+            run_probe(workspace, dataset, head, backbone, config, progress=False)
+
+    def report() -> None:
+        summary.report = write_report(
+            workspace,
+            n_resamples=plan.n_resamples,
+            n_permutations=plan.n_permutations,
+            seed=seed,
+            progress=False,
+        )
+
+    stages = [
+        ("synthesise the cohort", synth),
+        ("write shards", shard),
+        ("pretrain (DINOv2, CPU preset)", pretrain_stage),
+        ("embed once (pretrained + random init)", embed),
+        ("probe (linear + GLoRI, every data set)", probe),
+        ("report", report),
+    ]
+    with make_progress(progress) as bar:
+        task = bar.add_task("chex demo", total=len(stages))
+        for label, stage in stages:
+            bar.update(task, description=label)
+            started = time.perf_counter()
+            stage()
+            summary.seconds[label] = time.perf_counter() - started
+            log.info("%s: %.1f s", label, summary.seconds[label])
+            bar.advance(task)
+        bar.update(task, description="done")
+    return summary
+
+
+def _pretrain(workspace: Workspace, plan: DemoSize, shard_dirs: list[Path]) -> Path:
+    out_dir = workspace.checkpoints_dir(PRETRAINED)
+    if (out_dir / "model.pt").is_file() and (out_dir / "config.json").is_file():
+        return out_dir  # a finished run: reuse it
+    resume = run_folder.latest_step_dir(out_dir) is not None
+    config = load_config(plan.pretrain_preset, overrides=list(plan.pretrain_overrides))
+    return pretrain(config, shard_dirs, out_dir, resume=resume, progress=False)
+
+
+def _random_init_checkpoint(workspace: Workspace, pretrained: Path, seed: int) -> Path:
+    """The pretrained backbone's architecture with fresh random weights, written as a chex checkpoint."""
+    out_dir = workspace.checkpoints_dir(RANDOM_INIT)
+    if (out_dir / "model.pt").is_file():
+        return out_dir
+    config = BackboneConfig.load(pretrained / "config.json")
+    torch.manual_seed(seed)
+    save_checkpoint(build_backbone(config), config, out_dir)
+    return out_dir
+
+
+def _probe_jobs(datasets: list[str], plan: DemoSize) -> list[tuple[str, str, str, float]]:
+    """(backbone, head, dataset, label fraction): every head on every data set for the pretrained backbone,
+    the linear probe for the random-init baseline, and label efficiency on the largest multi-label set."""
+    jobs = [(PRETRAINED, head, d, 1.0) for d in datasets for head in HEADS]
+    jobs += [(RANDOM_INIT, "linear", d, 1.0) for d in datasets]
+    efficiency_set = "cxrlt24" if "cxrlt24" in datasets else datasets[0]
+    jobs += [(PRETRAINED, head, efficiency_set, f) for f in plan.label_fractions for head in HEADS]
+    return jobs

@@ -1,0 +1,159 @@
+"""What to embed and where its pixels come from: shards (`shards/<dataset>/`) or a manifest + image root.
+
+Planning lists (image_id, view) items grouped by input: one group per shard file (so ranks owning disjoint
+shards own disjoint store units) or one group per manifest. Reading streams a group's samples for the
+units a worker claimed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigError, ImageReadError, ShardError
+from pipeline.manifest import read_manifest
+from pipeline.shard_format import IMAGE_EXT, INDEX_FILE, META_EXT, decode_png
+from pipeline.store.writer import Item
+from pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MANIFEST_GROUP = "manifest:"
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """One data set's images: its manifest rows, and either a shard folder or an image root."""
+
+    name: str
+    manifest: pd.DataFrame
+    image_root: Path | None = None
+    shard_dir: Path | None = None
+
+    @property
+    def from_shards(self) -> bool:
+        return self.shard_dir is not None
+
+
+def dataset_input(
+    workspace: Workspace, name: str, source: str = "auto", image_root: str | Path | None = None
+) -> DatasetInput:
+    """The workspace's inputs for `name`: shards when they exist (source 'auto'), else manifest + images."""
+    if source not in ("auto", "shards", "manifest"):
+        raise ConfigError(f"--source must be auto, shards or manifest, got {source!r}")
+    frame = read_manifest(workspace.manifest_path(name))
+    shard_dir = workspace.shards_dir(name)
+    has_shards = (shard_dir / INDEX_FILE).is_file()
+    if source == "shards" or (source == "auto" and has_shards and image_root is None):
+        if not has_shards:
+            raise ShardError(
+                f"no shard index at {shard_dir / INDEX_FILE}; run `chex shard {name}` or use --source manifest"
+            )
+        return DatasetInput(name, frame, shard_dir=shard_dir)
+    root = Path(image_root) if image_root else workspace.images_dir(name)
+    if not root.is_dir():
+        raise ConfigError(f"image root {root} of data set {name!r} does not exist; pass --image-root")
+    return DatasetInput(name, frame, image_root=root)
+
+
+def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Item]:
+    """Items to embed, in input order: every image's view 0, plus views 1..K-1 of training images."""
+    if train_views < 1:
+        raise ConfigError(f"--train-views must be >= 1, got {train_views}")
+    items: list[Item] = []
+    for inp in inputs:
+        split = dict(zip(inp.manifest["image_id"].astype(str), inp.manifest["split"].astype(str), strict=True))
+        if inp.from_shards:
+            rows = [(str(shard), image_id, "") for shard in _shard_files(inp.shard_dir) for image_id in scan_ids(shard)]
+        else:
+            rows = [
+                (MANIFEST_GROUP + inp.name, str(i), str(inp.image_root / p))
+                for i, p in zip(inp.manifest["image_id"], inp.manifest["path"], strict=True)
+            ]
+        for group, image_id, source in rows:
+            n_views = train_views if split.get(image_id) == "train" else 1
+            items.extend(Item(image_id, v, group, source) for v in range(n_views))
+    return items
+
+
+def scan_ids(shard: Path) -> list[str]:
+    """Original image ids of a shard, in order (reads only the small json members)."""
+    ids = []
+    try:
+        with tarfile.open(shard, "r") as tar:
+            for member in tar:
+                if member.name.endswith("." + META_EXT):
+                    meta = json.loads(tar.extractfile(member).read())
+                    ids.append(str(meta["image_id"]))
+    except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
+        raise ShardError(f"cannot read shard {shard}: {exc}") from exc
+    return ids
+
+
+def iter_group(group: str, rows: dict[str, list[str]] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(image_id, pixels) of a group: a shard file's samples, or `rows` {image_id: [path]} of a manifest group."""
+    if group.startswith(MANIFEST_GROUP):
+        for image_id, paths in (rows or {}).items():
+            yield image_id, read_pixels(Path(paths[0]))
+        return
+    yield from _iter_shard(Path(group))
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """A 2-D uint8/uint16 grey image from a source file (pipeline.imageio when present, else PIL)."""
+    try:
+        from pipeline.imageio import read_image
+    except ImportError:
+        read_image = None
+    if read_image is not None:
+        return read_image(path)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):
+                return np.asarray(image).astype(np.uint16)
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def _shard_files(shard_dir: Path) -> list[Path]:
+    try:
+        from pipeline.shard.reader import shard_paths
+    except ImportError:
+        frame = pd.read_parquet(shard_dir / INDEX_FILE)
+        column = next(c for c in ("shard", "file", "path", "name") if c in frame.columns)
+        return [shard_dir / Path(str(name)).name for name in frame[column]]
+    return list(shard_paths(shard_dir))
+
+
+def _iter_shard(shard: Path) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        from pipeline.shard.reader import iter_samples
+    except ImportError:
+        iter_samples = None
+    if iter_samples is not None:
+        for sample in iter_samples([shard]):
+            yield sample.image_id, sample.pixels
+        return
+    # The shard contract read directly: members `<key>.png` and `<key>.json`, adjacent per sample.
+    pending: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard, "r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            pending.setdefault(key, {})[ext] = tar.extractfile(member).read()
+            sample = pending[key]
+            if IMAGE_EXT in sample and META_EXT in sample:
+                del pending[key]
+                yield str(json.loads(sample[META_EXT])["image_id"]), decode_png(io.BytesIO(sample[IMAGE_EXT]).read())

@@ -1,0 +1,102 @@
+"""Image preprocessing as the paper's evaluation takes it, plus CheXFound's probe-time augmentation as views.
+
+View 0 is the plain evaluation view: grey -> [0, 1] -> resize the short side to the backbone size, centre crop
+(DINOv2's eval transform) -> 3 channels -> mean/std normalisation (ImageNet unless the checkpoint says
+otherwise). Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
+(image_id, view) so a rerun embeds the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns stored pixels into the backbone's input; recorded in the store's attributes."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "short_side+center_crop"
+    interpolation: str = "bilinear+antialias"
+    uint16: str = "per-image min-max to [0,1]"
+    uint8: str = "/255"
+    train_view_scale: tuple[float, float] = (0.75, 1.0)
+    train_view_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    train_view_hflip: float = 0.5
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def __call__(self, pixels: np.ndarray, image_id: str = "", view: int = 0) -> torch.Tensor:
+        """(3, S, S) float32 network input for one grey image and view."""
+        x = to_unit_float(pixels)
+        if view == 0:
+            x = TF.resize(x, [self.image_size], antialias=True)
+            x = TF.center_crop(x, [self.image_size, self.image_size])
+        else:
+            x = self.augmented(x, view_seed(image_id, view))
+        x = x.expand(3, -1, -1)
+        return TF.normalize(x, list(self.mean), list(self.std))
+
+    def augmented(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """RandomResizedCrop + horizontal flip drawn from a generator seeded by `seed`."""
+        g = torch.Generator().manual_seed(seed)
+        top, left, h, w = _crop_params(x.shape[-2], x.shape[-1], self.train_view_scale, self.train_view_ratio, g)
+        x = TF.resized_crop(x, top, left, h, w, [self.image_size, self.image_size], antialias=True)
+        if torch.rand((), generator=g) < self.train_view_hflip:
+            x = TF.horizontal_flip(x)
+        return x
+
+
+def to_unit_float(pixels: np.ndarray) -> torch.Tensor:
+    """(1, H, W) float32 in [0, 1] from a 2-D uint8 (/255) or uint16 (per-image min-max) grey image."""
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+        pixels = pixels[..., :3].mean(axis=-1).astype(pixels.dtype)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
+    if pixels.dtype == np.uint8:
+        x = torch.from_numpy(pixels.astype(np.float32) / 255.0)
+    else:
+        a = pixels.astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        x = torch.from_numpy((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))
+    return x.unsqueeze(0)
+
+
+def view_seed(image_id: str, view: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{image_id}\0{view}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _crop_params(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator
+) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop.get_params with an explicit generator."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=g))
+        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=g))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=g))
+            return top, left, h, w
+    # fall back to a centre crop of the allowed aspect ratio
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w

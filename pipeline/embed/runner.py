@@ -1,0 +1,81 @@
+"""The compute loop: batches in, last-layer tokens out, whole units handed to a background writer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from pipeline.backbone.tokens import last_layer_tokens
+from pipeline.device import autocast
+from pipeline.store.ledger import Unit
+from pipeline.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    rows: int = 0
+    units: int = 0
+    seconds: float = 0.0
+
+
+def embed_batches(
+    model: VisionTransformer,
+    batches: Iterable[dict],
+    units: dict[int, Unit],
+    writer: StoreWriter,
+    n_layers: int,
+    device: torch.device,
+    on_rows: Callable[[int], None] | None = None,
+    max_pending_writes: int = 2,
+) -> RunStats:
+    """Run `model` over batches {x, unit, row}; write each unit as soon as all its rows are in.
+
+    Writing (fp16/int8 conversion, compression, flush, done marker) runs on one background thread so the
+    model never waits for the disk, with at most `max_pending_writes` units in flight.
+    """
+    stats = RunStats()
+    start = time.perf_counter()
+    buffers: dict[int, dict[str, torch.Tensor]] = {}
+    filled: dict[int, int] = {}
+    buffer_dtype = torch.float32 if writer.layout.quantized else torch.float16
+    parts = writer.layout.parts
+    futures: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chex-store-writer") as pool, torch.inference_mode():
+        for batch in batches:
+            x = batch["x"].to(device, non_blocking=True)
+            with autocast(device):
+                tokens = dict(zip(("cls", "patch", "registers"), last_layer_tokens(model, x, n_layers), strict=True))
+            tokens = {p: tokens[p].to("cpu", buffer_dtype) for p in parts}
+            for j, (u, r) in enumerate(zip(batch["unit"], batch["row"], strict=True)):
+                if u not in buffers:
+                    n = len(units[u].image_ids)
+                    buffers[u] = {p: torch.empty((n, *writer.layout.token_shape(p)), dtype=buffer_dtype) for p in parts}
+                    filled[u] = 0
+                for p in parts:
+                    buffers[u][p][r] = tokens[p][j]
+                filled[u] += 1
+                if filled[u] == len(units[u].image_ids):
+                    while futures and (futures[0].done() or len(futures) >= max_pending_writes):
+                        futures.pop(0).result()  # re-raises a failed write
+                    futures.append(
+                        pool.submit(writer.write_unit, units[u], buffers.pop(u), time.perf_counter() - start)
+                    )
+                    del filled[u]
+                    stats.units += 1
+            stats.rows += len(batch["unit"])
+            if on_rows:
+                on_rows(len(batch["unit"]))
+        for f in futures:
+            f.result()
+    if buffers:
+        raise RuntimeError(f"units {sorted(buffers)} received only part of their rows")
+    stats.seconds = time.perf_counter() - start
+    return stats

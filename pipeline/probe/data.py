@@ -1,0 +1,232 @@
+"""What a probe trains on: the manifest's labels and splits, label-fraction subsets, and the features.
+
+Splits: the manifest's train/val/test (per patient). A data set without a val split gets one carved out of
+train by patient (seeded): lr selection never looks at test. Label efficiency keeps a seeded fraction of the
+train (and, for the refit, val) patients; the subsets are nested (1% within 10% within 100%).
+
+Features (`Features`) are read from the store either once into memory (when they fit the cache budget) or
+streamed chunk by chunk on every epoch; training batches can draw one of K stored augmented views per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.cards import DatasetCard, load_card, packaged_card
+from pipeline.errors import ConfigError, StoreError
+from pipeline.manifest import read_manifest
+from pipeline.store import FeatureStore
+from pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class ProbeData:
+    """A data set ready to probe: manifest rows, label matrix (N, K) with NaN = masked, split positions."""
+
+    dataset: str
+    card: DatasetCard
+    manifest: pd.DataFrame
+    outputs: list[str]
+    labels: np.ndarray
+    train: np.ndarray  # positions into manifest rows (label fraction applied)
+    val: np.ndarray  # full validation split (lr selection)
+    refit_val: np.ndarray  # validation rows added to the refit (label fraction applied)
+    test: np.ndarray
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return self.manifest["image_id"].astype(str).to_numpy()
+
+
+def load_probe_data(
+    workspace: Workspace, dataset: str, seed: int = 0, label_fraction: float = 1.0, val_fraction: float = 0.1
+) -> ProbeData:
+    """Read the data set's manifest and card from the workspace and lay out its splits."""
+    card = read_card(workspace, dataset)
+    manifest = read_manifest(workspace.manifest_path(dataset), card).reset_index(drop=True)
+    if not card.label_columns:
+        raise ConfigError(f"data set card of {dataset!r} names no label columns; nothing to probe")
+    return prepare_probe_data(dataset, card, manifest, seed, label_fraction, val_fraction)
+
+
+def prepare_probe_data(
+    dataset: str,
+    card: DatasetCard,
+    manifest: pd.DataFrame,
+    seed: int = 0,
+    label_fraction: float = 1.0,
+    val_fraction: float = 0.1,
+) -> ProbeData:
+    """Splits, label subsets and the label matrix of an already validated manifest."""
+    if not 0.0 < label_fraction <= 1.0:
+        raise ConfigError(f"--label-fraction {label_fraction}: must be in (0, 1]")
+    notes: dict[str, str] = {}
+    split = manifest["split"].astype(str).to_numpy().copy()
+    patients = manifest["patient_id"].astype(str).to_numpy()
+    if not (split == "val").any():
+        carved = carve_patients(patients[split == "train"], val_fraction, seed)
+        split[np.isin(patients, carved) & (split == "train")] = "val"
+        notes["val_split"] = f"carved from train: {len(carved)} patients ({val_fraction:.0%}, seed {seed})"
+        log.info("%s has no val split; %s", dataset, notes["val_split"])
+    else:
+        notes["val_split"] = "manifest"
+    for name in ("train", "test"):
+        if not (split == name).any():
+            raise ConfigError(f"data set {dataset!r} has no {name} images; its manifest needs a {name} split")
+    train = np.flatnonzero(split == "train")
+    val = np.flatnonzero(split == "val")
+    refit_val = val
+    if label_fraction < 1.0:
+        train = train[np.isin(patients[train], subsample_patients(patients[train], label_fraction, seed))]
+        refit_val = val[np.isin(patients[val], subsample_patients(patients[val], label_fraction, seed))]
+        notes["label_fraction"] = (
+            f"{label_fraction:g} of train patients ({len(np.unique(patients[train]))} patients, {len(train)} images); "
+            f"lr chosen on the full val split; refit adds {len(refit_val)} val images (same fraction)"
+        )
+    frame = manifest.assign(split=split)
+    return ProbeData(
+        dataset=dataset,
+        card=card,
+        manifest=frame,
+        outputs=list(card.label_columns),
+        labels=card.labels_for_training(frame),
+        train=train,
+        val=val,
+        refit_val=refit_val,
+        test=np.flatnonzero(split == "test"),
+        notes=notes,
+    )
+
+
+def read_card(workspace: Workspace, dataset: str) -> DatasetCard:
+    """The workspace's copy of the card, else the packaged card of that name."""
+    path = workspace.card_path(dataset)
+    return load_card(path) if path.is_file() else packaged_card(dataset)
+
+
+def carve_patients(patients: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded `fraction` (at least one) of the distinct patients, for a validation split."""
+    unique = np.unique(patients)
+    if len(unique) < 2:
+        raise ConfigError("cannot carve a validation split out of a train split with fewer than 2 patients")
+    n = min(len(unique) - 1, max(1, round(fraction * len(unique))))
+    return np.random.default_rng([seed, 1]).choice(unique, size=n, replace=False)
+
+
+def subsample_patients(patients: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The first ceil(fraction·n) patients of one seeded permutation, so smaller fractions nest in larger."""
+    unique = np.unique(patients)
+    order = np.random.default_rng([seed, 2]).permutation(len(unique))
+    return unique[order[: max(1, math.ceil(fraction * len(unique)))]]
+
+
+def outputs_without_both_classes(labels: np.ndarray, outputs: Sequence[str]) -> dict[str, str]:
+    """Outputs whose known labels lack positives or negatives: output -> reason."""
+    out = {}
+    for k, name in enumerate(outputs):
+        column = labels[:, k]
+        if not (column == 1).any():
+            out[name] = "no positive labels"
+        elif not (column == 0).any():
+            out[name] = "no negative labels"
+    return out
+
+
+def check_in_store(store: FeatureStore, image_ids: Sequence[str], dataset: str, backbone: str) -> None:
+    """StoreError with a count, examples and the embed command when some images are not in the store."""
+    have = set(store.image_ids[store.views == 0])
+    missing = [i for i in image_ids if i not in have]
+    if missing:
+        raise StoreError(
+            f"{len(missing)} of {len(image_ids)} images of data set {dataset!r} are not in feature store "
+            f"{store.path} (e.g. {missing[:MAX_EXAMPLES]}); embed them with "
+            f"`chex embed {dataset} --backbone {backbone}` (plus the --checkpoint or --random-init it was made with)"
+        )
+
+
+class Features:
+    """Store rows of a list of images, cached in memory when they fit `cache_bytes`, else streamed per batch.
+
+    Row table `rows` (V, N): the store row of view v of image n, -1 where the image has fewer views (only
+    training images usually have augmented views; view 0 is the plain eval view every image has).
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        image_ids: Sequence[str],
+        parts: Sequence[str],
+        max_views: int = 1,
+        cache_bytes: int = 2 << 30,
+    ) -> None:
+        self.store = store
+        self.parts = tuple(parts)
+        ids = [str(i) for i in image_ids]
+        counts = view_counts(store, ids) if max_views > 1 else np.ones(len(ids), dtype=np.int64)
+        self.views_per_image = np.minimum(counts, max_views)
+        self.rows = np.full((int(self.views_per_image.max(initial=1)), len(ids)), -1, dtype=np.int64)
+        for v in range(self.rows.shape[0]):
+            have = np.flatnonzero(self.views_per_image > v)
+            self.rows[v, have] = store.rows([ids[k] for k in have], view=v)
+        per_row = 4 * store.n_layers * store.dim * (1 + (store.n_patches if "patch" in self.parts else 0))
+        present = self.rows >= 0
+        self.nbytes = per_row * int(present.sum())
+        self.cached: dict[str, torch.Tensor] | None = None
+        if self.nbytes <= cache_bytes:
+            self._slot = np.full(self.rows.shape, -1, dtype=np.int64)
+            self._slot[present] = np.arange(int(present.sum()))
+            self.cached = store.read(self.rows[present], self.parts)
+            log.info("features cached in memory: %d rows, %.1f MB", int(present.sum()), self.nbytes / 1e6)
+        else:
+            log.info("features streamed from the store: %d rows, %.2f GB", int(present.sum()), self.nbytes / 1e9)
+
+    def batches(
+        self, positions: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0, sample_views: bool = False
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """(positions, tokens) batches over `positions` (indices into the image list); tokens per `parts`.
+
+        With `sample_views`, each image contributes one of its views, drawn anew per call (i.e. per epoch).
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        rng = np.random.default_rng([seed, 3])
+        views = np.zeros(len(positions), dtype=np.int64)
+        if sample_views:
+            views = (rng.random(len(positions)) * self.views_per_image[positions]).astype(np.int64)
+        if self.cached is not None:
+            order = rng.permutation(len(positions)) if shuffle else np.arange(len(positions))
+            for start in range(0, len(order), batch_size):
+                take = order[start : start + batch_size]
+                slots = torch.from_numpy(self._slot[views[take], positions[take]])
+                yield positions[take], {p: self.cached[p].index_select(0, slots) for p in self.parts}
+            return
+        rows = self.rows[views, positions]
+        sorter = np.argsort(rows)
+        for batch_rows, tokens in self.store.iter_batches(rows, batch_size, self.parts, shuffle=shuffle, seed=seed):
+            yield positions[sorter[np.searchsorted(rows, batch_rows, sorter=sorter)]], tokens
+
+
+def view_counts(store: FeatureStore, image_ids: Sequence[str]) -> np.ndarray:
+    """Number of consecutive views 0..k-1 each image has in the store."""
+    frame = pd.DataFrame({"image_id": store.image_ids.astype(str), "view": store.views})
+    frame = frame[frame["image_id"].isin(set(image_ids))]
+    have = frame.groupby("image_id")["view"].agg(lambda v: _consecutive(set(v)))
+    return have.reindex(list(image_ids)).fillna(0).to_numpy(dtype=np.int64)
+
+
+def _consecutive(views: set[int]) -> int:
+    k = 0
+    while k in views:
+        k += 1
+    return k

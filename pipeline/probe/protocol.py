@@ -1,0 +1,272 @@
+"""The probe protocol (DESIGN.md "Linear probe", "GLoRI"): lr sweep -> choose on val -> refit -> predict test.
+
+`run_probe(workspace, dataset, head, backbone, config)` runs one probe on the cached features and writes its
+run folder; `ProbeConfig` holds every knob (defaults = the paper's protocol). Rerunning an identical probe
+whose outputs are present is a no-op unless `force`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import pipeline
+from heads import HEADS, HeadStack, build_head
+from pipeline.device import pick_device
+from pipeline.errors import ConfigError, StoreError
+from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
+from pipeline.probe.outputs import RunFolder, write_json, write_parquet, write_tensors
+from pipeline.probe.results import attention_maps, evaluate_run, prediction_frame, survival_frame
+from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
+from pipeline.store import FeatureStore
+from pipeline.workspace import Workspace, resolve_workspace
+
+log = logging.getLogger(__name__)
+
+PAPER_LRS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Knobs of one probe; None means "from the data set card's `probe` field" (else 10 epochs, batch 256)."""
+
+    lrs: tuple[float, ...] = PAPER_LRS
+    epochs: int | None = None
+    batch_size: int | None = None
+    weight_decay: float = 1e-4
+    label_fraction: float = 1.0
+    seed: int = 0
+    n_resamples: int = 1000
+    val_fraction: float = 0.1
+    train_views: bool = True  # sample one of the stored augmented views per training image per epoch
+    save_attention: int = 0  # GLoRI: attention maps of this many test images
+    head_options: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    cache_bytes: int = 2 << 30  # features up to this size are read once into memory
+
+    def __post_init__(self) -> None:
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise ConfigError(f"--lrs {self.lrs}: give one or more positive learning rates")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ConfigError(f"--label-fraction {self.label_fraction}: must be in (0, 1]")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change a probe's result (not device or cache size)."""
+        data = dataclasses.asdict(self)
+        for name in ("device", "cache_bytes"):
+            data.pop(name)
+        return data
+
+
+@dataclass
+class RunSummary:
+    """What one probe produced (or found already done)."""
+
+    dataset: str
+    backbone: str
+    head: str
+    label_fraction: float
+    folder: Path
+    chosen_lr: float
+    val_macro_auroc: float
+    test_macro_auroc: float
+    skipped: bool = False
+    seconds: float = 0.0
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_probe(
+    workspace: Workspace | str | Path,
+    dataset: str,
+    head: str,
+    backbone: str | None = None,
+    config: ProbeConfig | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Sweep, choose, refit and predict one head on one data set's cached features; write the run folder."""
+    started = time.perf_counter()
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    config = config or ProbeConfig()
+    if head not in HEADS:
+        raise ConfigError(f"--head {head!r}: known heads are {', '.join(sorted(HEADS))}")
+    backbone = resolve_backbone(ws, backbone)
+    store = FeatureStore.open(ws.features_dir(backbone))
+    data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction)
+    check_in_store(store, list(data.image_ids), dataset, backbone)
+    epochs, batch_size = _schedule(data, config)
+    factory = _factory(head, store, len(data.outputs), config.head_options)
+    head_config = factory().config
+    folder = RunFolder.of(ws, dataset, backbone, head, config.label_fraction)
+    key = _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data)
+    if folder.is_complete(key) and not force:
+        log.info("%s: outputs present for this configuration; nothing to do (use --force to rerun)", folder.root)
+        return _summary_from(folder, skipped=True)
+    if force:
+        shutil.rmtree(folder.partial_dir, ignore_errors=True)
+
+    device = pick_device(config.device)
+    train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
+    max_views = store.n_views(train_ids) if config.train_views else 1
+    parts = ("cls", "patch") if factory().needs_patch else ("cls",)
+    features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
+    eval_batch = max(batch_size, 64)
+    skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
+    for name, reason in skip_train.items():
+        log.warning("%s / %s: %s in train; left out of lr selection and macro averages", dataset, name, reason)
+    timings: dict[str, float] = {}
+
+    # 1. the sweep: all lrs side by side on the train split, scored on val.
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    sweep = HeadStack(factory, len(config.lrs))
+    spec = TrainSpec(tuple(config.lrs), epochs, batch_size, config.weight_decay, config.seed, max_views > 1)
+    train_stack(sweep, features, data.train, data.labels, spec, device, folder.partial_dir / "sweep.pt", key,
+                f"{dataset}/{head} sweep ({len(config.lrs)} lrs)", progress)  # fmt: skip
+    val_probs = predict_stack(sweep, features, data.val, eval_batch, device)
+    skip_idx = [data.outputs.index(name) for name in skip_train]
+    table = sweep_table(config.lrs, val_probs, data.labels[data.val], skip_idx)
+    chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
+    chosen_lr = float(config.lrs[chosen])
+    timings["sweep_s"] = time.perf_counter() - t0
+    log.info("%s/%s: chosen lr %g (%s)", dataset, head, chosen_lr, table["selected_by"].iloc[0])
+
+    # 2. the refit: the chosen lr on train + val, then the test predictions.
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed + 1)
+    refit = HeadStack(factory, 1)
+    refit_pos = np.concatenate([data.train, data.refit_val])
+    spec = dataclasses.replace(spec, lrs=(chosen_lr,), seed=config.seed + 1)
+    train_stack(refit, features, refit_pos, data.labels, spec, device, folder.partial_dir / "refit.pt", key,
+                f"{dataset}/{head} refit (lr {chosen_lr:g})", progress)  # fmt: skip
+    test_probs = predict_stack(refit, features, data.test, eval_batch, device)[0]
+    timings["refit_s"] = time.perf_counter() - t0
+
+    # 3. outputs: predictions, survival risk, statistics, weights, attention maps, run record.
+    identity = dict(dataset=dataset, backbone=backbone, head=head, label_fraction=config.label_fraction)
+    predictions = prediction_frame(data, data.test, test_probs, identity, config.seed, chosen_lr)
+    val_predictions = prediction_frame(data, data.val, val_probs[chosen], identity, config.seed, chosen_lr)
+    survival = survival_frame(data, predictions, identity)
+    val_survival = survival_frame(data, val_predictions, identity)
+    t0 = time.perf_counter()
+    results = evaluate_run(predictions, val_predictions, survival, val_survival, skip_train, config)
+    timings["statistics_s"] = time.perf_counter() - t0
+    files = ["predictions.parquet", "val_predictions.parquet", "sweep.parquet", "results.parquet", "head.pt"]
+    write_parquet(predictions, folder / "predictions.parquet")
+    write_parquet(val_predictions, folder / "val_predictions.parquet")
+    write_parquet(table, folder / "sweep.parquet")
+    write_parquet(results, folder / "results.parquet")
+    write_tensors(refit.members[0].state_dict(), folder / "head.pt")
+    if survival is not None:
+        write_parquet(survival, folder / "survival.parquet")
+        files.append("survival.parquet")
+    if config.save_attention and head == "glori":
+        files.append(attention_maps(refit.members[0], features, data, config.save_attention, device,
+                                    folder / "attention" / "attention.npz"))  # fmt: skip
+    timings["total_s"] = time.perf_counter() - started
+    test_macro = _macro(results)
+    run = {
+        "key": key, **identity, "seed": config.seed, "chosen_lr": chosen_lr,
+        "val_macro_auroc": float(table["val_macro_auroc"].iloc[chosen]), "test_macro_auroc": test_macro,
+        "selected_by": table["selected_by"].iloc[0], "epochs": epochs, "batch_size": batch_size,
+        "train_views": max_views, "head_config": head_config, "config": config.identity(),
+        "store": {"path": str(store.path), **{k: v for k, v in store.attrs.items() if k != "layout"}},
+        "data": {"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(refit_pos),
+                 "n_test": len(data.test), "outputs": data.outputs, **data.notes},
+        "skipped_outputs": {"train": skip_train,
+                            "test": outputs_without_both_classes(data.labels[data.test], data.outputs)},
+        "feature_access": "memory" if features.cached is not None else "streamed",
+        "device": str(device), "timings": timings, "versions": _versions(), "files": [*files, "run.json"],
+    }  # fmt: skip
+    write_json(run, folder / "run.json")
+    shutil.rmtree(folder.partial_dir, ignore_errors=True)
+    return _summary_from(folder, skipped=False)
+
+
+def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
+    """The named backbone, or the only feature store in the workspace (StoreError listing them otherwise)."""
+    root = workspace.root / "features"
+    stores = sorted(p.name for p in root.iterdir() if (p / "zarr.json").is_file()) if root.is_dir() else []
+    if backbone is not None:
+        if backbone not in stores:
+            listing = ", ".join(stores) or "none"
+            raise StoreError(f"no feature store {backbone!r} in {root} (stores: {listing}); run `chex embed` first")
+        return backbone
+    if len(stores) == 1:
+        return stores[0]
+    if not stores:
+        raise StoreError(f"no feature store in {root}; embed the images first with `chex embed`")
+    raise StoreError(f"several feature stores in {root}: {', '.join(stores)}; choose one with --backbone")
+
+
+def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
+    probe = data.card.probe or {}
+    epochs = config.epochs or int(probe.get("epochs", DEFAULT_EPOCHS))
+    batch_size = config.batch_size or int(probe.get("batch_size", DEFAULT_BATCH_SIZE))
+    return epochs, batch_size
+
+
+def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
+    try:
+        build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
+    except TypeError as exc:
+        raise ConfigError(f"head option for {head!r} not understood: {exc}") from exc
+    return lambda: build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
+
+
+def _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data) -> str:
+    manifest_hash = int(pd.util.hash_pandas_object(data.manifest, index=False).sum()) & (2**63 - 1)
+    store_identity = {
+        k: store.attrs.get(k) for k in ("checkpoint_sha256", "layers", "dtype", "preprocessing", "created")
+    }
+    payload = dict(dataset=dataset, backbone=backbone, head=head_config, config=config.identity(), epochs=epochs,
+                   batch_size=batch_size, store=store_identity, manifest=manifest_hash)  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _macro(results: pd.DataFrame) -> float:
+    row = results[(results["output"] == "macro") & (results["metric"] == "auroc")]
+    return float(row["estimate"].iloc[0]) if len(row) and bool(row["defined"].iloc[0]) else float("nan")
+
+
+def _summary_from(folder: RunFolder, skipped: bool) -> RunSummary:
+    run = folder.read_run() or {}
+    sweep = pd.read_parquet(folder / "sweep.parquet").to_dict("records")
+    return RunSummary(
+        dataset=run["dataset"],
+        backbone=run["backbone"],
+        head=run["head"],
+        label_fraction=float(run["label_fraction"]),
+        folder=folder.root,
+        chosen_lr=float(run["chosen_lr"]),
+        val_macro_auroc=float(run["val_macro_auroc"]),
+        test_macro_auroc=float(run["test_macro_auroc"]),
+        skipped=skipped,
+        seconds=float(run["timings"]["total_s"]) if not skipped else 0.0,
+        sweep=sweep,
+    )
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+
+    return {"chex": pipeline.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "sklearn": sklearn.__version__, "python": platform.python_version()}  # fmt: skip

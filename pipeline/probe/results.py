@@ -1,0 +1,156 @@
+"""From a probe's scores to the run folder's tables: predictions, per-subject survival risk, statistics, maps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.device import autocast
+from pipeline.probe.data import Features, ProbeData
+from pipeline.probe.outputs import write_attention
+from pipeline.stats.evaluate import RESULT_COLUMNS, evaluate_predictions, evaluate_survival
+from pipeline.stats.metrics import METRICS
+
+if TYPE_CHECKING:
+    from pipeline.probe.protocol import ProbeConfig
+
+log = logging.getLogger(__name__)
+
+
+def prediction_frame(
+    data: ProbeData, positions: np.ndarray, probs: np.ndarray, identity: dict[str, Any], seed: int, lr: float
+) -> pd.DataFrame:
+    """One row per (image, output): identity columns, seed, lr, image_id, patient_id, split, output, score, label."""
+    rows = data.manifest.iloc[positions]
+    n, k = len(positions), len(data.outputs)
+    frame = pd.DataFrame(
+        {
+            **{name: np.repeat(value, n * k) for name, value in identity.items()},
+            "seed": np.int64(seed),
+            "lr": float(lr),
+            "image_id": np.repeat(rows["image_id"].astype(str).to_numpy(), k),
+            "patient_id": np.repeat(rows["patient_id"].astype(str).to_numpy(), k),
+            "split": np.repeat(rows["split"].astype(str).to_numpy(), k),
+            "output": np.tile(np.array(data.outputs, dtype=object), n),
+            "score": probs.reshape(-1).astype(np.float64),
+            "label": data.labels[positions].reshape(-1).astype(np.float64),
+        }
+    )
+    return frame
+
+
+def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[str, Any]) -> pd.DataFrame | None:
+    """One row per (subject, endpoint): the mean score of the endpoint's horizon output over the subject's images,
+    with the subject's follow-up time and event; None for data sets without survival tasks."""
+    tasks = data.card.survival_tasks
+    if not tasks:
+        return None
+    first = data.manifest.drop_duplicates("patient_id")
+    manifest = first.set_index(first["patient_id"].astype(str))
+    frames = []
+    for task in tasks:
+        for i, endpoint in enumerate(task.endpoints):
+            output = endpoint_output(task.columns, endpoint.event_column, i)
+            scores = predictions[predictions["output"] == output]
+            risk = scores.groupby("patient_id", sort=False).agg(risk_score=("score", "mean"), split=("split", "first"))
+            subjects = manifest.loc[risk.index]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        **identity,
+                        "patient_id": risk.index.to_numpy(),
+                        "split": risk["split"].to_numpy(),
+                        "endpoint": endpoint.name,
+                        "output": output,
+                        "risk_score": risk["risk_score"].to_numpy(),
+                        "time": subjects[endpoint.time_column].to_numpy(dtype=np.float64),
+                        "event": subjects[endpoint.event_column].to_numpy(dtype=np.float64),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def endpoint_output(columns: tuple[str, ...], event_column: str, index: int) -> str:
+    """The horizon output of an endpoint: the column named after its event column (death_cvd -> death_cvd_12y),
+    else the task's column at the endpoint's position."""
+    for column in columns:
+        if column.startswith(f"{event_column}_"):
+            return column
+    return columns[min(index, len(columns) - 1)]
+
+
+def evaluate_run(
+    predictions: pd.DataFrame,
+    val_predictions: pd.DataFrame,
+    survival: pd.DataFrame | None,
+    val_survival: pd.DataFrame | None,
+    skipped: dict[str, str],
+    config: ProbeConfig,
+) -> pd.DataFrame:
+    """results.parquet rows: the statistics library's metrics; outputs without positives (or negatives) in train
+    are left out of the macro averages and reported as undefined rows with the reason."""
+    keep = ~predictions["output"].isin(list(skipped))
+    parts = []
+    if keep.any():
+        parts.append(
+            evaluate_predictions(
+                predictions[keep],
+                n_resamples=config.n_resamples,
+                seed=config.seed,
+                val_predictions=val_predictions[~val_predictions["output"].isin(list(skipped))],
+            )
+        )
+    run = predictions.iloc[0]
+    for output, reason in skipped.items():
+        labels = predictions.loc[predictions["output"] == output, "label"]
+        for metric in METRICS:
+            parts.append(_undefined_row(run, output, metric, labels, f"skipped: {reason} in train"))
+    if not keep.any():
+        parts.extend(_undefined_row(run, "macro", m, predictions["label"], "no output to average") for m in METRICS)
+    if survival is not None and len(survival):
+        parts.append(evaluate_survival(survival, val_survival=val_survival))
+    frames = [p if isinstance(p, pd.DataFrame) else pd.DataFrame([p]) for p in parts]
+    results = pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
+    results["defined"] = results["defined"].astype(bool)
+    return results
+
+
+def attention_maps(
+    head: torch.nn.Module, features: Features, data: ProbeData, n: int, device: torch.device, path: Path
+) -> str:
+    """Save the GLoRI attention maps of the first `n` test images; returns the file's path in the run folder."""
+    positions = data.test[:n]
+    ids, maps, scores = [], [], []
+    head.eval().to(device)
+    with torch.no_grad():
+        for batch_pos, tokens in features.batches(positions, 32):
+            with autocast(device):
+                logits, weights = head(tokens["cls"].to(device), tokens["patch"].to(device), return_attention=True)
+            ids += list(data.image_ids[batch_pos])
+            maps.append(weights.float().cpu().numpy())
+            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+    write_attention(path, ids, data.outputs, np.concatenate(maps), np.concatenate(scores))
+    log.info("attention maps of %d test images -> %s", len(ids), path)
+    return f"{path.parent.name}/{path.name}"
+
+
+def _undefined_row(run: pd.Series, output: str, metric: str, labels: pd.Series, note: str) -> dict[str, Any]:
+    known = labels.dropna()
+    return {
+        **{c: run[c] for c in ("dataset", "backbone", "head", "label_fraction")},
+        "output": output,
+        "metric": metric,
+        "estimate": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "n": len(known),
+        "n_pos": int((known == 1).sum()),
+        "defined": False,
+        "note": note,
+    }

@@ -1,0 +1,137 @@
+"""The format-free shape of a report table: panels of rows of cells, each cell a number with its CI.
+
+Builders (tables.py) fill these; renderers (formats.py, latex.py) turn them into Markdown, CSV, LaTeX and
+plain text. Keeping the numbers (not strings) in the cells lets the CSV carry full precision while the
+printed formats round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+CellKind = Literal["metric", "pvalue", "ratio", "percent", "text"]
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number with an optional 95% CI; `text` replaces it (e.g. 'best', or MISSING when there is none)."""
+
+    value: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    kind: CellKind = "metric"
+    bold: bool = False
+    text: str = ""
+
+    @property
+    def has_value(self) -> bool:
+        return not math.isnan(self.value)
+
+    @property
+    def has_ci(self) -> bool:
+        return self.kind in ("metric", "ratio", "percent")
+
+    def display(self, dash: str = "–") -> str:
+        """The rounded text a reader sees; `dash` joins the CI ends (LaTeX passes '--')."""
+        main, ci = self.parts(dash)
+        return f"{main} {ci}" if ci else main
+
+    def parts(self, dash: str = "–") -> tuple[str, str]:
+        """(estimate text, '(low–high)' or ''), so renderers can bold the estimate alone."""
+        if self.text:
+            return self.text, ""
+        if not self.has_value:
+            return MISSING, ""
+        if self.kind == "pvalue":
+            return format_p(self.value), ""
+        digits = {"metric": 3, "ratio": 2, "percent": 1}[self.kind]
+        scale = 100.0 if self.kind == "percent" else 1.0
+        main = f"{self.value * scale:.{digits}f}"
+        if math.isnan(self.low) or math.isnan(self.high):
+            return main, ""
+        return main, f"({self.low * scale:.{digits}f}{dash}{self.high * scale:.{digits}f})"
+
+
+def missing_cell(kind: CellKind = "metric") -> Cell:
+    return Cell(kind=kind)
+
+
+def format_p(p: float) -> str:
+    """p-values as papers print them: '<0.001' below 0.001, else three decimals."""
+    if math.isnan(p):
+        return MISSING
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclass
+class Row:
+    labels: tuple[str, ...]
+    cells: list[Cell]
+
+
+@dataclass
+class Panel:
+    """A block of rows under an optional heading (e.g. 'AUPRC' / 'AUROC', or an endpoint)."""
+
+    title: str | None
+    rows: list[Row]
+
+
+@dataclass
+class ReportTable:
+    """A table as a paper prints it. `name` is its file stem; SYNTHETIC tables say so in title and caption."""
+
+    name: str
+    title: str
+    caption: str
+    row_header: list[str]
+    columns: list[str]
+    panels: list[Panel]
+    panel_header: str = "Panel"
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+    number: str = ""  # the paper's table number, e.g. 'Table II' (LaTeX numbers its own tables)
+
+    @property
+    def full_title(self) -> str:
+        """Title with the paper's number and the SYNTHETIC mark, as Markdown and the terminal show it."""
+        title = f"{self.number}. {self.title}" if self.number else self.title
+        return f"SYNTHETIC — {title}" if self.synthetic else title
+
+    @property
+    def latex_title(self) -> str:
+        return f"SYNTHETIC — {self.title}" if self.synthetic else self.title
+
+    @property
+    def full_caption(self) -> str:
+        prefix = "SYNTHETIC data (generated cohort; not a clinical result). " if self.synthetic else ""
+        return prefix + self.caption
+
+    def cell(self, panel: str | None, labels: tuple[str, ...], column: str) -> Cell:
+        """The cell of one panel, row and column (KeyError when absent); the tests read tables this way."""
+        k = self.columns.index(column)
+        for p in self.panels:
+            if p.title == panel:
+                for row in p.rows:
+                    if row.labels == labels:
+                        return row.cells[k]
+        raise KeyError((panel, labels, column))
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(p.rows for p in self.panels)
+
+
+def mark_best(cells: list[Cell], higher_is_better: bool = True) -> list[Cell]:
+    """The same cells with the best value(s) bold (ties all bold); cells without a value stay plain."""
+    values = [c.value for c in cells if c.has_value and not c.text]
+    if not values:
+        return cells
+    best = max(values) if higher_is_better else min(values)
+    return [
+        Cell(c.value, c.low, c.high, c.kind, True, c.text) if c.has_value and not c.text and c.value == best else c
+        for c in cells
+    ]

@@ -1,0 +1,303 @@
+"""Find and load probe run folders (DESIGN.md "Probe outputs") for the report.
+
+A run folder is `results/<dataset>/<backbone>/<head>/` (full training set) or
+`.../<head>/label_fraction=<f>/` and holds results.parquet, predictions.parquet, survival.parquet, run.json
+and attention/. A run's identity comes from its results/predictions columns, else from the folder names.
+A folder with predictions but no results.parquet is evaluated here (`chex stats` was not run); a folder
+that cannot be read is named in `Collection.problems` and the rest of the report goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cards import DatasetCard, load_card, packaged_card
+from pipeline.errors import ChexError
+from pipeline.stats.evaluate import evaluate_predictions, evaluate_survival
+from pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.parquet"
+PREDICTIONS_FILE = "predictions.parquet"
+SURVIVAL_FILE = "survival.parquet"
+SWEEP_FILE = "sweep.parquet"
+RUN_FILE = "run.json"
+ATTENTION_DIR = "attention"
+RUN_FILES = (RESULTS_FILE, PREDICTIONS_FILE, SURVIVAL_FILE)
+FRACTION_PREFIX = "label_fraction="
+HEADS = ("linear", "glori", "mlp")
+
+
+@dataclass
+class Run:
+    """One probe run folder and what it holds."""
+
+    dataset: str
+    backbone: str
+    head: str
+    label_fraction: float
+    folder: Path
+    results: pd.DataFrame
+    info: dict = field(default_factory=dict)
+    computed: bool = False  # results evaluated here from predictions (no results.parquet)
+    _predictions: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> tuple[str, str]:
+        return (self.backbone, self.head)
+
+    @property
+    def is_full(self) -> bool:
+        return math.isclose(self.label_fraction, 1.0)
+
+    @property
+    def predictions_path(self) -> Path | None:
+        path = self.folder / PREDICTIONS_FILE
+        return path if path.is_file() else None
+
+    @property
+    def survival_path(self) -> Path | None:
+        path = self.folder / SURVIVAL_FILE
+        return path if path.is_file() else None
+
+    @property
+    def attention_dir(self) -> Path | None:
+        path = self.folder / ATTENTION_DIR
+        return path if path.is_dir() and any(path.iterdir()) else None
+
+    def predictions(self) -> pd.DataFrame | None:
+        """The run's predictions table (read once), None when the run has none."""
+        if self._predictions is None and self.predictions_path is not None:
+            self._predictions = pd.read_parquet(self.predictions_path)
+        return self._predictions
+
+    def survival(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.survival_path) if self.survival_path is not None else None
+
+
+@dataclass
+class Collection:
+    """All runs found, the data set cards that could be read, and what went wrong while reading."""
+
+    runs: list[Run]
+    cards: dict[str, DatasetCard]
+    synthetic: set[str]
+    problems: list[str]
+    workspace: Workspace | None = None
+    expected_datasets: list[str] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[str]:
+        return order_datasets({r.dataset for r in self.runs} | set(self.expected_datasets))
+
+    @property
+    def backbones(self) -> list[str]:
+        return sorted({r.backbone for r in self.runs})
+
+    def full_runs(self, dataset: str | None = None) -> list[Run]:
+        return [r for r in self.runs if r.is_full and (dataset is None or r.dataset == dataset)]
+
+    def run(self, dataset: str, model: tuple[str, str], fraction: float = 1.0) -> Run | None:
+        for r in self.runs:
+            if r.dataset == dataset and r.model == model and math.isclose(r.label_fraction, fraction):
+                return r
+        return None
+
+    def models(self, runs: list[Run] | None = None) -> list[tuple[str, str]]:
+        """(backbone, head) pairs in report order: backbones by name, heads linear, GLoRI, MLP, then others."""
+        pairs = {r.model for r in (self.runs if runs is None else runs)}
+        return sorted(pairs, key=lambda m: (m[0], head_rank(m[1]), m[1]))
+
+    def is_synthetic(self, datasets: list[str] | set[str] | None = None) -> bool:
+        wanted = set(self.datasets if datasets is None else datasets)
+        return bool(wanted & self.synthetic)
+
+    def is_survival(self, dataset: str) -> bool:
+        card = self.cards.get(dataset)
+        if card is not None and card.survival_tasks:
+            return True
+        return any(
+            (r.results["metric"] == "logrank_p").any() or r.survival_path is not None
+            for r in self.runs
+            if r.dataset == dataset
+        )
+
+
+DATASET_ORDER = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco")
+DATASET_NAMES = {
+    "cxrlt24": "CXR-LT 24",
+    "chexpert": "CheXpert",
+    "shenzhen": "Shenzhen",
+    "montgomery": "Montgomery",
+    "jsrt": "JSRT",
+    "plco": "PLCO",
+}
+HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP"}
+
+
+def order_datasets(names: set[str] | list[str]) -> list[str]:
+    """The paper's data set order, then any others by name."""
+    return sorted(set(names), key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else 99, d))
+
+
+def head_rank(head: str) -> int:
+    return HEADS.index(head) if head in HEADS else len(HEADS)
+
+
+def dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def head_name(head: str) -> str:
+    return HEAD_NAMES.get(head, head)
+
+
+def collect_runs(
+    sources: list[Path] | None = None,
+    workspace: Workspace | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Collection:
+    """Every run folder under `sources` (results roots, run folders or their Parquet files).
+
+    Without sources the workspace's results/ folder is read, and the workspace's manifests name the data sets
+    the report expects. Cards come from the workspace (`manifests/<dataset>.card.yaml`), else the packaged card;
+    a data set is synthetic when its card or a run.json says so.
+    """
+    problems: list[str] = []
+    expected: list[str] = []
+    if not sources:
+        if workspace is None:
+            raise ValueError("collect_runs needs sources or a workspace")
+        sources = [workspace.root / "results"]
+        expected = workspace.datasets()
+        if not sources[0].is_dir():
+            problems.append(f"no results folder at {sources[0]}: run `chex probe` first")
+    runs = []
+    for folder in _run_folders(sources, problems):
+        try:
+            runs.append(_load_run(folder, n_resamples, seed))
+        except (ChexError, OSError, ValueError, KeyError) as exc:
+            problems.append(f"cannot read run folder {folder}: {exc}")
+    runs = _dedupe(runs, problems)
+    names = {r.dataset for r in runs} | set(expected)
+    cards = {name: card for name in names if (card := _card(name, workspace)) is not None}
+    synthetic = {name for name, card in cards.items() if card.synthetic}
+    synthetic |= {r.dataset for r in runs if lookup(r.info, ("synthetic",)) is True}
+    return Collection(runs, cards, synthetic, problems, workspace, expected)
+
+
+def _run_folders(sources: list[Path], problems: list[str]) -> list[Path]:
+    folders: list[Path] = []
+    for source in sources:
+        source = Path(source)
+        if source.is_file():
+            folders.append(source.parent)
+        elif source.is_dir():
+            found = {p.parent for name in RUN_FILES for p in source.rglob(name)}
+            if not found:
+                problems.append(f"no results.parquet or predictions.parquet under {source}: run `chex probe` first")
+            folders.extend(sorted(found))
+        else:
+            problems.append(f"no such results file or folder: {source}")
+    return list(dict.fromkeys(p.resolve() for p in folders))
+
+
+def _load_run(folder: Path, n_resamples: int, seed: int) -> Run:
+    info = _read_json(folder / RUN_FILE)
+    computed = False
+    if (folder / RESULTS_FILE).is_file():
+        results = pd.read_parquet(folder / RESULTS_FILE)
+    elif (folder / PREDICTIONS_FILE).is_file():
+        log.info("no %s in %s: evaluating its predictions (%d resamples)", RESULTS_FILE, folder, n_resamples)
+        parts = [evaluate_predictions(pd.read_parquet(folder / PREDICTIONS_FILE), n_resamples=n_resamples, seed=seed)]
+        if (folder / SURVIVAL_FILE).is_file():
+            parts.append(evaluate_survival(pd.read_parquet(folder / SURVIVAL_FILE)))
+        results = pd.concat(parts, ignore_index=True)
+        computed = True
+    else:
+        results = evaluate_survival(pd.read_parquet(folder / SURVIVAL_FILE))
+        computed = True
+    identity = _identity(folder, results)
+    results = results.assign(**{k: v for k, v in identity.items()})
+    return Run(**identity, folder=folder, results=results, info=info, computed=computed)
+
+
+def _identity(folder: Path, results: pd.DataFrame) -> dict:
+    parts = list(folder.parts)
+    fraction_from_path = None
+    if parts and parts[-1].startswith(FRACTION_PREFIX):
+        fraction_from_path = float(parts.pop().removeprefix(FRACTION_PREFIX))
+    from_path = dict(zip(("dataset", "backbone", "head"), parts[-3:], strict=False))
+
+    def value(column: str):
+        if column in results.columns:
+            values = results[column].dropna().unique()
+            if len(values) == 1:
+                return values[0].item() if isinstance(values[0], np.generic) else values[0]
+        return None
+
+    identity = {c: str(value(c) or from_path.get(c, "")) for c in ("dataset", "backbone", "head")}
+    if not all(identity.values()):
+        raise ValueError(f"cannot tell the dataset/backbone/head of this run ({identity})")
+    identity["head"] = identity["head"].lower()
+    fraction = value("label_fraction")
+    if fraction is None:
+        fraction = fraction_from_path if fraction_from_path is not None else 1.0
+    identity["label_fraction"] = float(fraction)
+    return identity
+
+
+def _dedupe(runs: list[Run], problems: list[str]) -> list[Run]:
+    seen: dict[tuple, Run] = {}
+    for run in runs:
+        key = (run.dataset, run.backbone, run.head, round(run.label_fraction, 9))
+        if key in seen:
+            problems.append(f"two run folders for {key}: {seen[key].folder} and {run.folder}; using the first")
+            continue
+        seen[key] = run
+    return list(seen.values())
+
+
+def _card(name: str, workspace: Workspace | None) -> DatasetCard | None:
+    if workspace is not None and workspace.card_path(name).is_file():
+        try:
+            return load_card(workspace.card_path(name))
+        except ChexError as exc:
+            log.warning("%s", exc)
+    try:
+        return packaged_card(name)
+    except ChexError:
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def lookup(data: object, names: tuple[str, ...]) -> object:
+    """First value stored under one of `names` anywhere in a nested dict (run.json's layout is the probe's)."""
+    if isinstance(data, dict):
+        for name in names:
+            if name in data:
+                return data[name]
+        for value in data.values():
+            found = lookup(value, names)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,171 @@
+"""The report's front page: index.md (and index.html) linking every table and figure, with provenance."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+from pipeline import __version__
+from pipeline.report.cells import ReportTable
+from pipeline.report.collect import Collection, dataset_name, head_name, lookup
+from pipeline.report.figures import FigureResult
+from pipeline.report.formats import to_markdown
+
+
+@dataclass
+class IndexEntry:
+    """One table (rendered inline, files linked) for the index."""
+
+    table: ReportTable
+    files: list[Path] = field(default_factory=list)
+
+
+def provenance(coll: Collection, sources: list[str]) -> dict:
+    """What made this report: chex version, date, inputs, backbones' checkpoint hashes and stores, runs."""
+    backbones = {}
+    for run in coll.runs:
+        entry = backbones.setdefault(run.backbone, {"checkpoint_sha256": set(), "checkpoint": set(), "store": set()})
+        for key, names in (
+            ("checkpoint_sha256", ("checkpoint_sha256", "sha256")),
+            ("checkpoint", ("checkpoint",)),
+            ("store", ("store_path", "features_dir", "store")),
+        ):
+            value = lookup(run.info, names)
+            if isinstance(value, dict):
+                value = lookup(value, ("path", "root"))
+            if value is not None:
+                entry[key].add(str(value))
+    runs = []
+    for run in sorted(coll.runs, key=lambda r: (r.dataset, r.backbone, r.head, r.label_fraction)):
+        config = lookup(run.info, ("head_config", "head_cfg"))
+        runs.append(
+            {
+                "dataset": run.dataset,
+                "backbone": run.backbone,
+                "head": head_name(run.head),
+                "label_fraction": run.label_fraction,
+                "seed": lookup(run.info, ("seed",)),
+                "lr": lookup(run.info, ("chosen_lr", "best_lr", "lr")),
+                "head_config": json.dumps(config, sort_keys=True, default=str) if config is not None else "",
+                "folder": str(run.folder),
+            }
+        )
+    return {
+        "chex_version": __version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sources": sources,
+        "synthetic": sorted(coll.synthetic),
+        "backbones": {b: {k: sorted(v) for k, v in e.items()} for b, e in sorted(backbones.items())},
+        "runs": runs,
+    }
+
+
+def index_markdown(
+    coll: Collection,
+    tables: list[IndexEntry],
+    figures: list[FigureResult],
+    missing: list[str],
+    prov: dict,
+    out_dir: Path,
+) -> str:
+    """index.md: title, SYNTHETIC banner, provenance, missing inputs, each table inline, each figure embedded."""
+    synthetic = coll.is_synthetic()
+    title = "chex report" + (" — SYNTHETIC" if synthetic else "")
+    lines = [f"# {title}", ""]
+    if synthetic:
+        names = ", ".join(dataset_name(d) for d in sorted(coll.synthetic))
+        lines += [
+            f"> **SYNTHETIC.** {names}: made from chex's generated cohort, not from real patients. These numbers "
+            "test the pipeline; they are not clinical results.",
+            "",
+        ]
+    lines += ["## Provenance", "", *_provenance_lines(prov, out_dir), ""]
+    if missing:
+        lines += ["## Missing inputs", "", *[f"- {m}" for m in missing], ""]
+    lines += ["## Tables", ""]
+    for entry in tables:
+        links = " · ".join(f"[{p.suffix[1:]}]({_rel(p, out_dir)})" for p in entry.files)
+        lines += [to_markdown(entry.table, heading_level=3).rstrip(), "", f"Files: {links}", ""]
+    if not tables:
+        lines += ["(no tables: no probe results were found)", ""]
+    lines += ["## Figures", ""]
+    for figure in figures:
+        png = next((p for p in figure.paths if p.suffix == ".png"), None)
+        links = " · ".join(f"[{p.suffix[1:]}]({_rel(p, out_dir)})" for p in figure.paths)
+        lines += [f"### {figure.title or figure.name}", ""]
+        if png is not None:
+            lines += [f"![{figure.name}]({_rel(png, out_dir)})", ""]
+        lines += [f"*{figure.caption}*", "", f"Files: {links}", ""]
+    if not figures:
+        lines += ["(no figures)", ""]
+    return "\n".join(lines)
+
+
+def index_html(markdown: str, title: str) -> str:
+    """The same page as HTML (markdown-it, tables enabled) with a small stylesheet."""
+    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}th,td{padding:2px 8px;"
+        "border-bottom:1px solid #ddd}th{border-bottom:2px solid #444}img{max-width:520px;display:block}"
+        "blockquote{background:#fff3cd;border-left:4px solid #c90;margin:0;padding:0.5em 1em}"
+    )
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head>\n<body>\n{body}</body></html>\n"
+    )
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _provenance_lines(prov: dict, out_dir: Path) -> list[str]:
+    lines = [
+        f"- chex version: {prov['chex_version']}",
+        f"- date: {prov['date']}",
+        f"- inputs: {', '.join(prov['sources'])}",
+    ]
+    if prov["synthetic"]:
+        lines.append(f"- SYNTHETIC data sets: {', '.join(prov['synthetic'])}")
+    for backbone, entry in prov["backbones"].items():
+        sha = ", ".join(s[:16] for s in entry["checkpoint_sha256"]) or "unknown (no run.json)"
+        store = ", ".join(entry["store"]) or "unknown"
+        checkpoint = f", checkpoint {', '.join(entry['checkpoint'])}" if entry["checkpoint"] else ""
+        lines.append(f"- backbone `{backbone}`: checkpoint sha256 `{sha}`{checkpoint}; store {store}")
+    seeds = sorted({str(r["seed"]) for r in prov["runs"] if r["seed"] is not None})
+    lines.append(f"- seeds: {', '.join(seeds) or 'unknown'}")
+    configs = {(r["head"], r["head_config"]) for r in prov["runs"] if r["head_config"]}
+    for head, config in sorted(configs):
+        lines.append(f"- {head} head config: `{config}`")
+    lines += ["", "<details><summary>Runs</summary>", ""]
+    lines += [
+        "| data set | backbone | head | label fraction | seed | lr | folder |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in prov["runs"]:
+        lr = "" if r["lr"] is None else f"{r['lr']:g}" if isinstance(r["lr"], int | float) else str(r["lr"])
+        seed = "" if r["seed"] is None else str(r["seed"])
+        lines.append(
+            f"| {r['dataset']} | {r['backbone']} | {r['head']} | {r['label_fraction']:g} | {seed} | {lr} | "
+            f"{_rel(Path(r['folder']), out_dir)} |"
+        )
+    lines += ["", "</details>"]
+    return lines
+
+
+def _rel(path: Path, out_dir: Path) -> str:
+    try:
+        return os.path.relpath(path, out_dir)
+    except ValueError:  # another drive on Windows
+        return str(path)

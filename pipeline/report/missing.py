@@ -1,0 +1,91 @@
+"""Name the inputs the report expected but did not find, each with the command that makes it."""
+
+from __future__ import annotations
+
+from pipeline.report.collect import HEADS, RUN_FILE, Collection, head_name
+from pipeline.report.tables import fraction_name
+
+EFFICIENCY_FRACTIONS = (0.01, 0.1)
+
+
+def probe_hint(dataset: str, head: str, backbone: str | None = None, fraction: float | None = None) -> str:
+    """The `chex probe` command line that produces one run folder."""
+    parts = ["chex probe", f"--head {head}", f"--dataset {dataset}"]
+    if backbone:
+        parts.append(f"--backbone {backbone}")
+    if fraction is not None:
+        parts.append(f"--label-fraction {fraction:g}")
+    return "`" + " ".join(parts) + "`"
+
+
+def missing_inputs(coll: Collection) -> list[str]:
+    """Runs of the expected grid (data sets x backbones x linear/GLoRI/MLP) and files the report lacks."""
+    if not coll.runs:
+        datasets = coll.datasets or ["<dataset>"]
+        return [
+            f"no probe results found: run {probe_hint(d, 'linear')} (and --head glori, --head mlp)" for d in datasets
+        ]
+    messages = []
+    backbones = coll.backbones
+    for dataset in coll.datasets:
+        if not any(r.dataset == dataset for r in coll.runs):
+            messages.append(
+                f"no results for {dataset}: run {probe_hint(dataset, 'linear')} (and --head glori, --head mlp"
+                + (", for each backbone with --backbone)" if len(backbones) > 1 else ")")
+            )
+            continue
+        for backbone in backbones:
+            for head in HEADS:
+                if coll.run(dataset, (backbone, head)) is None:
+                    where = f"{dataset}" + (f" (backbone {backbone})" if len(backbones) > 1 else "")
+                    hint = probe_hint(dataset, head, backbone if len(backbones) > 1 else None)
+                    messages.append(f"no {head_name(head)} results for {where}: run {hint}")
+    messages += _missing_fractions(coll)
+    for run in coll.full_runs():
+        if coll.is_survival(run.dataset) and run.survival_path is None:
+            messages.append(
+                f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.head)} ({run.folder}): "
+                f"no Kaplan-Meier curves from it; rerun {probe_hint(run.dataset, run.head)}"
+            )
+        if not (run.folder / RUN_FILE).is_file():
+            messages.append(
+                f"no run.json in {run.folder}: the run may be incomplete (the probe writes run.json last) and its "
+                "provenance is unknown"
+            )
+        if run.computed:
+            messages.append(
+                f"no results.parquet in {run.folder}: metrics computed from its predictions for this report; "
+                f"run `chex stats {run.folder}` to keep them"
+            )
+    if not any(r.attention_dir is not None for r in coll.runs):
+        glori = [r for r in coll.full_runs() if r.head == "glori"]
+        if glori:
+            messages.append(
+                "no GLoRI attention maps (attention/ in a GLoRI run folder): no attention figure; run "
+                f"{probe_hint(glori[0].dataset, 'glori')[:-1]} --save-attention 8 --force`"
+            )
+    return messages
+
+
+def _missing_fractions(coll: Collection) -> list[str]:
+    partial = {r.dataset for r in coll.runs if not r.is_full}
+    if not partial:
+        dataset = next((d for d in coll.datasets if not coll.is_survival(d)), None)
+        if dataset is None:
+            return []
+        fractions = ",".join(f"{f:g}" for f in EFFICIENCY_FRACTIONS)
+        return [
+            "no label-efficiency runs (label_fraction < 1): no label-efficiency table or curves; run "
+            f"{probe_hint(dataset, 'linear')[:-1]} --label-fraction {fractions}`"
+        ]
+    messages = []
+    for dataset in sorted(partial):
+        fractions = sorted({round(r.label_fraction, 9) for r in coll.runs if r.dataset == dataset} | {1.0})
+        for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
+            for fraction in fractions:
+                if fraction < 1 and coll.run(dataset, model, fraction) is None:
+                    messages.append(
+                        f"no {fraction_name(fraction)}-label run for {dataset} {model[0]}/{head_name(model[1])}: "
+                        f"run {probe_hint(dataset, model[1], model[0], fraction)}"
+                    )
+    return messages

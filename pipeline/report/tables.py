@@ -1,0 +1,260 @@
+"""The paper's tables built from the collected runs' results (numbers exactly as in results.parquet).
+
+- `performance_table`: Table II style, rows = backbone x head, columns = data sets, panels AUPRC / AUROC,
+  macro estimate with its 95% CI, best per column bold.
+- `pvalue_table`: its companion, adjusted paired-permutation p of the column's best model vs each other model.
+- `survival_table`: Table IV style, one panel per survival endpoint (PLCO CVD, all-cause).
+- `label_efficiency_table`: macro AUROC at each label fraction, one panel per data set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from pipeline.report.cells import Cell, Panel, ReportTable, Row, mark_best, missing_cell
+from pipeline.report.collect import Collection, dataset_name, head_name
+
+MACRO = "macro"
+TABLE2_METRICS = ("auprc", "auroc")
+METRIC_NAMES = {"auprc": "AUPRC", "auroc": "AUROC", "c_index": "C-index"}
+ENDPOINT_NAMES = {"cvd": "CVD mortality", "all_cause": "All-cause mortality"}
+SURVIVAL_COLUMNS = ("AUPRC", "AUROC", "C-index", "HR (95% CI)", "Log-rank p", "Surv. low (%)", "Surv. high (%)")
+
+
+def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, kind: str = "metric") -> Cell:
+    """The estimate and CI of one metric: of `output`, else the macro row (or the only output of a binary task)."""
+    rows = results[results["metric"] == metric]
+    if output is None:
+        macro = rows[rows["output"] == MACRO]
+        rows = macro if len(macro) or rows["output"].nunique() != 1 else rows
+    else:
+        rows = rows[rows["output"] == output]
+    if not len(rows):
+        return missing_cell(kind)  # type: ignore[arg-type]
+    row = rows.iloc[0]
+    value = float(row["estimate"]) if pd.notna(row["estimate"]) else math.nan
+    low = float(row["ci_low"]) if pd.notna(row["ci_low"]) else math.nan
+    high = float(row["ci_high"]) if pd.notna(row["ci_high"]) else math.nan
+    return Cell(value, low, high, kind=kind)  # type: ignore[arg-type]
+
+
+def model_labels(model: tuple[str, str]) -> tuple[str, str]:
+    return (model[0], head_name(model[1]))
+
+
+def classification_datasets(coll: Collection) -> list[str]:
+    """Data sets of Table II: those with full-training-set runs and no survival task."""
+    return [d for d in coll.datasets if coll.full_runs(d) and not coll.is_survival(d)]
+
+
+def performance_table(coll: Collection) -> ReportTable:
+    """Table II: macro AUPRC and AUROC (95% CI) per backbone x head and data set, best per column bold."""
+    datasets = classification_datasets(coll)
+    models = coll.models([r for d in datasets for r in coll.full_runs(d)])
+    panels = []
+    for metric in TABLE2_METRICS:
+        rows = []
+        for model in models:
+            cells = []
+            for dataset in datasets:
+                run = coll.run(dataset, model)
+                cells.append(result_cell(run.results, metric) if run else missing_cell())
+            rows.append(Row(model_labels(model), cells))
+        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows)))
+    return ReportTable(
+        name="table2_performance",
+        number="Table II",
+        title="Classification performance of frozen backbones with linear, GLoRI and MLP heads",
+        caption=(
+            "Macro-averaged AUPRC and AUROC over each data set's findings on its test split, with 95% bootstrap "
+            "confidence intervals in parentheses. Best model per column in bold; – marks a run that is missing."
+        ),
+        row_header=["Backbone", "Head"],
+        columns=[dataset_name(d) for d in datasets],
+        panels=panels,
+        panel_header="Metric",
+        synthetic=coll.is_synthetic(datasets),
+    )
+
+
+def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: int, adjust: str) -> ReportTable:
+    """Companion of Table II: adjusted paired-permutation p of each column's best model vs each other model."""
+    datasets = classification_datasets(coll)
+    models = coll.models([r for d in datasets for r in coll.full_runs(d)])
+    panels = []
+    for metric in TABLE2_METRICS:
+        rows = []
+        for model in models:
+            cells = []
+            for dataset in datasets:
+                found = comparisons[(comparisons["dataset"] == dataset) & (comparisons["metric"] == metric)]
+                best = found[(found["best_backbone"] == model[0]) & (found["best_head"] == model[1])]
+                mine = found[(found["backbone"] == model[0]) & (found["head"] == model[1])]
+                if len(best) or (not len(found) and _is_only_model(coll, dataset, model)):
+                    cells.append(Cell(kind="text", text="best", bold=True))
+                elif len(mine) and pd.notna(mine["p_adjusted"].iloc[0]):
+                    cells.append(Cell(float(mine["p_adjusted"].iloc[0]), kind="pvalue"))
+                else:
+                    cells.append(missing_cell("pvalue"))
+            rows.append(Row(model_labels(model), cells))
+        panels.append(Panel(METRIC_NAMES[metric], rows))
+    method = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni"}.get(adjust, adjust)
+    return ReportTable(
+        name="table2_pvalues",
+        number="Table II (companion)",
+        title="Paired permutation tests of the best model vs each other model",
+        caption=(
+            f"Two-sided paired permutation test ({n_permutations} permutations, scores swapped per patient) of the "
+            "difference in macro AUPRC / AUROC between the best model of each column ('best') and each other "
+            f"model, on the same test images. p-values are {method}-adjusted for multiple comparisons within each "
+            "column (the family is that column's comparisons); unadjusted p-values are in "
+            "table2_pvalues_detail.csv. – marks a comparison that could not be made (missing predictions)."
+        ),
+        row_header=["Backbone", "Head"],
+        columns=[dataset_name(d) for d in datasets],
+        panels=panels,
+        panel_header="Metric",
+        synthetic=coll.is_synthetic(datasets),
+    )
+
+
+def survival_datasets(coll: Collection) -> list[str]:
+    return [d for d in coll.datasets if coll.full_runs(d) and coll.is_survival(d)]
+
+
+def survival_table(coll: Collection) -> ReportTable:
+    """Table IV: per endpoint, AUPRC/AUROC of 'death within horizon', C-index, HR (CI), log-rank p, KM survival."""
+    datasets = survival_datasets(coll)
+    panels = []
+    for dataset in datasets:
+        runs = coll.full_runs(dataset)
+        for endpoint in endpoints_of(coll, dataset):
+            rows = []
+            for model in coll.models(runs):
+                results = coll.run(dataset, model).results
+                output = endpoint_output(coll, dataset, endpoint, results)
+                cells = [
+                    result_cell(results, "auprc", output) if output else missing_cell(),
+                    result_cell(results, "auroc", output) if output else missing_cell(),
+                    result_cell(results, "c_index", endpoint),
+                    result_cell(results, "hazard_ratio", endpoint, kind="ratio"),
+                    result_cell(results, "logrank_p", endpoint, kind="pvalue"),
+                    result_cell(results, "survival_low_risk", endpoint, kind="percent"),
+                    result_cell(results, "survival_high_risk", endpoint, kind="percent"),
+                ]
+                rows.append(Row(model_labels(model), cells))
+            title = ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " "))
+            if len(datasets) > 1:
+                title = f"{dataset_name(dataset)}: {title}"
+            panels.append(Panel(title, _bold_columns(rows, columns=(0, 1, 2))))
+    horizon = _horizon(coll, datasets)
+    return ReportTable(
+        name="table4_survival",
+        number="Table IV",
+        title="Mortality prediction (PLCO): CVD and all-cause death",
+        caption=(
+            f"AUPRC and AUROC of death within {horizon} (binary output, test split) with 95% bootstrap CIs; "
+            "Harrell's C-index of the subject risk score; hazard ratio of the high- vs low-risk group (Cox, 95% CI); "
+            "log-rank p of the two groups' Kaplan-Meier curves; end-of-follow-up Kaplan-Meier survival (%) of the "
+            "low- and high-risk groups (95% band). Subjects are split at the median predicted risk. Best AUPRC, "
+            "AUROC and C-index per panel in bold."
+        ),
+        row_header=["Backbone", "Head"],
+        columns=list(SURVIVAL_COLUMNS),
+        panels=panels,
+        panel_header="Endpoint",
+        synthetic=coll.is_synthetic(datasets),
+    )
+
+
+def efficiency_datasets(coll: Collection) -> list[str]:
+    return [d for d in coll.datasets if any(r.dataset == d and not r.is_full for r in coll.runs)]
+
+
+def label_fractions(coll: Collection, datasets: list[str]) -> list[float]:
+    return sorted({round(r.label_fraction, 9) for r in coll.runs if r.dataset in datasets})
+
+
+def fraction_name(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def label_efficiency_table(coll: Collection) -> ReportTable:
+    """Macro AUROC (95% CI) at each fraction of the training labels, one panel per data set."""
+    datasets = efficiency_datasets(coll)
+    fractions = label_fractions(coll, datasets)
+    panels = []
+    for dataset in datasets:
+        rows = []
+        for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
+            cells = []
+            for fraction in fractions:
+                run = coll.run(dataset, model, fraction)
+                cells.append(result_cell(run.results, "auroc") if run else missing_cell())
+            rows.append(Row(model_labels(model), cells))
+        panels.append(Panel(dataset_name(dataset), _bold_columns(rows)))
+    return ReportTable(
+        name="table_label_efficiency",
+        title="Label efficiency: macro AUROC by fraction of training labels",
+        caption=(
+            "Macro AUROC (95% bootstrap CI) on the full test split of heads trained on a patient-level random "
+            "fraction of the training labels. Best model per column and data set in bold; – marks a missing run."
+        ),
+        row_header=["Backbone", "Head"],
+        columns=[fraction_name(f) for f in fractions],
+        panels=panels,
+        panel_header="Data set",
+        synthetic=coll.is_synthetic(datasets),
+    )
+
+
+def endpoints_of(coll: Collection, dataset: str) -> list[str]:
+    """Survival endpoints of a data set: the card's order, then any others its results hold."""
+    found: list[str] = []
+    for run in coll.full_runs(dataset):
+        found += list(pd.unique(run.results.loc[run.results["metric"] == "logrank_p", "output"].astype(str)))
+    card = coll.cards.get(dataset)
+    ordered = [e.name for t in card.survival_tasks for e in t.endpoints] if card else []
+    return [e for e in ordered if e in found] + [e for e in dict.fromkeys(found) if e not in ordered]
+
+
+def endpoint_output(coll: Collection, dataset: str, endpoint: str, results: pd.DataFrame) -> str | None:
+    """The binary 'event within horizon' output of an endpoint (card: `<event column>_<h>y`), if the run has it."""
+    outputs = set(results.loc[results["metric"] == "auroc", "output"].astype(str)) - {MACRO}
+    card = coll.cards.get(dataset)
+    if card is not None:
+        for task in card.survival_tasks:
+            for e in task.endpoints:
+                if e.name == endpoint:
+                    for column in task.columns:
+                        if column.startswith(f"{e.event_column}_") and column in outputs:
+                            return column
+    candidates = [o for o in outputs if endpoint in o]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _horizon(coll: Collection, datasets: list[str]) -> str:
+    for dataset in datasets:
+        card = coll.cards.get(dataset)
+        for task in card.survival_tasks if card else []:
+            if task.horizon_years is not None:
+                return f"{task.horizon_years:g} years"
+    return "the horizon"
+
+
+def _bold_columns(rows: list[Row], columns: tuple[int, ...] | None = None) -> list[Row]:
+    if not rows:
+        return rows
+    n = len(rows[0].cells)
+    grid = [list(r.cells) for r in rows]
+    for k in range(n) if columns is None else columns:
+        marked = mark_best([g[k] for g in grid])
+        for g, cell in zip(grid, marked, strict=True):
+            g[k] = cell
+    return [Row(r.labels, g) for r, g in zip(rows, grid, strict=True)]
+
+
+def _is_only_model(coll: Collection, dataset: str, model: tuple[str, str]) -> bool:
+    return [r.model for r in coll.full_runs(dataset)] == [model]

@@ -1,0 +1,229 @@
+"""`write_report`: every table and figure of the report from the probe outputs, plus the index page.
+
+Layout under the output folder: tables/<name>.{md,csv,tex}, figures/<name>.{png,pdf}, index.md, index.html.
+Missing inputs are named in the summary and on the index page; whatever can be made is still written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
+from pipeline.report.attention import attention_figure, attention_runs
+from pipeline.report.cells import ReportTable
+from pipeline.report.collect import Collection, collect_runs
+from pipeline.report.comparisons import best_vs_others
+from pipeline.report.figures import (
+    FigureResult,
+    label_efficiency_figure,
+    model_style,
+    per_finding_datasets,
+    per_finding_figure,
+    prevalence_band_datasets,
+    prevalence_band_figure,
+)
+from pipeline.report.formats import FORMATS, to_csv, to_markdown, to_text
+from pipeline.report.index import IndexEntry, index_html, index_markdown, provenance, write_text_atomic
+from pipeline.report.km import best_survival_run, km_figure
+from pipeline.report.latex import to_latex
+from pipeline.report.missing import missing_inputs, probe_hint
+from pipeline.report.tables import (
+    efficiency_datasets,
+    endpoints_of,
+    label_efficiency_table,
+    performance_table,
+    pvalue_table,
+    survival_datasets,
+    survival_table,
+)
+from pipeline.stats.multiple import ADJUST_METHODS
+from pipeline.workspace import Workspace, resolve_workspace
+
+log = logging.getLogger(__name__)
+
+RENDERERS: dict[str, Callable[[ReportTable], str]] = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
+
+
+@dataclass
+class ReportSummary:
+    """What `write_report` wrote: every path, the inputs it missed, and Table II as terminal text."""
+
+    out_dir: Path
+    paths: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    headline: str = ""
+    synthetic: bool = False
+    tables: dict[str, ReportTable] = field(default_factory=dict)
+    figures: list[FigureResult] = field(default_factory=list)
+
+    @property
+    def index(self) -> Path:
+        return self.out_dir / "index.md"
+
+
+def write_report(
+    workspace: Workspace | str | Path | None,
+    out_dir: str | Path | None = None,
+    formats: tuple[str, ...] | list[str] = ("md", "csv", "tex"),
+    progress: bool = True,
+    results: list[str | Path] | None = None,
+    n_resamples: int = 1000,
+    n_permutations: int = 1000,
+    attention_findings: list[str] | None = None,
+    adjust: str = "holm",
+    seed: int = 0,
+    figures: bool = True,
+) -> ReportSummary:
+    """Write the report's tables (`formats` of md/csv/tex), figures (PNG + PDF) and index to `out_dir`.
+
+    Inputs are the workspace's results/ folder, or `results` (results roots, run folders or their Parquet
+    files). `out_dir` defaults to the workspace's reports/. `n_resamples` is used for bootstrap CIs the
+    report computes itself (prevalence bands; runs without results.parquet), `n_permutations` for the paired
+    permutation tests of Table II's companion, adjusted with `adjust` (holm, fdr_bh, bonferroni).
+    `figures=False` writes the tables and index only.
+    """
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(FORMATS)}; got {list(formats)}")
+    if adjust not in ADJUST_METHODS:
+        raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    out = Path(out_dir) if out_dir is not None else ws.reports_dir
+    sources = [Path(p) for p in results] if results else None
+    coll = collect_runs(sources, ws, n_resamples=n_resamples, seed=seed)
+    summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
+    summary.missing = [*coll.problems, *missing_inputs(coll)]
+    steps = _figure_steps(coll) if figures else []
+    with progress_bar("report", total=1 + len(steps), enabled=progress) as advance:
+        entries = _write_tables(coll, summary, out, formats, n_permutations, adjust, seed)
+        advance()
+        for step in steps:
+            made = step(coll, out / "figures", summary, n_resamples, seed, attention_findings)
+            summary.figures += made
+            summary.paths += [p for f in made for p in f.paths]
+            advance()
+    summary.missing = list(dict.fromkeys(summary.missing))
+    prov = provenance(coll, [str(p) for p in sources] if sources else [str(ws.root / "results")])
+    markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out)
+    summary.paths.append(write_text_atomic(out / "index.md", markdown))
+    title = "chex report" + (" — SYNTHETIC" if summary.synthetic else "")
+    summary.paths.append(write_text_atomic(out / "index.html", index_html(markdown, title)))
+    table2 = summary.tables.get("table2_performance")
+    summary.headline = to_text(table2) if table2 is not None and not table2.is_empty else ""
+    return summary
+
+
+def _figure_steps(coll: Collection) -> list[Callable[..., list[FigureResult]]]:
+    """The figure makers that have inputs, so the progress bar counts only real work."""
+    wanted = (
+        (per_finding_datasets, _per_finding),
+        (prevalence_band_datasets, _prevalence_bands),
+        (survival_datasets, _kaplan_meier),
+        (efficiency_datasets, _label_efficiency),
+        (attention_runs, _attention),
+    )
+    return [make for has_inputs, make in wanted if has_inputs(coll)]
+
+
+def _write_tables(
+    coll: Collection,
+    summary: ReportSummary,
+    out: Path,
+    formats: tuple[str, ...],
+    n_permutations: int,
+    adjust: str,
+    seed: int,
+) -> list[IndexEntry]:
+    tables = [performance_table(coll)]
+    detail = None
+    if not tables[0].is_empty:
+        comparisons, problems = best_vs_others(coll, n_permutations, seed, adjust)
+        summary.missing += problems
+        tables.append(pvalue_table(coll, comparisons, n_permutations, adjust))
+        detail = comparisons
+    else:
+        summary.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
+    survival = survival_table(coll)
+    if survival.is_empty:
+        expected = [d for d in coll.datasets if coll.is_survival(d)] or ["plco"]
+        summary.missing.append(f"no survival results (Table IV): run {probe_hint(expected[0], 'glori')}")
+    tables.append(survival)
+    tables.append(label_efficiency_table(coll))
+    entries = []
+    for table in tables:
+        if table.is_empty:
+            continue
+        summary.tables[table.name] = table
+        files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
+        if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
+            files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))
+        summary.paths += files
+        entries.append(IndexEntry(table, files))
+    return entries
+
+
+def _per_finding(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    styles = model_style(coll.models())
+    return [per_finding_figure(coll, d, styles, out) for d in per_finding_datasets(coll)]
+
+
+def _prevalence_bands(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    styles = model_style(coll.models())
+    made = []
+    for dataset in prevalence_band_datasets(coll):
+        figure, _ = prevalence_band_figure(coll, dataset, styles, out, n_resamples=n_resamples, seed=seed)
+        made.append(figure)
+        if any(r.predictions_path is None for r in coll.full_runs(dataset)):
+            summary.missing.append(
+                f"{dataset}: some runs have no predictions.parquet; their prevalence-band AUPRC has no CI"
+            )
+    return made
+
+
+def _kaplan_meier(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    made = []
+    for dataset in survival_datasets(coll):
+        for endpoint in endpoints_of(coll, dataset):
+            run = best_survival_run(coll, dataset, endpoint)
+            if run is None:
+                summary.missing.append(
+                    f"no survival.parquet in any {dataset} run: no Kaplan-Meier figure for {endpoint}; "
+                    f"run {probe_hint(dataset, 'glori')}"
+                )
+                continue
+            made.append(km_figure(coll, run, endpoint, out))
+    return made
+
+
+def _label_efficiency(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    styles = model_style(coll.models())
+    return [label_efficiency_figure(coll, d, styles, out) for d in efficiency_datasets(coll)]
+
+
+def _attention(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    made = []
+    for run in attention_runs(coll):
+        wanted = findings if findings else None
+        if findings:
+            outputs = set(run.results["output"].astype(str))
+            wanted = [f for f in findings if f in outputs] or None
+            if wanted is None:
+                continue  # the chosen findings belong to another data set
+        figure, notes = attention_figure(coll, run, out, wanted)
+        summary.missing += notes
+        if figure is not None:
+            made.append(figure)
+    if findings and not made:
+        summary.missing.append(f"no GLoRI attention maps for {', '.join(findings)} in any run; no attention figure")
+    return made
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return write_text_atomic(path, frame.to_csv(index=False))

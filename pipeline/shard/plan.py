@@ -1,0 +1,128 @@
+"""Step (a) of sharding: assign manifest rows to numbered shards, deterministically, before any image is read.
+
+A plan depends only on the manifest rows, their order and their (estimated) sizes, so many machines can
+compute the same plan and each write its own share of shards with `write_shard`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.shard_format import SHARD_PATTERN
+
+# tar header of the png and json members plus padding and a small json: the per-sample cost beyond the image
+SAMPLE_OVERHEAD_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: its number, file name and manifest rows (json-safe dicts, in shard order)."""
+
+    index: int
+    file: str
+    rows: tuple[dict[str, Any], ...]
+    est_bytes: int
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [str(row["image_id"]) for row in self.rows]
+
+
+def plan_shards(
+    manifest: pd.DataFrame,
+    image_root: str | Path,
+    name: str,
+    *,
+    target_shard_bytes: float = 1e9,
+    samples_per_shard: int | None = None,
+    max_side: int | None = None,
+    order: Sequence[int] | None = None,
+    sizes: Sequence[int] | None = None,
+) -> list[ShardTask]:
+    """Cut the rows (in `order`, positional; default manifest order; a subset shards only those rows) into
+    consecutive shards of about `target_shard_bytes` and at most `samples_per_shard` samples.
+
+    A sample's size is estimated from its source file (`sizes`, aligned with the manifest rows, saves the
+    stat calls), capped at 2 bytes per pixel of a `max_side` square when resizing; missing files count 0.
+    """
+    if target_shard_bytes <= 0:
+        raise ValueError(f"target_shard_bytes must be > 0, got {target_shard_bytes}")
+    if samples_per_shard is not None and samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    positions = _positions(order, len(manifest))
+    rows = json_rows(manifest.iloc[positions])
+    if sizes is None:
+        root = Path(image_root)
+        estimates = [_file_size(root / str(row["path"])) for row in rows]
+    else:
+        if len(sizes) != len(manifest):
+            raise ValueError(f"sizes has {len(sizes)} values for {len(manifest)} manifest rows")
+        estimates = [int(sizes[p]) for p in positions]
+    cap = 2 * max_side * max_side if max_side else math.inf
+    estimates = [int(min(size, cap)) + SAMPLE_OVERHEAD_BYTES for size in estimates]
+
+    tasks: list[ShardTask] = []
+    current: list[dict[str, Any]] = []
+    current_bytes = 0
+    for row, size in zip(rows, estimates, strict=True):
+        full = samples_per_shard is not None and len(current) >= samples_per_shard
+        if current and (full or current_bytes + size > target_shard_bytes):
+            tasks.append(_task(len(tasks), name, current, current_bytes))
+            current, current_bytes = [], 0
+        current.append(row)
+        current_bytes += size
+    if current:
+        tasks.append(_task(len(tasks), name, current, current_bytes))
+    return tasks
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Manifest rows as json-safe dicts (NaN/NA -> None, numpy scalars -> Python, timestamps -> ISO text)."""
+    return [{str(k): _json_value(v) for k, v in record.items()} for record in frame.to_dict("records")]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_value(v) for v in value]
+    return str(value)
+
+
+def _positions(order: Sequence[int] | None, n_rows: int) -> list[int]:
+    if order is None:
+        return list(range(n_rows))
+    positions = [int(p) for p in order]
+    if len(set(positions)) != len(positions):
+        raise ValueError("order repeats a row; each manifest row can be sharded once")
+    bad = [p for p in positions if not 0 <= p < n_rows]
+    if bad:
+        raise ValueError(f"order has positions outside 0..{n_rows - 1}: {bad[:5]}")
+    return positions
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _task(index: int, name: str, rows: list[dict[str, Any]], est_bytes: int) -> ShardTask:
+    return ShardTask(index, SHARD_PATTERN.format(name=name, index=index), tuple(rows), est_bytes)

@@ -1,0 +1,237 @@
+"""Writing a feature store: create or reopen it for one backbone, plan write units, write them, mark them done.
+
+Every array is chunked along N in `chunk_rows` (inner chunks) grouped into Zarr v3 shards of `unit_rows`;
+a write unit is exactly one shard, so concurrent writers (torchrun ranks, dask workers, a second `chex embed`)
+never write the same file. Growth appends whole units. The ledger (`pipeline.store.ledger`) is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline import __version__
+from pipeline.errors import StoreError, disk_full_as_error
+from pipeline.store.layout import STORE_FORMAT, StoreLayout
+from pipeline.store.ledger import Ledger, Unit
+from pipeline.store.quant import quantize_int8
+
+log = logging.getLogger(__name__)
+
+# Keys of the store attributes that must match for a run to add rows to an existing store.
+IDENTITY_KEYS = ("backbone", "checkpoint_sha256", "layers", "dtype", "preprocessing")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row to embed: an image (and augmented view) from an input group."""
+
+    image_id: str
+    view: int = 0
+    group: str = ""
+    source: str = ""
+
+
+class StoreWriter:
+    """Adds rows to the store of one backbone; safe with other writers on disjoint units."""
+
+    def __init__(self, path: Path, layout: StoreLayout) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        self.ledger = Ledger(self.path)
+
+    @classmethod
+    def open(cls, path: str | Path, layout: StoreLayout, attrs: dict[str, Any]) -> StoreWriter:
+        """Create the store, or reopen it after checking it was made by the same backbone (`attrs` identity)."""
+        path = Path(path)
+        ledger = Ledger(path)
+        with ledger.planning_lock(), disk_full_as_error(path, "a new feature store"):
+            existing = dict(zarr.open_group(path, mode="r").attrs) if (path / "zarr.json").is_file() else {}
+            if "layout" in existing:
+                _check_identity(path, existing, attrs)
+                layout = StoreLayout(**existing["layout"])
+            else:  # new, or a creation killed before its attributes (written last) landed: nothing to keep
+                _create(path, layout, attrs)
+        return cls(path, layout)
+
+    def plan(self, items: Iterable[Item]) -> list[Unit]:
+        """Allocate units for the items not yet in the store (done or planned); returns the new units.
+
+        Units never span input groups, so ranks that own disjoint groups (shards) own disjoint units.
+        """
+        with self.ledger.planning_lock(), disk_full_as_error(self.path, "the feature store's plan"):
+            units = self.ledger.units()
+            have = {(i, v) for u in units for i, v in zip(u.image_ids, u.views, strict=True)}
+            by_group: dict[str, list[Item]] = {}
+            for item in items:
+                if (item.image_id, item.view) not in have:
+                    have.add((item.image_id, item.view))
+                    by_group.setdefault(item.group, []).append(item)
+            next_index = 1 + max((u.index for u in units), default=-1)
+            new: list[Unit] = []
+            for group, group_items in by_group.items():
+                for k in range(0, len(group_items), self.layout.unit_rows):
+                    block = group_items[k : k + self.layout.unit_rows]
+                    new.append(
+                        Unit(
+                            index=next_index,
+                            start=next_index * self.layout.unit_rows,
+                            image_ids=[it.image_id for it in block],
+                            views=[it.view for it in block],
+                            group=group,
+                            sources=[it.source for it in block],
+                        )
+                    )
+                    next_index += 1
+            if new:
+                self._resize(next_index * self.layout.unit_rows)
+                for unit in new:
+                    self.ledger.add_unit(unit)
+            return new
+
+    def pending(self) -> list[Unit]:
+        """Planned units not yet done (including ones another live writer is working on)."""
+        done = self.ledger.done_indices()
+        return [u for u in self.ledger.units() if u.index not in done]
+
+    def claim(self, unit: Unit) -> bool:
+        return self.ledger.claim(unit)
+
+    def release(self, unit: Unit) -> None:
+        self.ledger.release(unit)
+
+    def write_unit(self, unit: Unit, tokens: dict[str, torch.Tensor], seconds: float = 0.0) -> None:
+        """Write all rows of a claimed unit (`tokens[part]` in unit row order), flush, then mark it done."""
+        with disk_full_as_error(self.path, f"feature store unit {unit.index} (rows {unit.start}-{unit.stop - 1})"):
+            self._write_unit(unit, tokens, seconds)
+
+    def _write_unit(self, unit: Unit, tokens: dict[str, torch.Tensor], seconds: float) -> None:
+        n = len(unit.image_ids)
+        group = zarr.open_group(self.path, mode="r+")
+        for part in self.layout.parts:
+            x = tokens[part]
+            if x.shape != (n, *self.layout.token_shape(part)):
+                raise ValueError(f"{part}: got {tuple(x.shape)}, expected {(n, *self.layout.token_shape(part))}")
+            if self.layout.quantized:
+                q, scale = quantize_int8(x)
+                group[part][unit.start : unit.stop] = q.numpy()
+                group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
+            else:
+                group[part][unit.start : unit.stop] = x.to(torch.float16).numpy()
+        group["image_id"][unit.start : unit.stop] = np.array(unit.image_ids, dtype=str)
+        group["view"][unit.start : unit.stop] = np.asarray(unit.views, dtype=np.int16)
+        self._fsync_unit(unit)
+        self.ledger.mark_done(unit, seconds)
+
+    def array_names(self) -> list[str]:
+        names = [*self.layout.parts, "image_id", "view"]
+        if self.layout.quantized:
+            names += [f"{p}_scale" for p in self.layout.parts]
+        return names
+
+    def _resize(self, n_rows: int) -> None:
+        group = zarr.open_group(self.path, mode="r+")
+        for name in self.array_names():
+            arr = group[name]
+            if arr.shape[0] < n_rows:
+                arr.resize((n_rows, *arr.shape[1:]))
+
+    def _fsync_unit(self, unit: Unit) -> None:
+        """Force the unit's shard files to disk before the done marker says they are complete."""
+        for name in self.array_names():
+            ndim = len(json.loads((self.path / name / "zarr.json").read_text())["shape"])
+            shard = self.path / name / "c" / "/".join([str(unit.index)] + ["0"] * (ndim - 1))
+            if shard.is_file():
+                fd = os.open(shard, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def store_attrs(
+    backbone_name: str,
+    backbone: dict[str, Any],
+    checkpoint: str,
+    checkpoint_sha256: str,
+    layers: Sequence[int],
+    dtype: str,
+    preprocessing: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The provenance attributes of a store (the identity keys plus descriptive ones)."""
+    return dict(
+        format=STORE_FORMAT,
+        backbone_name=backbone_name,
+        backbone=backbone,
+        checkpoint=checkpoint,
+        checkpoint_sha256=checkpoint_sha256,
+        layers=list(layers),
+        dtype=dtype,
+        preprocessing=preprocessing,
+        chex_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    )
+
+
+def _create(path: Path, layout: StoreLayout, attrs: dict[str, Any]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(path, mode="a", zarr_format=3)  # not "w": it would wipe the folder, ledger lock included
+    compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if layout.dtype == "int8" else "shuffle")
+    c, u = layout.chunk_rows, layout.unit_rows
+    for part in layout.parts:
+        shape = layout.token_shape(part)
+        group.create_array(
+            part,
+            shape=(0, *shape),
+            chunks=(c, *shape),
+            shards=(u, *shape),
+            dtype=layout.dtype,
+            compressors=compressor,
+            fill_value=0,
+            overwrite=True,
+        )
+        if layout.quantized:
+            group.create_array(
+                f"{part}_scale",
+                shape=(0, *shape[:-1]),
+                chunks=(c, *shape[:-1]),
+                shards=(u, *shape[:-1]),
+                dtype="float32",
+                compressors=compressor,
+                fill_value=0,
+                overwrite=True,
+            )
+    group.create_array("image_id", shape=(0,), chunks=(u,), dtype=str, overwrite=True)
+    group.create_array("view", shape=(0,), chunks=(u,), dtype="int16", fill_value=-1, overwrite=True)
+    group.attrs.update({**attrs, "layout": layout.to_dict()})
+    Ledger(path).ensure()
+
+
+def _check_identity(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
+    diffs = [k for k in IDENTITY_KEYS if existing.get(k) != wanted.get(k)]
+    if diffs:
+        detail = "; ".join(f"{k}: store {existing.get(k)!r} vs run {wanted.get(k)!r}" for k in diffs if k != "backbone")
+        if "backbone" in diffs:
+            detail = "backbone config differs" + (f"; {detail}" if detail else "")
+        raise StoreError(
+            f"feature store {path} was made by backbone {_describe(existing)}, not by {_describe(wanted)} "
+            f"({detail}); use another --backbone name (store folder) for this backbone"
+        )
+
+
+def _describe(a: dict[str, Any]) -> str:
+    sha = str(a.get("checkpoint_sha256"))[:12]
+    return f"{a.get('backbone_name')!r} (checkpoint {a.get('checkpoint')}, sha256 {sha})"

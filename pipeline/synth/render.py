@@ -1,0 +1,84 @@
+"""Render one patient's images from the plan: anatomy from the patient's latent features, findings painted,
+exposure and noise, PNG written atomically. Each patient has its own seeded generators, so the result does
+not depend on worker count or order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.shard_format import encode_png
+from pipeline.synth.anatomy import Anatomy, expose, new_chest
+from pipeline.synth.findings import apply_modifiers, paint
+from pipeline.synth.plan import dataset_code
+from pipeline.synth.specs import CXRLT24_PREVALENCE
+
+# Stable per-finding stream ids (position in this sorted list), independent of which data set uses them.
+_FINDING_IDS = {name: i for i, name in enumerate(sorted({*CXRLT24_PREVALENCE, "Tuberculosis", "Nodule"}))}
+
+
+@dataclass(frozen=True)
+class PatientJob:
+    """Everything a worker needs to render one patient's images."""
+
+    dataset: str
+    seed: int
+    patient_index: int
+    image_ids: tuple[str, ...]
+    views: tuple[str, ...]
+    shown: tuple[tuple[str, ...], ...]  # findings painted on each image
+    z_heart: float
+    z_frailty: float
+    image_size: int
+    bit_depth: int
+    out_dir: str
+    skip_existing: bool = False
+
+
+def render_patient(job: PatientJob) -> int:
+    """Render and write a patient's images; returns how many were written (existing files skipped when asked)."""
+    out_dir = Path(job.out_dir)
+    todo = [
+        k
+        for k, image_id in enumerate(job.image_ids)
+        if not (job.skip_existing and (out_dir / f"{image_id}.png").is_file())
+    ]
+    for k, pixels in zip(todo, render_pixels(job, todo), strict=True):
+        _write_atomic(out_dir / f"{job.image_ids[k]}.png", encode_png(pixels))
+    return len(todo)
+
+
+def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.ndarray]:
+    """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16."""
+    base = [job.seed, dataset_code(job.dataset), job.patient_index + 1]
+    patient_rng = np.random.default_rng([*base, 3])
+    heart0 = float(np.exp(0.1 * job.z_heart))
+    bone0 = float(np.clip(1.0 - 0.12 * job.z_frailty, 0.5, 1.5))
+    texture0 = float(0.03 * np.exp(0.35 * job.z_frailty))
+    lungs0 = float(patient_rng.uniform(0.95, 1.05))
+    images = []
+    for k in range(len(job.image_ids)) if which is None else which:
+        rng = np.random.default_rng([*base, 2, k])
+        anatomy = Anatomy(
+            heart=heart0 * float(np.exp(rng.normal(0.0, 0.02))),
+            lungs=lungs0,
+            bone=bone0,
+            texture=texture0,
+            view=job.views[k],
+        )
+        shown = list(job.shown[k])
+        chest = new_chest(job.image_size, apply_modifiers(anatomy, shown), rng)
+        # One generator per finding seeded by patient and finding only: it sits in the same place on every
+        # image of the patient (per-image jitter comes from the image's generator).
+        finding_rngs = {name: np.random.default_rng([*base, 1, _FINDING_IDS.get(name, 999)]) for name in shown}
+        paint(chest, shown, finding_rngs)
+        images.append(expose(chest, rng, job.bit_depth))
+    return images
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,69 @@
+"""The workspace: one conventional home per on-disk contract, so user commands need no paths.
+
+Layout (DESIGN.md "The workspace"):
+    manifests/<dataset>.parquet, manifests/<dataset>.card.yaml
+    images/<dataset>/...                  (synthetic cohort images; real data stays where it is)
+    shards/<name>/                        webdataset tars + index + quarantine
+    checkpoints/<name>/                   chex checkpoints (tensors + config)
+    features/<backbone>/                  Zarr feature store
+    results/<dataset>/<backbone>/<head>/  predictions + results Parquet
+    reports/                              tables and figures
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKSPACE = Path("chex-workspace")
+WORKSPACE_ENV = "CHEX_WORKSPACE"
+
+
+def resolve_workspace(path: str | Path | None = None) -> Workspace:
+    """The workspace named by `path`, else $CHEX_WORKSPACE, else ./chex-workspace."""
+    if path is None:
+        path = os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    return Workspace(Path(path))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of every contract inside one workspace folder; creating folders is the caller's job."""
+
+    root: Path
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    def manifest_path(self, dataset: str) -> Path:
+        return self.manifests_dir / f"{dataset}.parquet"
+
+    def card_path(self, dataset: str) -> Path:
+        return self.manifests_dir / f"{dataset}.card.yaml"
+
+    def images_dir(self, dataset: str) -> Path:
+        return self.root / "images" / dataset
+
+    def shards_dir(self, name: str) -> Path:
+        return self.root / "shards" / name
+
+    def checkpoints_dir(self, name: str) -> Path:
+        return self.root / "checkpoints" / name
+
+    def features_dir(self, backbone: str) -> Path:
+        return self.root / "features" / backbone
+
+    def results_dir(self, dataset: str, backbone: str, head: str) -> Path:
+        return self.root / "results" / dataset / backbone / head
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def datasets(self) -> list[str]:
+        """Data sets that have a manifest in this workspace, sorted by name."""
+        if not self.manifests_dir.is_dir():
+            return []
+        return sorted(p.name.removesuffix(".parquet") for p in self.manifests_dir.glob("*.parquet"))

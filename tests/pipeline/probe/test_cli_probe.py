@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.pipeline.probe.conftest import make_workspace
+
+runner = CliRunner()
+
+
+def test_chex_probe_runs_label_fractions_and_reports(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    args = ["probe", "--head", "linear", "--dataset", "toy", "--epochs", "1", "--lrs", "1e-3,1e-2",
+            "--label-fraction", "0.5,1.0", "--resamples", "10", "-w", str(ws.root)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "lr" in result.output and "test macro AUROC" in result.output
+    base = ws.results_dir("toy", "toy-vit", "linear")
+    assert (base / "run.json").is_file() and (base / "label_fraction=0.5" / "predictions.parquet").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.count("already done") == 2
+
+
+def test_chex_probe_errors_are_clean(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    result = runner.invoke(app, ["probe", "--head", "resnet", "--dataset", "toy", "-w", str(ws.root)])
+    assert result.exit_code == 2 and "known heads" in result.output
+    result = runner.invoke(app, ["probe", "--dataset", "toy", "--lrs", "fast", "-w", str(ws.root)])
+    assert result.exit_code == 2 and "--lrs" in result.output

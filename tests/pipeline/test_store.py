@@ -1,0 +1,153 @@
+"""Feature store: write units, read API, int8, growth, identity check, ledger truth, concurrency."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import StoreError
+from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter, store_attrs
+from pipeline.store.ledger import Ledger
+
+L, D, P, R = 2, 8, 4, 1
+
+
+def _attrs(sha="a" * 64, dtype="float16"):
+    return store_attrs("toy", {"embed_dim": D}, "ck/model.pt", sha, [-2, -1], dtype, {"resize": 32})
+
+
+def _tokens(ids, views):
+    """Deterministic tokens per (id, view), so any row can be checked after reading."""
+    out = {"cls": [], "patch": [], "registers": []}
+    for i, v in zip(ids, views, strict=True):
+        g = torch.Generator().manual_seed(hash((i, v)) % 2**31)
+        out["cls"].append(torch.randn(L, D, generator=g))
+        out["patch"].append(torch.randn(L, P, D, generator=g))
+        out["registers"].append(torch.randn(L, R, D, generator=g))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _fill(path, ids, views=None, dtype="float16", unit_rows=4, chunk_rows=2, sha="a" * 64):
+    views = views or [0] * len(ids)
+    layout = StoreLayout(L, D, P, R, dtype=dtype, chunk_rows=chunk_rows, unit_rows=unit_rows)
+    writer = StoreWriter.open(path, layout, _attrs(sha, dtype))
+    units = writer.plan(Item(i, v, group="g") for i, v in zip(ids, views, strict=True))
+    for unit in units:
+        assert writer.claim(unit)
+        writer.write_unit(unit, _tokens(unit.image_ids, unit.views))
+    return writer, units
+
+
+def test_round_trip_rows_read_in_given_order(tmp_path):
+    ids = [f"img{i}" for i in range(10)]
+    _, units = _fill(tmp_path / "s", ids)
+    assert [len(u.image_ids) for u in units] == [4, 4, 2]
+    store = FeatureStore.open(tmp_path / "s")
+    assert (store.n_layers, store.dim, store.n_patches) == (L, D, P) and len(store) == 10 and store.complete
+    assert store.attrs["checkpoint_sha256"] == "a" * 64 and store.attrs["layers"] == [-2, -1]
+    want_ids = ["img7", "img2", "img7", "img0"]
+    rows = store.rows(want_ids)
+    got = store.read(rows, parts=("cls", "patch", "registers"))
+    ref = _tokens(want_ids, [0] * 4)
+    for part in ("cls", "patch", "registers"):
+        assert got[part].dtype == torch.float32
+        torch.testing.assert_close(got[part], ref[part].half().float())
+
+
+def test_missing_ids_error_names_count_examples_and_command(tmp_path):
+    _fill(tmp_path / "s", ["a", "b"])
+    store = FeatureStore.open(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"2 of 3 images.*'x'.*chex embed"):
+        store.rows(["a", "x", "y"])
+
+
+def test_int8_error_is_within_half_a_step_and_smaller_on_disk(tmp_path):
+    ids = [f"i{i}" for i in range(8)]
+    _fill(tmp_path / "q", ids, dtype="int8")
+    store = FeatureStore.open(tmp_path / "q")
+    got = store.read(store.rows(ids), parts=("patch",))["patch"]
+    ref = _tokens(ids, [0] * 8)["patch"]
+    step = ref.abs().amax(-1, keepdim=True) / 127
+    assert ((got - ref).abs() <= step / 2 + 1e-6).all()
+    assert (got - ref).abs().max() > 0  # really quantised
+
+
+def test_views_and_n_views(tmp_path):
+    ids = ["a", "a", "a", "b"]
+    _fill(tmp_path / "s", ids, views=[0, 1, 2, 0])
+    store = FeatureStore.open(tmp_path / "s")
+    assert store.n_views(["a"]) == 3 and store.n_views(["a", "b"]) == 1
+    r1 = store.rows(["a"], view=1)
+    torch.testing.assert_close(store.read(r1)["cls"], _tokens(["a"], [1])["cls"].half().float())
+
+
+def test_iter_batches_cover_rows_once_and_shuffle_is_seeded(tmp_path):
+    ids = [f"i{i}" for i in range(20)]
+    _fill(tmp_path / "s", ids, unit_rows=8)
+    store = FeatureStore.open(tmp_path / "s")
+    rows = store.rows(ids[3:17])
+    seen = []
+    for batch_rows, tokens in store.iter_batches(rows, batch_size=4, shuffle=True, seed=3):
+        assert tokens["patch"].shape == (len(batch_rows), L, P, D)
+        torch.testing.assert_close(tokens["cls"], store.read(batch_rows)["cls"])
+        seen += list(batch_rows)
+    assert sorted(seen) == sorted(rows)
+    again = [list(b) for b, _ in store.iter_batches(rows, 4, shuffle=True, seed=3)]
+    assert [r for b in again for r in b] == seen
+    plain = [list(b) for b, _ in store.iter_batches(rows, 4)]
+    assert [r for b in plain for r in b] == list(rows)
+
+
+def test_dask_array_matches_read(tmp_path):
+    ids = [f"i{i}" for i in range(6)]
+    _fill(tmp_path / "s", ids, dtype="int8")
+    store = FeatureStore.open(tmp_path / "s")
+    arr = store.to_dask("patch")
+    assert arr.shape == (6, L, P, D)
+    np.testing.assert_allclose(arr.compute(), store.read(store.rows(list(store.image_ids)), ("patch",))["patch"])
+
+
+def test_growth_appends_only_new_images(tmp_path):
+    _fill(tmp_path / "s", ["a", "b", "c"])
+    _, new = _fill(tmp_path / "s", ["b", "c", "d", "e"])
+    assert [u.image_ids for u in new] == [["d", "e"]]
+    store = FeatureStore.open(tmp_path / "s")
+    assert sorted(store.image_ids) == ["a", "b", "c", "d", "e"]
+
+
+def test_other_backbone_is_refused_naming_both(tmp_path):
+    _fill(tmp_path / "s", ["a"])
+    with pytest.raises(StoreError, match=r"sha256 aaaaaaaaaaaa.*sha256 bbbbbbbbbbbb"):
+        _fill(tmp_path / "s", ["b"], sha="b" * 64)
+
+
+def test_ledger_is_the_truth_for_readers(tmp_path):
+    layout = StoreLayout(L, D, P, R, chunk_rows=2, unit_rows=2)
+    writer = StoreWriter.open(tmp_path / "s", layout, _attrs())
+    u0, u1 = writer.plan([Item("a"), Item("b"), Item("c")])
+    with pytest.raises(StoreError, match="no complete rows"):
+        FeatureStore.open(tmp_path / "s")
+    writer.write_unit(u1, _tokens(u1.image_ids, u1.views))
+    store = FeatureStore.open(tmp_path / "s")
+    assert list(store.image_ids) == ["c"] and not store.complete
+    assert [u.index for u in writer.pending()] == [u0.index]
+
+
+def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path):
+    layout = StoreLayout(L, D, P, R, chunk_rows=2, unit_rows=2)
+    writer = StoreWriter.open(tmp_path / "s", layout, _attrs())
+    (unit,) = writer.plan([Item("a")])
+    assert writer.claim(unit)
+    assert not Ledger(tmp_path / "s").claim(unit)  # held by a live process (this one)
+    claim = tmp_path / "s" / "ledger" / "claims" / unit.name
+    owner = json.loads(claim.read_text())
+    claim.write_text(json.dumps({**owner, "pid": 2**31 - 2}))  # owner gone
+    assert Ledger(tmp_path / "s").claim(unit)
+
+
+def test_open_missing_store(tmp_path):
+    with pytest.raises(StoreError, match="no feature store"):
+        FeatureStore.open(tmp_path / "nope")
