@@ -34,7 +34,8 @@ def demo_command(
     timings.add_row("[bold]total", f"[bold]{summary.total_seconds:.1f}")
     out.print(timings)
     if summary.report is not None:
-        out.print(summary.report.headline)
+        for table in summary.report.headline_tables():
+            out.print(table)
         if summary.report.missing:
             out.print(f"{len(summary.report.missing)} optional runs not made by the demo are listed in the report.")
         out.print(f"report: [bold]{summary.report.index}[/]")

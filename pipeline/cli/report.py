@@ -65,8 +65,8 @@ def report_command(
         adjust=adjust,
         seed=seed,
     )
-    if summary.headline:
-        _out.print(summary.headline, markup=False, soft_wrap=True)
+    for table in summary.headline_tables():
+        _out.print(table)
     if summary.missing:
         _out.print(f"[bold yellow]missing inputs ({len(summary.missing)}):[/]")
         for message in summary.missing:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
+from rich import box
+from rich.table import Table
+
 from pipeline.report.cells import Cell, ReportTable
 
 FORMATS = ("md", "csv", "tex")
@@ -76,6 +79,29 @@ def to_text(table: ReportTable) -> str:
     out = [table.full_title, fmt([*header[:lead], *[h + " " for h in header[lead:]]]), "-" * len(fmt(header))]
     out += [fmt(line) if isinstance(line, list) else f"[{line}]" for line in body]
     return "\n".join(out) + "\n"
+
+
+def to_rich(table: ReportTable, panel: str | None = None, columns: list[int] | None = None) -> Table:
+    """A narrow terminal table: one panel (every panel if None), chosen columns, estimate over CI, best bold."""
+    keep = list(range(len(table.columns))) if columns is None else columns
+    out = Table(title=table.full_title, title_justify="left", box=box.SIMPLE_HEAD)
+    for name in table.row_header:
+        out.add_column(name, no_wrap=True)
+    for k in keep:
+        out.add_column(table.columns[k], justify="right")
+    for block in table.panels:
+        if panel is not None and block.title not in (panel, None):
+            continue
+        if panel is None and block.title is not None:
+            out.add_row(f"[italic]{block.title}")
+        for row in block.rows:
+            cells = []
+            for cell in (row.cells[k] for k in keep):
+                main, ci = cell.parts("–")
+                main = f"[bold]{main}[/]" if cell.bold else main
+                cells.append(f"{main}\n[dim]{ci}[/]" if ci else main)
+            out.add_row(*row.labels, *cells)
+    return out
 
 
 def _md_cell(cell: Cell) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from rich.table import Table
 
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
@@ -28,7 +29,7 @@ from pipeline.report.figures import (
     prevalence_band_datasets,
     prevalence_band_figure,
 )
-from pipeline.report.formats import FORMATS, to_csv, to_markdown, to_text
+from pipeline.report.formats import FORMATS, to_csv, to_markdown, to_rich, to_text
 from pipeline.report.index import IndexEntry, index_html, index_markdown, provenance, write_text_atomic
 from pipeline.report.km import best_survival_run, km_figure
 from pipeline.report.latex import to_latex
@@ -65,6 +66,15 @@ class ReportSummary:
     @property
     def index(self) -> Path:
         return self.out_dir / "index.md"
+
+    def headline_tables(self) -> list[Table]:
+        """Terminal tables: Table II's AUROC panel and Table IV's AUROC, C-index, hazard ratio and log-rank p."""
+        shown = []
+        if (table2 := self.tables.get("table2_performance")) is not None:
+            shown.append(to_rich(table2, panel="AUROC"))
+        if (table4 := self.tables.get("table4_survival")) is not None:
+            shown.append(to_rich(table4, columns=[1, 2, 3, 4]))
+        return shown
 
 
 def write_report(

@@ -19,6 +19,7 @@ from pipeline.stats.metrics import METRICS, f1_optimal_thresholds
 from pipeline.stats.multiple import adjust_pvalues
 from pipeline.stats.permutation import MACRO, PERMUTATION_METRICS, paired_permutation_test
 from pipeline.stats.survival import (
+    KMGroups,
     c_index,
     cox_hazard_ratio,
     kaplan_meier_groups,
@@ -378,6 +379,16 @@ def _risk_threshold(
     return float(subjects["risk_score"].median()), "median risk on test"
 
 
+SURVIVAL_METRICS = (
+    "logrank_p",
+    "hazard_ratio",
+    "hazard_ratio_per_sd",
+    "c_index",
+    "survival_low_risk",
+    "survival_high_risk",
+)
+
+
 def _survival_rows(
     base: dict, subjects: pd.DataFrame, threshold: float, common: str, horizons: list[float]
 ) -> list[dict]:
@@ -400,39 +411,48 @@ def _survival_rows(
             "note": "; ".join(filter(None, [note, common])),
         }
 
-    names = ["logrank_p", "hazard_ratio", "hazard_ratio_per_sd", "c_index", "survival_low_risk", "survival_high_risk"]
+    if n_events == 0:
+        return [row(m, np.nan, note="undefined: no events") for m in SURVIVAL_METRICS]
+    groups: KMGroups | None = None
+    why = ""
     try:
         groups = kaplan_meier_groups(time, event, risk, threshold=threshold)
-    except ChexError as exc:
-        return [row(m, np.nan, note=f"undefined: {exc}") for m in names]
-    if n_events == 0:
-        return [row(m, np.nan, note="undefined: no events") for m in names]
-    high = (risk > threshold).astype(np.float64)
-    rows = [row("logrank_p", groups.logrank_p, note=f"log-rank chi2 {groups.logrank_statistic:.3g}")]
-    for metric, covariate, note in (
-        ("hazard_ratio", high, "Cox PH, high vs low risk group, 95% CI"),
-        ("hazard_ratio_per_sd", (risk - risk.mean()) / (risk.std() or 1.0), "Cox PH per SD of risk score, 95% CI"),
-    ):
+    except ChexError as exc:  # the threshold leaves one group empty: only the group-free metrics exist
+        why = f"undefined: {exc}"
+    per_sd = (risk - risk.mean()) / (risk.std() or 1.0)
+    cox_covariates = [("hazard_ratio_per_sd", per_sd, "Cox PH per SD of risk score")]
+    rows = []
+    if groups is None:
+        rows += [row(m, np.nan, note=why) for m in ("logrank_p", "hazard_ratio")]
+    else:
+        rows.append(row("logrank_p", groups.logrank_p, note=f"log-rank chi2 {groups.logrank_statistic:.3g}"))
+        high = (risk > threshold).astype(np.float64)
+        cox_covariates.insert(0, ("hazard_ratio", high, "Cox PH, high vs low risk group"))
+    for metric, covariate, note in cox_covariates:
         try:
             cox = cox_hazard_ratio(time, event, covariate)
-            rows.append(row(metric, cox.hazard_ratio, cox.ci_low, cox.ci_high, f"{note}, Wald p {cox.p_value:.3g}"))
+            note = f"{note}, 95% CI, Wald p {cox.p_value:.3g}"
+            rows.append(row(metric, cox.hazard_ratio, cox.ci_low, cox.ci_high, note))
         except Exception as exc:  # lifelines raises plain errors when the fit does not converge
             log.warning("Cox fit failed for %s: %s", base["output"], exc)
             rows.append(row(metric, np.nan, note=f"undefined: Cox fit failed ({type(exc).__name__})"))
     rows.append(row("c_index", c_index(time, event, risk), note="Harrell's C"))
-    for metric, curve in (("survival_low_risk", groups.low), ("survival_high_risk", groups.high)):
-        note = f"KM survival at {curve.endpoint_time:.4g} (end of follow-up), 95% band"
-        rows.append(
-            row(
-                metric,
-                curve.endpoint_survival,
-                curve.endpoint_ci_lower,
-                curve.endpoint_ci_upper,
-                note,
-                curve.n,
-                curve.n_events,
+    if groups is None:
+        rows += [row(m, np.nan, note=why) for m in ("survival_low_risk", "survival_high_risk")]
+    else:
+        for metric, curve in (("survival_low_risk", groups.low), ("survival_high_risk", groups.high)):
+            note = f"KM survival at {curve.endpoint_time:.4g} (end of follow-up), 95% band"
+            rows.append(
+                row(
+                    metric,
+                    curve.endpoint_survival,
+                    curve.endpoint_ci_lower,
+                    curve.endpoint_ci_upper,
+                    note,
+                    curve.n,
+                    curve.n_events,
+                )
             )
-        )
     for horizon in horizons:
         value = time_dependent_auroc(time, event, risk, horizon)
         rows.append(row(f"td_auroc_{horizon:g}y", value, note=f"cumulative/dynamic AUROC at {horizon:g}, IPCW"))

@@ -8,6 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -80,6 +81,21 @@ def test_headline_is_table_two_as_text(report):
     assert report.headline.startswith("SYNTHETIC — Table II.")
     line = next(x for x in report.headline.splitlines() if x.startswith("vits-a") and "GLoRI" in x)
     assert line.count("*") == 3  # best in all three data sets
+
+
+def test_terminal_tables_show_auroc_of_table_two_and_the_survival_columns(report):
+    console = Console(width=200, record=True, color_system=None)
+    table2, table4 = report.headline_tables()
+    assert [c.header for c in table4.columns][2:] == ["AUROC", "C-index", "HR (95% CI)", "Log-rank p"]
+    console.print(table2)
+    text = console.export_text()
+    assert text.startswith("SYNTHETIC — Table II.")
+    auroc = report.tables["table2_performance"].panels[1]
+    assert auroc.title == "AUROC"
+    first = auroc.rows[0].cells[0]
+    assert f"{first.value:.3f}" in text and f"({first.low:.3f}–{first.high:.3f})" in text
+    auprc = report.tables["table2_performance"].panels[0].rows[0].cells[0]
+    assert f"({auprc.low:.3f}–{auprc.high:.3f})" not in text  # the AUPRC panel is left to the files
 
 
 def test_report_with_no_results_names_what_to_run(tmp_path):

@@ -127,3 +127,10 @@ def test_evaluate_survival_rows():
     assert results.loc["td_auroc_26y", "defined"]
     given = evaluate_survival(survival, grouping=4.0).set_index("metric")
     assert "score > 4" in given.loc["logrank_p", "note"]
+    # A threshold above every score leaves one group empty: the grouped metrics are undefined, but the
+    # threshold-free ones (C-index, HR per SD) are still the reference values.
+    above = evaluate_survival(survival, grouping=1e9).set_index("metric")
+    assert not above.loc["logrank_p", "defined"] and "one group" in above.loc["logrank_p", "note"]
+    assert np.isnan(above.loc["survival_high_risk", "estimate"])
+    assert above.loc["c_index", "estimate"] == pytest.approx(results.loc["c_index", "estimate"])
+    assert above.loc["hazard_ratio_per_sd", "estimate"] == pytest.approx(results.loc["hazard_ratio_per_sd", "estimate"])
