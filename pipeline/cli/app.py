@@ -66,5 +66,8 @@ def workspace_from(option: Path | None) -> Workspace:
     return resolve_workspace(option)
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+def configure_logging(verbose: bool, quiet_level: int = logging.INFO) -> None:
+    """chex's own messages at INFO (DEBUG with --verbose, `quiet_level` without); libraries' chatter stays out."""
+    logging.basicConfig(level=logging.DEBUG if verbose else quiet_level, format="%(message)s")
+    for noisy in ("fontTools", "matplotlib", "PIL", "distributed", "asyncio", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, workspace_from
 from pipeline.demo import SIZES, run_demo
 
 
@@ -22,7 +22,7 @@ def demo_command(
     workspace: WorkspaceOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    configure_logging(False, quiet_level=logging.INFO if verbose else logging.WARNING)
     ws = workspace_from(workspace)
     summary = run_demo(ws, size=size, seed=seed, workers=workers)
     out = Console()

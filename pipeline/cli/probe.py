@@ -29,6 +29,8 @@ def probe_command(
     save_attention: Annotated[int, typer.Option(help="GLoRI: save attention maps of N test images.")] = 0,
     avgpool: Annotated[bool, typer.Option(help="Linear: append the mean patch token to the CLS tokens.")] = False,
     train_queries: Annotated[bool, typer.Option(help="GLoRI: train the queries (CheXFound freezes them).")] = False,
+    glori_dim: Annotated[int, typer.Option(help="GLoRI: decoder width (CheXFound: 768).")] = 768,
+    glori_ffn_dim: Annotated[int, typer.Option(help="GLoRI: decoder feed-forward width (CheXFound: 2048).")] = 2048,
     train_views: Annotated[bool, typer.Option(help="Sample stored augmented views of training images.")] = True,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local'.")] = None,
@@ -54,12 +56,19 @@ def probe_command(
         train_views=train_views,
         device=device,
     )
+    if glori_dim < 8 or glori_dim % 8 or glori_ffn_dim < 1:
+        raise ConfigError(
+            f"--glori-dim {glori_dim} / --glori-ffn-dim {glori_ffn_dim}: the width must be a multiple "
+            "of GLoRI's 8 attention heads and the feed-forward width positive"
+        )
     jobs = []
     for name in datasets:
         for head_name in _names(head):
             options = {"avgpool": avgpool} if head_name == "linear" else {}
             if head_name == "glori":
                 options = {"train_queries": train_queries}
+                if (glori_dim, glori_ffn_dim) != (768, 2048):  # other sizes are part of the run's identity
+                    options |= {"embed_dim": glori_dim, "ffn_dim": glori_ffn_dim}
             for fraction in _floats(label_fraction, "--label-fraction"):
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))

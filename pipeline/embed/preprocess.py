@@ -9,12 +9,13 @@ otherwise). Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+
+from pipeline.crop import random_resized_crop_box
 
 
 @dataclass(frozen=True)
@@ -80,23 +81,11 @@ def _crop_params(
     height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator
 ) -> tuple[int, int, int, int]:
     """torchvision RandomResizedCrop.get_params with an explicit generator."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=g))
-        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=g))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=g))
-            return top, left, h, w
-    # fall back to a centre crop of the allowed aspect ratio
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        h, w = height, round(height * ratio[1])
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    return random_resized_crop_box(
+        height,
+        width,
+        scale,
+        ratio,
+        uniform=lambda a, b: float(torch.empty(1).uniform_(a, b, generator=g)),
+        randint=lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g)),
+    )

@@ -19,6 +19,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline.crop import random_resized_crop_box as crop_box
 from pipeline.pretrain.config import CropsConfig
 
 
@@ -109,20 +110,4 @@ def random_resized_crop_box(
     height: int, width: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = (3 / 4, 4 / 3)
 ) -> tuple[int, int, int, int]:
     """(top, left, h, w) as torchvision's RandomResizedCrop.get_params, drawn from `rng`."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        h, w = height, round(height * ratio[1])
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    return crop_box(height, width, scale, ratio, uniform=rng.uniform, randint=rng.randint)

@@ -130,8 +130,14 @@ def run_probe(
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
     eval_batch = max(batch_size, 64)
     skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
+    by_reason: dict[str, list[str]] = {}
     for name, reason in skip_train.items():
-        log.warning("%s / %s: %s in train; left out of lr selection and macro averages", dataset, name, reason)
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in by_reason.items():  # one line per reason: a long-tailed set can lose dozens of outputs
+        log.warning(
+            "%s/%s: %d output(s) with %s in train, left out of lr selection and macro averages: %s",
+            dataset, head, len(names), reason, ", ".join(names),
+        )  # fmt: skip
     timings: dict[str, float] = {}
 
     # 1. the sweep: all lrs side by side on the train split, scored on val.
@@ -176,7 +182,10 @@ def run_probe(
     write_parquet(results, folder / "results.parquet")
     write_tensors(refit.members[0].state_dict(), folder / "head.pt")
     if survival is not None:
-        write_parquet(survival, folder / "survival.parquet")
+        # The validation subjects travel with the test ones: their median risk is the low/high threshold, so
+        # `chex stats` and the report's Kaplan-Meier figure split the groups exactly as results.parquet did.
+        both = [survival, val_survival] if val_survival is not None and len(val_survival) else [survival]
+        write_parquet(pd.concat(both, ignore_index=True), folder / "survival.parquet")
         files.append("survival.parquet")
     if config.save_attention and head == "glori":
         files.append(attention_maps(refit.members[0], features, data, config.save_attention, device,

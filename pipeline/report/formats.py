@@ -84,7 +84,9 @@ def to_text(table: ReportTable) -> str:
 def to_rich(table: ReportTable, panel: str | None = None, columns: list[int] | None = None) -> Table:
     """A narrow terminal table: one panel (every panel if None), chosen columns, estimate over CI, best bold."""
     keep = list(range(len(table.columns))) if columns is None else columns
-    out = Table(title=table.full_title, title_justify="left", box=box.SIMPLE_HEAD)
+    out = Table(
+        title=table.full_title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     for name in table.row_header:
         out.add_column(name, no_wrap=True)
     for k in keep:
@@ -98,6 +100,8 @@ def to_rich(table: ReportTable, panel: str | None = None, columns: list[int] | N
             cells = []
             for cell in (row.cells[k] for k in keep):
                 main, ci = cell.parts("–")
+                if ci and cell.kind in ("metric", "ratio"):  # two decimals keep five data sets inside 80 columns
+                    ci = f"{cell.low:.2f}–{cell.high:.2f}"
                 main = f"[bold]{main}[/]" if cell.bold else main
                 cells.append(f"{main}\n[dim]{ci}[/]" if ci else main)
             out.add_row(*row.labels, *cells)

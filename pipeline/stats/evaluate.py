@@ -429,6 +429,10 @@ def _survival_rows(
         high = (risk > threshold).astype(np.float64)
         cox_covariates.insert(0, ("hazard_ratio", high, "Cox PH, high vs low risk group"))
     for metric, covariate, note in cox_covariates:
+        if metric == "hazard_ratio" and groups is not None and not (groups.low.n_events and groups.high.n_events):
+            empty = "low" if groups.low.n_events == 0 else "high"
+            rows.append(row(metric, np.nan, note=f"undefined: no events in the {empty}-risk group (HR not estimable)"))
+            continue
         try:
             cox = cox_hazard_ratio(time, event, covariate)
             note = f"{note}, 95% CI, Wald p {cox.p_value:.3g}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -27,3 +28,16 @@ def test_chex_probe_errors_are_clean(tmp_path):
     assert result.exit_code == 2 and "known heads" in result.output
     result = runner.invoke(app, ["probe", "--dataset", "toy", "--lrs", "fast", "-w", str(ws.root)])
     assert result.exit_code == 2 and "--lrs" in result.output
+
+
+def test_chex_probe_glori_width_options_reach_the_head(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    args = ["probe", "--head", "glori", "--dataset", "toy", "--epochs", "1", "--lrs", "1e-3", "--resamples", "10",
+            "--glori-dim", "16", "--glori-ffn-dim", "24", "-w", str(ws.root)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = torch.load(ws.results_dir("toy", "toy-vit", "glori") / "head.pt", weights_only=True)
+    weights = state.get("state_dict", state)
+    assert tuple(weights["linear1.weight"].shape) == (24, 16)
+    result = runner.invoke(app, [*args[:-2], "--glori-dim", "12", "-w", str(ws.root)])
+    assert result.exit_code == 2 and "--glori-dim 12" in result.output

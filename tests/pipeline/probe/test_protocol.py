@@ -11,6 +11,8 @@ import torch
 from pipeline.errors import ConfigError, StoreError
 from pipeline.probe import ProbeConfig, ProbeJob, run_probe, run_probes
 from pipeline.probe.data import Features, carve_patients, subsample_patients
+from pipeline.report.km import km_groups
+from pipeline.stats import evaluate_survival
 from pipeline.store import FeatureStore
 from tests.pipeline.probe.conftest import make_workspace
 
@@ -103,6 +105,13 @@ def test_survival_data_set_writes_risk_per_subject(tmp_path):
     assert one["time"] == manifest.loc[one["patient_id"], "time_cvd_years"].iloc[0]
     results = pd.read_parquet(summary.folder / "results.parquet")
     assert {"logrank_p", "c_index"} <= set(results.loc[results["output"] == "cvd", "metric"])
+    # Validation subjects are stored too (their median risk is the threshold), so re-evaluating the file and
+    # the report's KM grouping reproduce results.parquet's log-rank p exactly.
+    assert set(surv["split"]) == {"test", "val"}
+    again = evaluate_survival(surv).set_index(["output", "metric"])["estimate"]
+    stored = results.set_index(["output", "metric"])["estimate"]
+    assert again[("cvd", "logrank_p")] == pytest.approx(stored[("cvd", "logrank_p")])
+    assert km_groups(surv, "cvd").logrank_p == pytest.approx(stored[("cvd", "logrank_p")])
 
 
 def test_carved_val_split_and_nested_label_fractions(tmp_path):

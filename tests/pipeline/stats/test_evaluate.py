@@ -134,3 +134,26 @@ def test_evaluate_survival_rows():
     assert np.isnan(above.loc["survival_high_risk", "estimate"])
     assert above.loc["c_index", "estimate"] == pytest.approx(results.loc["c_index", "estimate"])
     assert above.loc["hazard_ratio_per_sd", "estimate"] == pytest.approx(results.loc["hazard_ratio_per_sd", "estimate"])
+
+
+def test_hazard_ratio_is_undefined_when_a_risk_group_has_no_events():
+    n = 40
+    risk = np.linspace(0.0, 1.0, n)
+    survival = pd.DataFrame(
+        {
+            "dataset": "toy",
+            "backbone": "none",
+            "head": "risk",
+            "label_fraction": 1.0,
+            "patient_id": np.arange(n),
+            "split": "test",
+            "endpoint": "death",
+            "risk_score": risk,
+            "time": np.linspace(1.0, 10.0, n),
+            "event": (risk > 0.6).astype(float),  # every death is in the high-risk half
+        }
+    )
+    results = evaluate_survival(survival).set_index("metric")
+    hr = results.loc["hazard_ratio"]
+    assert not hr["defined"] and "no events in the low-risk group" in hr["note"]
+    assert results.loc["logrank_p", "defined"] and results.loc["c_index", "defined"]
