@@ -34,8 +34,13 @@ def km_groups(survival: pd.DataFrame, endpoint: str) -> KMGroups:
 
 
 def best_survival_run(coll: Collection, dataset: str, endpoint: str) -> Run | None:
-    """The run with survival predictions and the highest C-index for `endpoint`."""
-    runs = [r for r in coll.full_runs(dataset) if r.survival_path is not None]
+    """The run with survival predictions whose low/high split exists (a defined log-rank p), highest C-index
+    first; None when no run has both."""
+    runs = [
+        r
+        for r in coll.full_runs(dataset)
+        if r.survival_path is not None and result_cell(r.results, "logrank_p", endpoint, kind="pvalue").has_value
+    ]
     if not runs:
         return None
     return max(runs, key=lambda r: np.nan_to_num(result_cell(r.results, "c_index", endpoint).value, nan=-1.0))

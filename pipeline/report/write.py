@@ -202,13 +202,18 @@ def _kaplan_meier(coll, out, summary, n_resamples, seed, findings) -> list[Figur
     for dataset in survival_datasets(coll):
         for endpoint in endpoints_of(coll, dataset):
             run = best_survival_run(coll, dataset, endpoint)
-            if run is None:
+            if run is not None:
+                made.append(km_figure(coll, run, endpoint, out))
+            elif any(r.survival_path is not None for r in coll.full_runs(dataset)):
+                summary.missing.append(
+                    f"no Kaplan-Meier figure for {dataset} {endpoint}: in every run the validation median risk "
+                    "puts all test subjects in one group (see the log-rank rows of results.parquet)"
+                )
+            else:
                 summary.missing.append(
                     f"no survival.parquet in any {dataset} run: no Kaplan-Meier figure for {endpoint}; "
                     f"run {probe_hint(dataset, 'glori')}"
                 )
-                continue
-            made.append(km_figure(coll, run, endpoint, out))
     return made
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline.report.attention import attention_figure, load_attention
 from pipeline.report.collect import collect_runs
 from pipeline.report.figures import model_style, prevalence_band_figure, prevalence_bands
-from pipeline.report.km import km_groups
+from pipeline.report.km import best_survival_run, km_groups
 from pipeline.stats import evaluate_predictions
 from tests.pipeline.report.fabricate import run_dir
 
@@ -126,3 +126,18 @@ def test_attention_figure_names_unknown_findings_and_missing_images(workspace, t
     coll.workspace = None  # no manifest to find the images: the maps are drawn alone, and the reader is told
     figure, notes = attention_figure(coll, run, tmp_path / "alone", findings=["Cardiomegaly"])
     assert figure is not None and any("attention maps drawn alone" in n for n in notes)
+
+
+def test_km_figure_skips_runs_whose_groups_do_not_exist(workspace):
+    coll = collect_runs(None, workspace)
+    best = best_survival_run(coll, "plco", "cvd")
+    assert best is not None
+    # Make the best run's grouping degenerate, as the validation median can on a tiny test split.
+    rows = (best.results["metric"] == "logrank_p") & (best.results["output"] == "cvd")
+    best.results.loc[rows, ["estimate", "defined"]] = [np.nan, False]
+    other = best_survival_run(coll, "plco", "cvd")
+    assert other is not None and other.folder != best.folder
+    for run in coll.full_runs("plco"):
+        run.results.loc[(run.results["metric"] == "logrank_p") & (run.results["output"] == "cvd"), "estimate"] = np.nan
+    assert best_survival_run(coll, "plco", "cvd") is None
+    assert best_survival_run(coll, "plco", "all_cause") is not None
