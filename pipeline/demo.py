@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from heads.glori import PAPER_DIMS, glori_options
 from pipeline.backbone import BackboneConfig, build_backbone, save_checkpoint
 from pipeline.embed.stage import EmbedOptions, embed_datasets
 from pipeline.errors import ConfigError
@@ -55,7 +56,7 @@ class DemoSize:
     attention_images: int = 4
     # GLoRI decoder width / feed-forward width: the paper's 768 / 2048 costs ~20x more on a CPU for no gain on a
     # 128-dim backbone; the smaller decoder keeps the demo in minutes.
-    glori_dims: tuple[int, int] = (768, 2048)
+    glori_dims: tuple[int, int] = PAPER_DIMS
 
 
 SIZES: dict[str, DemoSize] = {
@@ -174,7 +175,7 @@ def run_demo(
                 seed=seed,
                 n_resamples=plan.n_resamples,
                 save_attention=plan.attention_images if head == "glori" and fraction == 1.0 else 0,
-                head_options=_head_options(head, plan),
+                head_options=glori_options(*plan.glori_dims) if head == "glori" else {},
             )
             run_probe(workspace, dataset, head, backbone, config, progress=False)
 
@@ -226,16 +227,6 @@ def _random_init_checkpoint(workspace: Workspace, pretrained: Path, seed: int) -
     torch.manual_seed(seed)
     save_checkpoint(build_backbone(config), config, out_dir)
     return out_dir
-
-
-def _head_options(head: str, plan: DemoSize) -> dict[str, object]:
-    """The head's keyword arguments: GLoRI at the demo's width (same as `chex probe --glori-dim/--glori-ffn-dim`)."""
-    if head != "glori":
-        return {}
-    options: dict[str, object] = {"train_queries": False}
-    if plan.glori_dims != (768, 2048):
-        options |= {"embed_dim": plan.glori_dims[0], "ffn_dim": plan.glori_dims[1]}
-    return options
 
 
 def _probe_jobs(datasets: list[str], plan: DemoSize) -> list[tuple[str, str, str, float]]:

@@ -39,6 +39,7 @@ def probe_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from heads.glori import glori_options
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
 
     configure_logging(verbose)
@@ -66,9 +67,7 @@ def probe_command(
         for head_name in _names(head):
             options = {"avgpool": avgpool} if head_name == "linear" else {}
             if head_name == "glori":
-                options = {"train_queries": train_queries}
-                if (glori_dim, glori_ffn_dim) != (768, 2048):  # other sizes are part of the run's identity
-                    options |= {"embed_dim": glori_dim, "ffn_dim": glori_ffn_dim}
+                options = glori_options(glori_dim, glori_ffn_dim, train_queries)
             for fraction in _floats(label_fraction, "--label-fraction"):
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))

@@ -419,27 +419,30 @@ def _survival_rows(
         groups = kaplan_meier_groups(time, event, risk, threshold=threshold)
     except ChexError as exc:  # the threshold leaves one group empty: only the group-free metrics exist
         why = f"undefined: {exc}"
-    per_sd = (risk - risk.mean()) / (risk.std() or 1.0)
-    cox_covariates = [("hazard_ratio_per_sd", per_sd, "Cox PH per SD of risk score")]
-    rows = []
-    if groups is None:
-        rows += [row(m, np.nan, note=why) for m in ("logrank_p", "hazard_ratio")]
-    else:
-        rows.append(row("logrank_p", groups.logrank_p, note=f"log-rank chi2 {groups.logrank_statistic:.3g}"))
-        high = (risk > threshold).astype(np.float64)
-        cox_covariates.insert(0, ("hazard_ratio", high, "Cox PH, high vs low risk group"))
-    for metric, covariate, note in cox_covariates:
-        if metric == "hazard_ratio" and groups is not None and not (groups.low.n_events and groups.high.n_events):
-            empty = "low" if groups.low.n_events == 0 else "high"
-            rows.append(row(metric, np.nan, note=f"undefined: no events in the {empty}-risk group (HR not estimable)"))
-            continue
+
+    def cox_row(metric: str, covariate: np.ndarray, note: str) -> dict:
         try:
             cox = cox_hazard_ratio(time, event, covariate)
-            note = f"{note}, 95% CI, Wald p {cox.p_value:.3g}"
-            rows.append(row(metric, cox.hazard_ratio, cox.ci_low, cox.ci_high, note))
         except Exception as exc:  # lifelines raises plain errors when the fit does not converge
             log.warning("Cox fit failed for %s: %s", base["output"], exc)
-            rows.append(row(metric, np.nan, note=f"undefined: Cox fit failed ({type(exc).__name__})"))
+            return row(metric, np.nan, note=f"undefined: Cox fit failed ({type(exc).__name__})")
+        return row(metric, cox.hazard_ratio, cox.ci_low, cox.ci_high, f"{note}, 95% CI, Wald p {cox.p_value:.3g}")
+
+    if groups is None:
+        rows = [row(m, np.nan, note=why) for m in ("logrank_p", "hazard_ratio")]
+    else:
+        rows = [row("logrank_p", groups.logrank_p, note=f"log-rank chi2 {groups.logrank_statistic:.3g}")]
+        if groups.low.n_events and groups.high.n_events:
+            rows.append(
+                cox_row("hazard_ratio", (risk > threshold).astype(np.float64), "Cox PH, high vs low risk group")
+            )
+        else:
+            empty = "low" if groups.low.n_events == 0 else "high"
+            rows.append(
+                row("hazard_ratio", np.nan, note=f"undefined: no events in the {empty}-risk group (HR not estimable)")
+            )
+    per_sd = (risk - risk.mean()) / (risk.std() or 1.0)
+    rows.append(cox_row("hazard_ratio_per_sd", per_sd, "Cox PH per SD of risk score"))
     rows.append(row("c_index", c_index(time, event, risk), note="Harrell's C"))
     if groups is None:
         rows += [row(m, np.nan, note=why) for m in ("survival_low_risk", "survival_high_risk")]
