@@ -107,6 +107,10 @@ SIZES: dict[str, DemoSize] = {
 }
 SMALL_SETS = ("shenzhen", "montgomery", "jsrt")
 HEADS = ("linear", "glori")
+# DINOv2's linear protocol: CLS of the last 4 blocks + the mean patch token. A minutes-long CPU pretraining run
+# teaches the patch tokens (iBOT) far more than the CLS token (benchmarks/bench_pretrain.py), and the
+# comparison with the random-init backbone should show what pretraining learned.
+LINEAR_OPTIONS = {"avgpool": True}
 
 
 @dataclass
@@ -175,7 +179,7 @@ def run_demo(
                 seed=seed,
                 n_resamples=plan.n_resamples,
                 save_attention=plan.attention_images if head == "glori" and fraction == 1.0 else 0,
-                head_options=glori_options(*plan.glori_dims) if head == "glori" else {},
+                head_options=glori_options(*plan.glori_dims) if head == "glori" else LINEAR_OPTIONS,
             )
             run_probe(workspace, dataset, head, backbone, config, progress=False)
 

@@ -18,6 +18,22 @@ def test_defaults_and_paper_preset_are_the_paper_recipe():
     assert [(c.global_crops_size, c.local_crops_size) for c in sizes.values()] == [(336, 128), (448, 128), (512, 144)]
 
 
+def test_cpu_preset_keeps_the_method_and_the_measured_cpu_settings():
+    cpu, paper = load_config("cpu_small"), load_config("vitl16_chexfound")
+    for section in ("ibot", "dino"):
+        for key in ("loss_weight", "n_layers"):
+            assert getattr(getattr(cpu, section), key) == getattr(getattr(paper, section), key)
+    assert cpu.dino.koleo_loss_weight == paper.dino.koleo_loss_weight
+    assert (cpu.ibot.mask_ratio_min_max, cpu.ibot.mask_sample_probability) == (paper.ibot.mask_ratio_min_max, 0.5)
+    assert cpu.crops.local_crops_number == paper.crops.local_crops_number
+    # The settings under which the synthetic-cohort run learns (docs/architecture.md "Pretraining at CPU scale"):
+    # a teacher sharper than the student from step 0, few prototypes for 32 global crops a step, milder views.
+    assert cpu.teacher.warmup_teacher_temp == cpu.teacher.teacher_temp == 0.04
+    assert cpu.dino.n_prototypes <= 2 * 2 * cpu.train.batch_size_per_rank
+    assert cpu.crops.global_crops_scale[0] > paper.crops.global_crops_scale[0]
+    assert cpu.crops.solarize_prob == 0.0
+
+
 def test_overrides_are_typed_and_validated():
     cfg = load_config("cpu_tiny", ["optim.base_lr=1e-3", "train.total_steps=12", "crops.global_crops_scale=[0.5,1]"])
     assert cfg.optim.base_lr == 1e-3 and cfg.total_steps == 12 and cfg.crops.global_crops_scale == (0.5, 1.0)
