@@ -42,16 +42,22 @@ from pipeline.pretrain.run_folder import read_metrics
 from pipeline.shard_format import encode_png, sanitize_key
 from pipeline.workspace import Workspace
 
+PROTOCOLS = ("cls", "cls+avgpool")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--size", default="small", help="synthetic cohort size passed to generate_cohort")
     parser.add_argument(
+        "--scale", type=float, default=1.0, help="images per data set x this (larger test sets, less noise)"
+    )
+    parser.add_argument(
         "--datasets", nargs="+", default=None, help="probe data sets (default: every classification one)"
     )
     parser.add_argument("--config", default="cpu_small")
     parser.add_argument("--name", default=None, help="run folder under checkpoints/ (default: bench-<preset name>)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one pretraining run per seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -61,22 +67,34 @@ def main() -> None:
     root = args.workspace or Path(tempfile.mkdtemp(prefix="chex-bench-pretrain-"))
     ws = Workspace(root)
     if not ws.datasets():
-        from pipeline.synth import generate_cohort
+        from pipeline.synth import DATASETS, SPECS, generate_cohort
+        from pipeline.synth.specs import image_count
 
+        counts = {name: round(args.scale * image_count(SPECS[name], args.size)) for name in DATASETS}
         t0 = time.perf_counter()
-        generate_cohort(ws, size=args.size, progress=False)
-        print(f"cohort generated in {time.perf_counter() - t0:.1f} s at {ws.root}")
+        generate_cohort(ws, size=args.size, n_images=counts, workers=2, progress=False)
+        print(f"cohort generated in {time.perf_counter() - t0:.1f} s at {ws.root}: {counts}")
     datasets = args.datasets or _classification_datasets(ws)
     shard_dir = write_training_shards(ws, ws.root / "shards" / "bench-pretrain")
+    n_train_images = sum(json.loads(p.read_text())["n"] for p in shard_dir.glob("*.json"))
+    base = load_config(args.config, args.overrides)
+    name = args.name or f"bench-{base.name}"
+    per_seed = {}
+    for seed in args.seeds:
+        cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}"])
+        run_name = name if len(args.seeds) == 1 else f"{name}-seed{seed}"
+        per_seed[seed] = pretrain_and_probe(ws, cfg, shard_dir, datasets, ws.checkpoints_dir(run_name))
+        print_seed(ws, cfg, seed, per_seed[seed], datasets, n_train_images)
+    if len(per_seed) > 1:
+        print_over_seeds(per_seed, datasets)
 
-    cfg = load_config(args.config, args.overrides)
-    out = ws.checkpoints_dir(args.name or f"bench-{cfg.name}")
+
+def pretrain_and_probe(ws: Workspace, cfg, shard_dir: Path, datasets: list[str], out: Path) -> dict:
+    """Pretrain (or resume) into `out`, then probe the random-init and pretrained backbones on `datasets`."""
     resume = (out / "pretrain_config.yaml").exists()
     t0 = time.perf_counter()
     pretrain(cfg, sorted(shard_dir.glob("*.tar")), out, resume=resume, progress=True)
     wall = time.perf_counter() - t0
-    metrics = read_metrics(out / "metrics.jsonl")
-
     pretrained, bconfig, _ = load_backbone(out)
     torch.manual_seed(cfg.train.seed)  # the student's initial weights: same config, same seed, same draw
     random_init = build_backbone(
@@ -84,25 +102,30 @@ def main() -> None:
         drop_path_rate=cfg.model.drop_path_rate,
         dynamic_img_size=True,
     ).eval()
-    results: dict[tuple[str, str, str], dict] = {}  # (data set, backbone, protocol) -> probe result
+    results: dict[tuple[str, str, str], float] = {}  # (data set, backbone, protocol) -> test macro AUROC
     for dataset in datasets:
         card = load_card(ws.card_path(dataset))
         manifest = pd.read_parquet(ws.manifest_path(dataset))
         for label, model in (("random init", random_init), ("pretrained", pretrained)):
             cls, avgpool = embed(model, bconfig, ws.images_dir(dataset), manifest)
-            results[(dataset, label, "cls")] = probe(cls, manifest, card)
-            results[(dataset, label, "cls+avgpool")] = probe(np.concatenate([cls, avgpool], axis=1), manifest, card)
+            results[(dataset, label, "cls")] = probe(cls, manifest, card)["macro"]
+            both = np.concatenate([cls, avgpool], axis=1)
+            results[(dataset, label, "cls+avgpool")] = probe(both, manifest, card)["macro"]
+    return {"wall": wall, "metrics": read_metrics(out / "metrics.jsonl"), "auroc": results}
 
-    n_train_images = sum(json.loads(p.read_text())["n"] for p in shard_dir.glob("*.json"))
+
+def print_seed(ws: Workspace, cfg, seed: int, run: dict, datasets: list[str], n_train_images: int) -> None:
+    metrics, auroc = run["metrics"], run["auroc"]
     first, last = metrics[: max(1, len(metrics) // 10)], metrics[-max(1, len(metrics) // 10) :]
     print()
     print(
-        f"pretraining: {cfg.name}, {metrics[-1]['step']} steps x {cfg.train.batch_size_per_rank} images "
-        f"({n_train_images} training images in shards), {torch.get_num_threads()} threads"
+        f"pretraining (seed {seed}): {cfg.name}, {metrics[-1]['step']} steps x {cfg.train.batch_size_per_rank} "
+        f"images ({n_train_images} training images in shards), {torch.get_num_threads()} threads"
     )
     print(
-        f"  wall {wall:.1f} s (incl. start-up/checkpoints), {np.mean([m['steps_per_s'] for m in metrics]):.2f} "
-        f"steps/s, {np.mean([m['images_per_s'] for m in metrics]):.1f} images/s"
+        f"  wall {run['wall']:.1f} s (incl. start-up/checkpoints), "
+        f"{np.mean([m['steps_per_s'] for m in metrics]):.2f} steps/s, "
+        f"{np.mean([m['images_per_s'] for m in metrics]):.1f} images/s"
     )
     n_terms = 2 + 2 * cfg.crops.local_crops_number
     print(
@@ -113,22 +136,40 @@ def main() -> None:
         a, b = np.mean([m[key] for m in first]), np.mean([m[key] for m in last])
         print(f"    {key:12s} first {a:8.4f}  last {b:8.4f}")
     print("SYNTHETIC cohort, linear probes (logistic regression on train+val), test macro AUROC:")
-    print(f"  {'data set':12s} {'n test':>6s}  " + "  ".join(f"{p:>28s}" for p in ("cls", "cls+avgpool")))
-    print(f"  {'':12s} {'':6s}  " + "  ".join(f"{'random  pretrained    diff':>28s}" for _ in range(2)))
-    for dataset in datasets:
-        n_test = int((pd.read_parquet(ws.manifest_path(dataset))["split"] == "test").sum())
+    print(f"  {'data set':12s} {'n test':>6s}  " + "  ".join(f"{p:>28s}" for p in PROTOCOLS))
+    print(f"  {'':12s} {'':6s}  " + "  ".join(f"{'random  pretrained    diff':>28s}" for _ in PROTOCOLS))
+    for dataset in [*datasets, "MEAN"]:
+        if dataset == "MEAN":
+            n_test = ""
+            pick = datasets
+        else:
+            n_test = int((pd.read_parquet(ws.manifest_path(dataset))["split"] == "test").sum())
+            pick = [dataset]
         cells = []
-        for protocol in ("cls", "cls+avgpool"):
-            r = results[(dataset, "random init", protocol)]["macro"]
-            p = results[(dataset, "pretrained", protocol)]["macro"]
+        for protocol in PROTOCOLS:
+            r = np.mean([auroc[(d, "random init", protocol)] for d in pick])
+            p = np.mean([auroc[(d, "pretrained", protocol)] for d in pick])
             cells.append(f"{r:8.3f} {p:10.3f} {p - r:+8.3f}")
-        print(f"  {dataset:12s} {n_test:6d}  " + "  ".join(f"{c:>28s}" for c in cells))
-    cells = []
-    for protocol in ("cls", "cls+avgpool"):
-        r = np.mean([results[(d, "random init", protocol)]["macro"] for d in datasets])
-        p = np.mean([results[(d, "pretrained", protocol)]["macro"] for d in datasets])
-        cells.append(f"{r:8.3f} {p:10.3f} {p - r:+8.3f}")
-    print(f"  {'MEAN':12s} {'':6s}  " + "  ".join(f"{c:>28s}" for c in cells))
+        print(f"  {dataset:12s} {n_test!s:>6s}  " + "  ".join(f"{c:>28s}" for c in cells))
+
+
+def print_over_seeds(per_seed: dict[int, dict], datasets: list[str]) -> None:
+    """Pretrained - random, per data set and for the mean over data sets: mean and SD over seeds."""
+    print()
+    print(f"over {len(per_seed)} seeds ({', '.join(map(str, per_seed))}): pretrained - random init, mean (SD)")
+    print(f"  {'data set':12s}  " + "  ".join(f"{p:>22s}" for p in PROTOCOLS))
+    for dataset in [*datasets, "MEAN"]:
+        pick = datasets if dataset == "MEAN" else [dataset]
+        cells = []
+        for protocol in PROTOCOLS:
+            diffs = [
+                np.mean([run["auroc"][(d, "pretrained", protocol)] - run["auroc"][(d, "random init", protocol)]
+                         for d in pick])
+                for run in per_seed.values()
+            ]  # fmt: skip
+            wins = sum(d > 0 for d in diffs)
+            cells.append(f"{np.mean(diffs):+7.3f} ({np.std(diffs, ddof=1):.3f}) {wins}/{len(diffs)} up")
+        print(f"  {dataset:12s}  " + "  ".join(f"{c:>22s}" for c in cells))
 
 
 def write_training_shards(ws: Workspace, shard_dir: Path, per_shard: int = 500) -> Path:

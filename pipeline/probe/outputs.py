@@ -2,7 +2,7 @@
 
 results/<dataset>/<backbone>/<head>/[label_fraction=<f>/]
     predictions.parquet  sweep.parquet  results.parquet  [survival.parquet]  head.pt  run.json  [attention/]
-    val_predictions.parquet  (the chosen lr's sweep head on the val split: thresholds, survival grouping)
+    val_predictions.parquet  (the chosen lr's sweep head on the val split: F1/sensitivity thresholds)
 
 Every file is written to a temporary name and renamed when complete; run.json is written last and names the
 run's configuration key, so a folder is complete exactly when its run.json holds the current key.

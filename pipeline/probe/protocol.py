@@ -171,9 +171,8 @@ def run_probe(
     predictions = prediction_frame(data, data.test, test_probs, identity, config.seed, chosen_lr)
     val_predictions = prediction_frame(data, data.val, val_probs[chosen], identity, config.seed, chosen_lr)
     survival = survival_frame(data, predictions, identity)
-    val_survival = survival_frame(data, val_predictions, identity)
     t0 = time.perf_counter()
-    results = evaluate_run(predictions, val_predictions, survival, val_survival, skip_train, config)
+    results = evaluate_run(predictions, val_predictions, survival, skip_train, config)
     timings["statistics_s"] = time.perf_counter() - t0
     files = ["predictions.parquet", "val_predictions.parquet", "sweep.parquet", "results.parquet", "head.pt"]
     write_parquet(predictions, folder / "predictions.parquet")
@@ -182,10 +181,9 @@ def run_probe(
     write_parquet(results, folder / "results.parquet")
     write_tensors(refit.members[0].state_dict(), folder / "head.pt")
     if survival is not None:
-        # The validation subjects travel with the test ones: their median risk is the low/high threshold, so
-        # `chex stats` and the report's Kaplan-Meier figure split the groups exactly as results.parquet did.
-        both = [survival, val_survival] if val_survival is not None and len(val_survival) else [survival]
-        write_parquet(pd.concat(both, ignore_index=True), folder / "survival.parquet")
+        # Test subjects only: the low/high split is at their median risk. The val subjects' scores come from the
+        # sweep head, not the refit head that scored test, and the two heads' scales differ.
+        write_parquet(survival, folder / "survival.parquet")
         files.append("survival.parquet")
     if config.save_attention and head == "glori":
         files.append(attention_maps(refit.members[0], features, data, config.save_attention, device,

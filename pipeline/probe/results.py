@@ -89,12 +89,15 @@ def evaluate_run(
     predictions: pd.DataFrame,
     val_predictions: pd.DataFrame,
     survival: pd.DataFrame | None,
-    val_survival: pd.DataFrame | None,
     skipped: dict[str, str],
     config: ProbeConfig,
 ) -> pd.DataFrame:
     """results.parquet rows: the statistics library's metrics; outputs without positives (or negatives) in train
-    are left out of the macro averages and reported as undefined rows with the reason."""
+    are left out of the macro averages and reported as undefined rows with the reason.
+
+    `val_predictions` come from the chosen lr's sweep head, the test predictions from the refit head, so a
+    validation threshold moves to test as a positive rate, and survival groups split at the test median risk.
+    """
     keep = ~predictions["output"].isin(list(skipped))
     parts = []
     if keep.any():
@@ -104,6 +107,7 @@ def evaluate_run(
                 n_resamples=config.n_resamples,
                 seed=config.seed,
                 val_predictions=val_predictions[~val_predictions["output"].isin(list(skipped))],
+                threshold_transfer="quantile",
             )
         )
     run = predictions.iloc[0]
@@ -114,7 +118,7 @@ def evaluate_run(
     if not keep.any():
         parts.extend(_undefined_row(run, "macro", m, predictions["label"], "no output to average") for m in METRICS)
     if survival is not None and len(survival):
-        parts.append(evaluate_survival(survival, val_survival=val_survival))
+        parts.append(evaluate_survival(survival))
     frames = [p if isinstance(p, pd.DataFrame) else pd.DataFrame([p]) for p in parts]
     results = pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
     results["defined"] = results["defined"].astype(bool)

@@ -18,7 +18,8 @@ GROUP_COLORS = {"low": "#1f77b4", "high": "#d62728"}
 
 
 def km_groups(survival: pd.DataFrame, endpoint: str) -> KMGroups:
-    """KM curves of one endpoint's test subjects split at the median risk (of validation subjects when present).
+    """KM curves of one endpoint's test subjects split at the median risk (of validation subjects when the table
+    holds some, as `chex stats` tables may; probe runs store test subjects only, split at their own median).
 
     This is the grouping `pipeline.stats.evaluate_survival` uses, so the figure's p equals the table's.
     """

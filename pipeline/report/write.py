@@ -206,7 +206,7 @@ def _kaplan_meier(coll, out, summary, n_resamples, seed, findings) -> list[Figur
                 made.append(km_figure(coll, run, endpoint, out))
             elif any(r.survival_path is not None for r in coll.full_runs(dataset)):
                 summary.missing.append(
-                    f"no Kaplan-Meier figure for {dataset} {endpoint}: in every run the validation median risk "
+                    f"no Kaplan-Meier figure for {dataset} {endpoint}: in every run the median risk "
                     "puts all test subjects in one group (see the log-rank rows of results.parquet)"
                 )
             else:

@@ -45,17 +45,23 @@ def evaluate_predictions(
     thresholds: dict[str, float] | None = None,
     val_predictions: pd.DataFrame | None = None,
     confidence: float = 0.95,
+    threshold_transfer: str = "score",
 ) -> pd.DataFrame:
     """Every metric per output and macro with bootstrap CIs, in the results.parquet schema.
 
     Test rows are those with split == 'test' (all rows when there is no split column). F1, sensitivity and
     specificity use `thresholds` (per output), else the F1-optimal threshold on `val_predictions` (or on the
-    table's split == 'val' rows), else 0.5; the note says which. Resampling is by `cluster_column` when some
-    value of it holds several images (cluster bootstrap), else by image. Outputs without positive or negative
-    test labels get defined=False and stay out of the macro, whose note counts them.
+    table's split == 'val' rows), else 0.5; the note says which. `threshold_transfer='quantile'` carries a
+    validation threshold to test as a positive rate (the test score above which the same fraction of test
+    images lies) instead of as a score: use it when the validation scores come from another model than the
+    test scores (the probe's sweep head vs its refit head), whose scales differ. Resampling is by
+    `cluster_column` when some value of it holds several images (cluster bootstrap), else by image. Outputs
+    without positive or negative test labels get defined=False and stay out of the macro, whose note counts them.
     """
     if ci_method not in ("percentile", "bca"):
         raise ConfigError(f"ci_method must be 'percentile' or 'bca', not {ci_method!r}")
+    if threshold_transfer not in ("score", "quantile"):
+        raise ConfigError(f"threshold_transfer must be 'score' or 'quantile', not {threshold_transfer!r}")
     if n_resamples < 1:
         raise ConfigError(f"n_resamples must be at least 1, not {n_resamples}")
     _require(predictions, PREDICTION_COLUMNS, "predictions")
@@ -68,6 +74,8 @@ def evaluate_predictions(
         raise PredictionsError("the predictions table has no test rows; nothing to evaluate")
 
     cut, cut_source = _thresholds(table.outputs, thresholds, val_predictions)
+    if threshold_transfer == "quantile":
+        cut, cut_source = _as_positive_rates(cut, cut_source, val_predictions, table)
     clusters, unit_name = _clusters(test, table.image_ids, cluster_column)
     result = bootstrap_metrics(
         table.labels,
@@ -344,6 +352,26 @@ def _thresholds(
                 cut[j], source[j] = chosen[k], "F1-optimal on validation"
             else:
                 source[j] = "default 0.5, validation has one class"
+    return cut, source
+
+
+def _as_positive_rates(
+    cut: np.ndarray, source: list[str], val: pd.DataFrame | None, test: _Table
+) -> tuple[np.ndarray, list[str]]:
+    """Validation thresholds moved to test as the same fraction of images called positive."""
+    if val is None or not len(val):
+        return cut, source
+    val_table = _pivot(val, "validation predictions")
+    cut, source = cut.copy(), list(source)
+    for j, name in enumerate(test.outputs):
+        if source[j] != "F1-optimal on validation":
+            continue
+        val_scores = val_table.scores[:, val_table.outputs.index(name)]
+        val_scores = val_scores[~np.isnan(val_scores)]
+        test_scores = test.scores[:, j][~np.isnan(test.scores[:, j])]
+        rate = float(np.mean(val_scores >= cut[j]))
+        cut[j] = float(np.quantile(test_scores, 1.0 - rate, method="higher"))
+        source[j] = f"F1-optimal on validation, {rate:.1%} called positive there, the same rate on test"
     return cut, source
 
 

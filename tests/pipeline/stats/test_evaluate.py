@@ -21,6 +21,33 @@ def run():
     return pd.concat([test, val], ignore_index=True), labels, scores, (v_labels, v_scores)
 
 
+def test_quantile_transfer_keeps_the_validation_positive_rate_on_another_models_scale(run):
+    frame, labels, scores, (v_labels, v_scores) = run
+    test = frame[frame["split"] == "test"].copy()
+    test["score"] = 0.2 * test["score"] - 0.5  # the refit head's scale: every val threshold lies above it
+    val = frame[frame["split"] == "val"]
+    by_score = evaluate_predictions(test, n_resamples=10, val_predictions=val).set_index(["output", "metric"])
+    moved = evaluate_predictions(test, n_resamples=10, val_predictions=val, threshold_transfer="quantile")
+    moved = moved.set_index(["output", "metric"])
+    shifted = 0.2 * scores - 0.5
+    for k in range(3):
+        v_keep = ~np.isnan(v_labels[:, k])
+        vy, vs = v_labels[v_keep, k], v_scores[v_keep, k]
+        t = max(np.unique(vs), key=lambda c: (round(f1_score(vy, vs >= c), 12), c))
+        rate = np.mean(v_scores[:, k] >= t)
+        s = shifted[:, k]
+        cut = np.quantile(s, 1 - rate, method="higher")
+        assert np.mean(s > cut) - 1 / len(s) <= rate <= np.mean(s >= cut) + 1 / len(s)  # ties move whole
+        keep = ~np.isnan(labels[:, k])
+        assert moved.loc[(f"finding_{k}", "f1"), "estimate"] == pytest.approx(
+            f1_score(labels[keep, k], s[keep] >= cut), abs=1e-12
+        )
+        assert "the same rate on test" in moved.loc[(f"finding_{k}", "f1"), "note"]
+        assert by_score.loc[(f"finding_{k}", "sensitivity"), "estimate"] == 0.0  # the raw score calls no one
+    with pytest.raises(Exception, match="threshold_transfer"):
+        evaluate_predictions(test, n_resamples=10, threshold_transfer="rank")
+
+
 def test_results_schema_values_and_macro(run):
     frame, labels, scores, (v_labels, v_scores) = run
     results = evaluate_predictions(frame, n_resamples=100, seed=1)
