@@ -10,9 +10,10 @@
    patch token of the last block (DINOv2's avgpool). The headline is the mean over data sets.
 
 Prints the figures; asserts nothing about time (the machine may be shared: timings are indicative). Test sets
-of the small cohort are 27-238 images, so a single data set's AUROC moves by a few hundredths between
-recipes; read the mean over data sets.
-    python benchmarks/bench_pretrain.py [--workspace DIR] [--size small] [--datasets chexpert jsrt] [--set k=v ...]
+of the small cohort are 27-238 images, so one data set's AUROC moves by up to 0.1 between seeds: `--scale 4`
+(four times the images, about 25 minutes on 2 cores with two seeds) and `--seeds 0 1` give the figures to quote.
+    python benchmarks/bench_pretrain.py [--workspace DIR] [--scale 4] [--seeds 0 1] [--datasets chexpert jsrt]
+                                        [--config cpu_small] [--set key=value ...]
 """
 
 from __future__ import annotations
