@@ -12,23 +12,15 @@ from pipeline.report.cells import format_p
 from pipeline.report.collect import Collection, Run, dataset_name
 from pipeline.report.figures import COLUMN_WIDTH, FigureResult, model_label, paper_style, save_figure, synthetic_prefix
 from pipeline.report.tables import ENDPOINT_NAMES, result_cell
-from pipeline.stats import KMGroups, kaplan_meier_groups
+from pipeline.stats import KMGroups, kaplan_meier_groups, risk_groups
 
 GROUP_COLORS = {"low": "#1f77b4", "high": "#d62728"}
 
 
 def km_groups(survival: pd.DataFrame, endpoint: str) -> KMGroups:
-    """KM curves of one endpoint's test subjects split at the median risk (of validation subjects when the table
-    holds some, as `chex stats` tables may; probe runs store test subjects only, split at their own median).
-
-    This is the grouping `pipeline.stats.evaluate_survival` uses, so the figure's p equals the table's.
-    """
-    rows = survival[survival["endpoint"].astype(str) == endpoint]
-    test = rows[rows["split"] == "test"] if "split" in rows.columns and (rows["split"] == "test").any() else rows
-    val = rows[rows["split"] == "val"] if "split" in rows.columns else rows.iloc[:0]
-    subjects = _per_subject(test)
-    reference = _per_subject(val) if len(val) else subjects
-    threshold = float(reference["risk_score"].median())
+    """KM curves of one endpoint's test subjects, grouped by `pipeline.stats.risk_groups` (the rule of
+    `evaluate_survival`), so the figure's p equals the table's."""
+    subjects, threshold, _ = risk_groups(survival, endpoint)
     time, event = subjects["time"].to_numpy(float), subjects["event"].to_numpy(float)
     ticks = _nice_ticks(float(time.max()))
     return kaplan_meier_groups(time, event, subjects["risk_score"].to_numpy(float), threshold=threshold, at_times=ticks)
@@ -105,14 +97,6 @@ def _at_risk_table(ax, groups: KMGroups) -> None:
     ax.spines[["left", "top", "right"]].set_visible(False)
     ax.set_xticks(groups.at_times, [f"{t:g}" for t in groups.at_times])
     ax.set_xlabel("Years of follow-up")
-
-
-def _per_subject(rows: pd.DataFrame) -> pd.DataFrame:
-    return (
-        rows.groupby("patient_id", sort=False)
-        .agg(risk_score=("risk_score", "mean"), time=("time", "first"), event=("event", "first"))
-        .dropna()
-    )
 
 
 def _nice_ticks(t_max: float) -> np.ndarray:

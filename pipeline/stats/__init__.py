@@ -7,7 +7,7 @@ results.parquet schema), `kaplan_meier_groups` (KM figure data), `paired_permuta
 
 from pipeline.stats.bootstrap import BootstrapResult, bootstrap_metrics
 from pipeline.stats.delong import DeLongResult, delong_test
-from pipeline.stats.evaluate import compare_predictions, evaluate_predictions, evaluate_survival
+from pipeline.stats.evaluate import compare_predictions, evaluate_predictions, evaluate_survival, risk_groups
 from pipeline.stats.metrics import point_metrics
 from pipeline.stats.multiple import adjust_pvalues
 from pipeline.stats.permutation import paired_permutation_test
@@ -27,4 +27,5 @@ __all__ = [
     "kaplan_meier_groups",
     "paired_permutation_test",
     "point_metrics",
+    "risk_groups",
 ]

@@ -73,9 +73,7 @@ def evaluate_predictions(
     if not table.outputs:
         raise PredictionsError("the predictions table has no test rows; nothing to evaluate")
 
-    cut, cut_source = _thresholds(table.outputs, thresholds, val_predictions)
-    if threshold_transfer == "quantile":
-        cut, cut_source = _as_positive_rates(cut, cut_source, val_predictions, table)
+    cut, cut_source = _thresholds(table, thresholds, val_predictions, by_rate=threshold_transfer == "quantile")
     clusters, unit_name = _clusters(test, table.image_ids, cluster_column)
     result = bootstrap_metrics(
         table.labels,
@@ -153,12 +151,9 @@ def evaluate_survival(
         raise ConfigError(f"grouping must be 'median' or a risk threshold, not {grouping!r}")
     identity = _run_identity(survival)
     test = _split_rows(survival, "test", fallback_all=True)
-    if val_survival is None and "split" in survival.columns:
-        val_survival = _split_rows(survival, "val", fallback_all=False)
     rows = []
-    for endpoint, group in test.groupby("endpoint", sort=False):
-        subjects = _per_subject(group)
-        threshold, source = _risk_threshold(grouping, endpoint, subjects, val_survival)
+    for endpoint in pd.unique(test["endpoint"]):
+        subjects, threshold, source = risk_groups(survival, endpoint, grouping, val_survival)
         base = {**identity, "output": str(endpoint)}
         common = f"one score per subject (mean over its images); high risk = score > {threshold:.4g} ({source})"
         rows.extend(_survival_rows(base, subjects, threshold, common, horizons or []))
@@ -331,8 +326,11 @@ def _clusters(test: pd.DataFrame, image_ids: list[str], column: str | None) -> t
 
 
 def _thresholds(
-    outputs: list[str], given: dict[str, float] | None, val: pd.DataFrame | None
+    test: _Table, given: dict[str, float] | None, val: pd.DataFrame | None, by_rate: bool = False
 ) -> tuple[np.ndarray, list[str]]:
+    """Per test output: (threshold, where it came from). `by_rate` moves a validation threshold to test as the
+    same fraction of images called positive (the test score at that quantile) instead of as a score."""
+    outputs = test.outputs
     if given is not None:
         missing = [o for o in outputs if o not in given]
         if missing:
@@ -345,33 +343,20 @@ def _thresholds(
     table = _pivot(val, "validation predictions")
     chosen = f1_optimal_thresholds(table.labels, table.scores)
     for j, name in enumerate(outputs):
-        if name in table.outputs:
-            k = table.outputs.index(name)
-            labels = table.labels[:, k][~np.isnan(table.labels[:, k])]
-            if labels.any() and not labels.all():
-                cut[j], source[j] = chosen[k], "F1-optimal on validation"
-            else:
-                source[j] = "default 0.5, validation has one class"
-    return cut, source
-
-
-def _as_positive_rates(
-    cut: np.ndarray, source: list[str], val: pd.DataFrame | None, test: _Table
-) -> tuple[np.ndarray, list[str]]:
-    """Validation thresholds moved to test as the same fraction of images called positive."""
-    if val is None or not len(val):
-        return cut, source
-    val_table = _pivot(val, "validation predictions")
-    cut, source = cut.copy(), list(source)
-    for j, name in enumerate(test.outputs):
-        if source[j] != "F1-optimal on validation":
+        if name not in table.outputs:
             continue
-        val_scores = val_table.scores[:, val_table.outputs.index(name)]
-        val_scores = val_scores[~np.isnan(val_scores)]
-        test_scores = test.scores[:, j][~np.isnan(test.scores[:, j])]
-        rate = float(np.mean(val_scores >= cut[j]))
-        cut[j] = float(np.quantile(test_scores, 1.0 - rate, method="higher"))
-        source[j] = f"F1-optimal on validation, {rate:.1%} called positive there, the same rate on test"
+        k = table.outputs.index(name)
+        labels = table.labels[:, k][~np.isnan(table.labels[:, k])]
+        if not labels.any() or labels.all():
+            source[j] = "default 0.5, validation has one class"
+        elif by_rate:
+            val_scores = table.scores[:, k][~np.isnan(table.scores[:, k])]
+            test_scores = test.scores[:, j][~np.isnan(test.scores[:, j])]
+            rate = float(np.mean(val_scores >= chosen[k]))
+            cut[j] = float(np.quantile(test_scores, 1.0 - rate, method="higher"))
+            source[j] = f"F1-optimal on validation, {rate:.1%} called positive there, the same rate on test"
+        else:
+            cut[j], source[j] = chosen[k], "F1-optimal on validation"
     return cut, source
 
 
@@ -386,6 +371,19 @@ def _check_same_images(test_a: pd.DataFrame, test_b: pd.DataFrame) -> None:
         f"{len(only_a)} (image_id, output) pairs only in A (e.g. {only_a[:3]}), "
         f"{len(only_b)} only in B (e.g. {only_b[:3]}); a paired test needs both runs on one test split"
     )
+
+
+def risk_groups(
+    survival: pd.DataFrame, endpoint: object, grouping: str | float = "median", val_survival: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, float, str]:
+    """One endpoint's test subjects (index patient_id; mean risk_score over its images, time, event) and the
+    low/high threshold with its source: the rule of `evaluate_survival`, shared with the report's KM figure."""
+    test = _split_rows(survival, "test", fallback_all=True)
+    if val_survival is None and "split" in survival.columns:
+        val_survival = _split_rows(survival, "val", fallback_all=False)
+    subjects = _per_subject(test[test["endpoint"] == endpoint])
+    threshold, source = _risk_threshold(grouping, endpoint, subjects, val_survival)
+    return subjects, threshold, source
 
 
 def _per_subject(group: pd.DataFrame) -> pd.DataFrame:
