@@ -13,8 +13,11 @@ Layout (DESIGN.md "The workspace"):
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.errors import ConfigError
 
 DEFAULT_WORKSPACE = Path("chex-workspace")
 WORKSPACE_ENV = "CHEX_WORKSPACE"
@@ -67,3 +70,20 @@ class Workspace:
         if not self.manifests_dir.is_dir():
             return []
         return sorted(p.name.removesuffix(".parquet") for p in self.manifests_dir.glob("*.parquet"))
+
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
+
+
+def check_name(name: str, what: str) -> str:
+    """Return `name` if it is safe as one file or folder name inside the workspace, else raise ConfigError.
+
+    Every user-given name that becomes a path (data set, backbone, checkpoint, shard set, source, run) goes
+    through here, so no name can climb out of the workspace (`..`, `/`) or hide (a leading dot).
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name) or name in {".", ".."} or ".." in name:
+        raise ConfigError(
+            f"{what} name {name!r} is not allowed: use 1-128 letters, digits, '.', '_', '-', '=' or '+', "
+            "starting with a letter or digit, with no '/' and no '..'"
+        )
+    return name
