@@ -98,7 +98,9 @@ def evaluate_predictions(
             if metric in THRESHOLD_METRICS and not is_macro:
                 notes.append(f"threshold {cut[j]:.4g} ({cut_source[j]})")
             bad = int(result.n_undefined[metric][j])
-            if defined and bad:
+            if is_macro and defined and result.n_macro_dropped.get(metric, 0):
+                notes.append(_macro_dropped_note(result, table.outputs, metric, n_resamples))
+            elif defined and bad:
                 notes.append(f"{bad} of {n_resamples} resamples undefined")
             n_pos = result.n_pos[result.defined].sum() if is_macro else result.n_pos[j]
             n_all = (
@@ -154,3 +156,14 @@ def _thresholds(
         else:
             cut[j], source[j] = chosen[k], "F1-optimal on validation"
     return cut, source
+
+
+def _macro_dropped_note(result, outputs: list[str], metric: str, n_resamples: int) -> str:
+    """The macro averages a fixed set of findings; say how many resamples lacked one (left out of the CI)."""
+    defined = np.flatnonzero(result.defined)
+    rarest = defined[np.argsort(np.minimum(result.n_pos[defined], result.n_neg[defined]), kind="stable")[:3]]
+    fewest = ", ".join(f"{outputs[k]} ({int(result.n_pos[k])} test positives)" for k in rarest)
+    return (
+        f"{result.n_macro_dropped[metric]} of {n_resamples} resamples left out of the macro CI: a finding had no "
+        f"positive or negative in them, so the CI may under-cover (fewest: {fewest})"
+    )

@@ -72,13 +72,18 @@ def _per_subject(group: pd.DataFrame) -> pd.DataFrame:
 def _risk_threshold(
     grouping: str | float, endpoint: object, subjects: pd.DataFrame, val: pd.DataFrame | None
 ) -> tuple[float, str]:
+    """A given threshold, else the validation median moved to test as a rate (the share of validation subjects
+    above it; val and test risks may come from heads of different scales), else the test median."""
     if grouping != "median":
         return float(grouping), "given"
-    if val is not None and len(val):
-        val_subjects = _per_subject(val[val["endpoint"] == endpoint])
-        if len(val_subjects):
-            return float(val_subjects["risk_score"].median()), "median risk on validation"
-    return float(subjects["risk_score"].median()), "median risk on test"
+    test_risk = subjects["risk_score"].to_numpy(dtype=np.float64)
+    if val is not None and len(val) and len(test_risk):
+        val_risk = _per_subject(val[val["endpoint"] == endpoint])["risk_score"].to_numpy(dtype=np.float64)
+        if len(val_risk):
+            rate = float(np.mean(val_risk > np.median(val_risk)))
+            threshold = float(np.quantile(test_risk, 1.0 - rate, method="lower"))
+            return threshold, f"median risk on validation ({rate:.1%} above it), the same rate on test"
+    return float(np.median(test_risk)), "median risk on test"
 
 
 SURVIVAL_METRICS = (
@@ -143,7 +148,8 @@ def _survival_rows(
             rows.append(
                 row("hazard_ratio", np.nan, note=f"undefined: no events in the {empty}-risk group (HR not estimable)")
             )
-    per_sd = (risk - risk.mean()) / (risk.std() or 1.0)
+    sd = risk.std(ddof=1) if len(risk) > 1 else 0.0  # the sample SD, as a paper's "per SD" means
+    per_sd = (risk - risk.mean()) / (sd or 1.0)
     rows.append(cox_row("hazard_ratio_per_sd", per_sd, "Cox PH per SD of risk score"))
     rows.append(row("c_index", c_index(time, event, risk), note="Harrell's C"))
     if groups is None:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PredictionsError
+from pipeline.stats.metrics import UNCERTAIN_LABEL
 
 RUN_COLUMNS = ("dataset", "backbone", "head", "label_fraction")
 RESULT_COLUMNS = (*RUN_COLUMNS, "output", "metric", "estimate", "ci_low", "ci_high", "n", "n_pos", "defined", "note")
@@ -38,13 +39,14 @@ def pivot(frame: pd.DataFrame, what: str) -> Table:
     scores = np.full((len(image_ids), len(outputs)), np.nan)
     labels[row, col] = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
     scores[row, col] = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
+    labels[labels == UNCERTAIN_LABEL] = np.nan  # uncertain: masked, the rule of every statistic (binary_labels)
     known = ~np.isnan(labels)
     odd = known & (labels != 0) & (labels != 1)
     if odd.any():
         i, k = np.argwhere(odd)[0]
         raise PredictionsError(
-            f"{what}: label {labels[i, k]:g} for ({image_ids[i]}, {outputs[k]}); labels must be 1, 0 or NaN "
-            "(apply the uncertain-label policy before evaluating)"
+            f"{what}: label {labels[i, k]:g} for ({image_ids[i]}, {outputs[k]}); labels must be 1, 0, "
+            "-1 (uncertain, masked) or NaN"
         )
     missing = known & np.isnan(scores)
     if missing.any():
