@@ -39,13 +39,16 @@ def paired_permutation_test(
     metrics: tuple[str, ...] = PERMUTATION_METRICS,
     outputs: list[str] | None = None,
     chunk_size: int | None = None,
+    rank: bool = True,
 ) -> pd.DataFrame:
     """Two-sided paired permutation test of model A vs model B, per output and for the macro average.
 
     labels, scores_a, scores_b: (n, K) on the same images (NaN labels left out per output); groups: (n,) unit
     whose two scores swap together (patient id), None swaps per image. Returns one row per output and metric
     plus output='macro' rows: output, metric, estimate_a, estimate_b, diff, p_value, n_permutations, exact,
-    n, n_pos. The macro averages the outputs with positives and negatives (the same for both models).
+    n, n_pos. The macro averages the outputs with positives and negatives (the same for both models). `rank=False`
+    swaps raw scores, valid only when both models share one score scale (benchmarks/bench_permutation_null.py
+    shows what goes wrong otherwise).
     """
     unknown = set(metrics) - set(PERMUTATION_METRICS)
     if unknown:
@@ -55,7 +58,8 @@ def paired_permutation_test(
     scores_a, scores_b = (x[:, None] if x.ndim == 1 else x for x in (scores_a, scores_b))
     if not labels.shape == scores_a.shape == scores_b.shape:
         raise ValueError(f"shapes differ: labels {labels.shape}, A {scores_a.shape}, B {scores_b.shape}")
-    scores_a, scores_b = rank_scores(labels, scores_a), rank_scores(labels, scores_b)
+    if rank:
+        scores_a, scores_b = rank_scores(labels, scores_a), rank_scores(labels, scores_b)
     n_outputs = labels.shape[1]
     outputs = [str(k) for k in range(n_outputs)] if outputs is None else list(outputs)
     units, n_units = _units_of(groups, len(labels))
