@@ -25,6 +25,7 @@ import torch
 
 import pipeline
 from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
+from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError, StoreError
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
@@ -140,6 +141,7 @@ def run_probe(
     _refuse_other_configuration(folder, previous, head_config, config, force)
     if force:
         shutil.rmtree(folder.partial_dir, ignore_errors=True)
+    clean_stray_temps(folder.root)  # files a killed run left half-written
 
     device = pick_device(config.device)
     train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
