@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from heads.glori import PAPER_DIMS, glori_options
+from heads.glori import PAPER_DIMS
+from heads.registry import head_spec
 from pipeline.backbone import BackboneConfig, build_backbone, save_checkpoint
 from pipeline.embed.stage import EmbedOptions, embed_datasets
 from pipeline.errors import ConfigError
@@ -113,6 +114,12 @@ HEADS = ("linear", "glori")
 LINEAR_OPTIONS = {"avgpool": True}
 
 
+def _head_options(head: str, plan: DemoSize) -> dict[str, object]:
+    """The demo's head options, completed and checked by the head's declaration (heads.registry)."""
+    given = {"embed_dim": plan.glori_dims[0], "ffn_dim": plan.glori_dims[1]} if head == "glori" else LINEAR_OPTIONS
+    return head_spec(head).resolve(given)
+
+
 @dataclass
 class DemoSummary:
     """What the demo did: per-stage seconds, the report, and the headline table for the terminal."""
@@ -179,7 +186,7 @@ def run_demo(
                 seed=seed,
                 n_resamples=plan.n_resamples,
                 save_attention=plan.attention_images if head == "glori" and fraction == 1.0 else 0,
-                head_options=glori_options(*plan.glori_dims) if head == "glori" else LINEAR_OPTIONS,
+                head_options=_head_options(head, plan),
             )
             run_probe(workspace, dataset, head, backbone, config, progress=False)
 
