@@ -1,4 +1,4 @@
-"""The probe protocol (DESIGN.md "Linear probe", "GLoRI"): lr sweep -> choose on val -> refit -> predict test.
+"""The probe protocol (docs/architecture.md): lr sweep -> choose on val -> refit -> predict test.
 
 `run_probe(workspace, dataset, head, backbone, config)` runs one probe on the cached features and writes its
 run folder (pipeline.runs); `ProbeConfig` holds every knob (defaults = the paper's protocol, here only).
