@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
-from pipeline.stats.multiple import ADJUST_METHODS
 
 _out = Console(highlight=False)
 
@@ -43,6 +43,12 @@ def report_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of resampling and permutations.")] = 0,
+    image_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-root", help="Where attention overlays find test images: DIR or DATASET=DIR (repeatable)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
