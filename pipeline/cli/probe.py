@@ -51,6 +51,7 @@ def probe_command(
 ) -> None:
     from heads.glori import glori_options
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
+    from pipeline.probe.estimate import announce_glori_costs
 
     configure_logging(verbose)
     ws = workspace_from(workspace)
@@ -81,6 +82,7 @@ def probe_command(
             for fraction in _floats(label_fraction, "--label-fraction"):
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
+    announce_glori_costs(ws, jobs)  # time and memory before any GLoRI run starts (pipeline/probe/estimate.py)
     summaries = run_probes(ws, jobs, force=force, progress=dask is None and not quiet, dask=dask, n_workers=workers)
     for s in summaries:
         status = "already done" if s.skipped else f"{s.seconds:.1f} s"
