@@ -70,6 +70,7 @@ def report_command(
         attention_findings=findings,
         adjust=adjust,
         seed=seed,
+        image_roots=_image_roots(image_root or []),
     )
     for table in summary.headline_tables():
         _out.print(table)
@@ -80,3 +81,15 @@ def report_command(
     n_tables = len(summary.tables)
     n_figures = len(summary.figures)
     _out.print(f"wrote {n_tables} tables and {n_figures} figures; open {summary.index}", markup=False)
+
+
+def _image_roots(specs: list[str]) -> dict[str, Path]:
+    """--image-root DIR (every data set) or DATASET=DIR, repeatable."""
+    roots = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        key, path = (name.strip(), Path(folder)) if sep and name and "/" not in name else ("", Path(spec))
+        if not path.is_dir():
+            raise ConfigError(f"--image-root {spec!r}: {path} is not a folder")
+        roots[key] = path
+    return roots

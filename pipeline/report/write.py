@@ -89,6 +89,7 @@ def write_report(
     adjust: str = "holm",
     seed: int = 0,
     figures: bool = True,
+    image_roots: dict[str, Path] | None = None,
 ) -> ReportSummary:
     """Write the report's tables (`formats` of md/csv/tex), figures (PNG + PDF) and index to `out_dir`.
 
@@ -96,7 +97,8 @@ def write_report(
     files). `out_dir` defaults to the workspace's reports/. `n_resamples` is used for bootstrap CIs the
     report computes itself (prevalence bands; runs without results.parquet), `n_permutations` for the paired
     permutation tests of Table II's companion, adjusted with `adjust` (holm, fdr_bh, bonferroni).
-    `figures=False` writes the tables and index only.
+    `figures=False` writes the tables and index only. `image_roots` ({dataset or "": folder}) is where
+    attention figures look for test images first.
     """
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -108,6 +110,7 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else ws.reports_dir
     sources = [Path(p) for p in results] if results else None
     coll = collect_runs(sources, ws, n_resamples=n_resamples, seed=seed)
+    coll.image_roots = {k: Path(v) for k, v in (image_roots or {}).items()}
     summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
     summary.missing = [*coll.problems, *missing_inputs(coll)]
     steps = _figure_steps(coll) if figures else []
