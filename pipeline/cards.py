@@ -64,6 +64,7 @@ class DatasetCard:
     probe: dict[str, Any] = field(default_factory=dict)
     access: str = ""
     citation: str = ""
+    views: tuple[str, ...] = ()  # views the data set is evaluated on (manifest `view`); others are left out
     image_root: str = ""  # where `chex manifest` found the images; shard/embed/report default to it
     notes: tuple[str, ...] = ()  # choices `chex manifest` made that a reader should know (split, views, ...)
 
@@ -99,7 +100,8 @@ class DatasetCard:
         data = asdict(self)
         data["tasks"] = [_task_to_dict(t) for t in self.tasks]
         data["notes"] = list(self.notes)
-        for key in ("image_root", "notes"):  # optional: cards without them stay as they were
+        data["views"] = list(self.views)
+        for key in ("views", "image_root", "notes"):  # optional: cards without them stay as they were
             if not data[key]:
                 del data[key]
         return data
@@ -163,6 +165,7 @@ def card_from_dict(data: dict[str, Any], source: str = "card") -> DatasetCard:
             probe=dict(data.get("probe") or {}),
             access=data.get("access", ""),
             citation=data.get("citation", ""),
+            views=tuple(str(v) for v in data.get("views") or ()),
             image_root=str(data.get("image_root") or ""),
             notes=tuple(str(n) for n in data.get("notes") or ()),
         )
