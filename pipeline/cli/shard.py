@@ -45,6 +45,10 @@ def shard_command(
     workers: Annotated[int, typer.Option(help="Worker processes (or dask workers for --dask local).")] = 1,
     dask: DaskOption = None,
     verify: Annotated[str, typer.Option(help="Check reused shards by 'size' or full 'sha256'.")] = "size",
+    voi: Annotated[
+        str,
+        typer.Option(help="DICOM: 'auto' applies the file's VOI LUT / WindowCenter-Width; 'none' keeps stored values."),
+    ] = "auto",
     quiet: QuietOption = False,
     no_progress: NoProgressAlias = False,
     verbose: VerboseOption = False,
@@ -74,6 +78,7 @@ def shard_command(
         progress=not (quiet or no_progress),
         verify=verify,
         card=card_beside(manifest),
+        voi=_voi(voi),
     )
     console.print(
         f"[bold]{dataset}[/]: {summary.n_shards} shards, {summary.n_samples:,} samples, "
@@ -100,3 +105,9 @@ def parse_size(text: str) -> float:
     if not match or unit not in _UNITS or float(match.group(1)) <= 0:
         raise ConfigError(f"--shard-size {text!r}: expected a positive size such as 1GB, 500MB or 64MiB")
     return float(match.group(1)) * _UNITS[unit]
+
+
+def _voi(text: str) -> str:
+    if text not in ("auto", "none", "window"):
+        raise ConfigError(f"--voi {text!r}: choose auto (apply the DICOM VOI LUT / window when present) or none")
+    return text
