@@ -50,6 +50,7 @@ def probe_command(
     workspace: WorkspaceOption = None,
 ) -> None:
     from heads.glori import glori_options
+    from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
     from pipeline.probe.estimate import announce_glori_costs
 
@@ -82,6 +83,7 @@ def probe_command(
             for fraction in _floats(label_fraction, "--label-fraction"):
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
+    warn_few_test_positives(ws, datasets)  # a finding with < 20 test positives has a wide AUROC CI
     announce_glori_costs(ws, jobs)  # time and memory before any GLoRI run starts (pipeline/probe/estimate.py)
     summaries = run_probes(ws, jobs, force=force, progress=dask is None and not quiet, dask=dask, n_workers=workers)
     for s in summaries:

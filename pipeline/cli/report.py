@@ -74,6 +74,8 @@ def report_command(
     )
     for table in summary.headline_tables():
         _out.print(table)
+    for caution in summary.cautions:
+        _out.print(f"[bold yellow]caution:[/] {caution}", soft_wrap=True, highlight=False)
     if summary.missing:
         _out.print(f"[bold yellow]missing inputs ({len(summary.missing)}):[/]")
         for message in summary.missing:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
@@ -62,6 +63,7 @@ class ReportSummary:
     synthetic: bool = False
     tables: dict[str, ReportTable] = field(default_factory=dict)
     figures: list[FigureResult] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)  # e.g. findings with few test positives
 
     @property
     def index(self) -> Path:
@@ -123,8 +125,12 @@ def write_report(
             summary.paths += [p for f in made for p in f.paths]
             advance()
     summary.missing = list(dict.fromkeys(summary.missing))
+    summary.cautions = report_notes(coll)  # findings with few test positives (pipeline/cautions.py)
     prov = provenance(coll, [str(p) for p in sources] if sources else [str(ws.root / "results")])
     markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out)
+    if summary.cautions:  # before the first section, where a reader of the tables sees it
+        head, sep, rest = markdown.partition("\n## ")
+        markdown = head + "\n## Cautions\n\n" + "".join(f"- {c}\n" for c in summary.cautions) + sep + rest
     summary.paths.append(write_text_atomic(out / "index.md", markdown))
     title = "chex report" + (" — SYNTHETIC" if summary.synthetic else "")
     summary.paths.append(write_text_atomic(out / "index.html", index_html(markdown, title)))
