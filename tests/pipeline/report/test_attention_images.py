@@ -97,3 +97,14 @@ def test_images_are_found_in_the_shards_when_the_folder_is_gone(tmp_path):
     found = finder.pixels("toy_4_0")
     assert found is not None and found.shape == expected.shape
     assert str(ws.shards_dir("toy")) in finder.searched
+
+
+def test_report_image_root_must_be_a_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(
+        app, ["report", "--image-root", f"cxrlt24={tmp_path / 'nope'}", "--workspace", str(tmp_path / "ws")]
+    )
+    assert result.exit_code == 2 and "is not a folder" in result.output
