@@ -58,6 +58,7 @@ def _probe(
     from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
     from pipeline.probe.estimate import announce_glori_costs
+    from pipeline.probe.protocol import head_config_of
 
     configure_logging(verbose)
     ws = workspace_from(workspace)
@@ -73,6 +74,7 @@ def _probe(
     for name in datasets:
         for head_name in _names(head):
             options = _head_options(head_name, head_flags)
+            head_config_of(head_name, options)  # a bad head or option fails here, before any estimate or run
             for fraction in fractions:
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
