@@ -105,9 +105,8 @@ def test_store_info_and_embed_do_not_call_a_store_with_an_emptied_chunk_complete
 
 
 def test_an_old_store_without_records_is_reported_unverifiable_not_crashed(tmp_path):
-    from pipeline.store.verify import verify_store
-
     from pipeline.store import FeatureStore
+    from pipeline.store.verify import verify_store
 
     path = _store(tmp_path / "store")
     for marker in (path / "ledger" / "done").glob("unit-*.json"):
