@@ -95,6 +95,9 @@ def scan_ids(shard: Path) -> list[str]:
                     ids.append(str(meta["image_id"]))
     except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
         raise ShardError(f"cannot read shard {shard}: {exc}") from exc
+    from pipeline.shard.reader import check_shard
+
+    check_shard(shard, len(ids))  # a tar that lost members must not pass for a complete one
     return ids
 
 
