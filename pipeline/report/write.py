@@ -2,11 +2,14 @@
 
 Layout under the output folder: tables/<name>.{md,csv,tex}, figures/<name>.{png,pdf}, index.md, index.html.
 Missing inputs are named in the summary and on the index page; whatever can be made is still written.
+The report is made in a temporary folder beside the output folder and swapped in whole at the end, so a
+run killed midway leaves the previous report as it was (never new tables under an old index).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from pipeline.atomic import TEMP_SUFFIX, atomic_dir
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
@@ -107,7 +111,32 @@ def write_report(
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     out = Path(out_dir) if out_dir is not None else ws.reports_dir
     sources = [Path(p) for p in results] if results else None
+    _check_report_folder(out)
     coll = collect_runs(sources, ws, n_resamples=n_resamples, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stray in out.parent.glob(f".{out.name}.*{TEMP_SUFFIX}"):  # half-made reports of killed runs
+        shutil.rmtree(stray, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        summary = _write_all(coll, ws, sources, tmp, formats, progress, n_resamples, n_permutations,
+                             attention_findings, adjust, seed, figures)  # fmt: skip
+    summary.out_dir = out
+    summary.paths = [out / p.relative_to(tmp) for p in summary.paths]
+    for figure in summary.figures:
+        figure.paths = [out / p.relative_to(tmp) for p in figure.paths]
+    return summary
+
+
+def _check_report_folder(out: Path) -> None:
+    """The output folder is replaced whole: refuse one that holds something other than a chex report."""
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.md").is_file():
+        raise ConfigError(
+            f"{out} is not empty and holds no chex report (no index.md); the report replaces its output folder "
+            "whole, so give a new or empty folder with --out"
+        )
+
+
+def _write_all(coll, ws, sources, out, formats, progress, n_resamples, n_permutations, attention_findings,
+               adjust, seed, figures) -> ReportSummary:  # fmt: skip
     summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
     summary.missing = [*coll.problems, *missing_inputs(coll)]
     steps = _figure_steps(coll) if figures else []
