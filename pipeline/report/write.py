@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -121,8 +121,7 @@ def write_report(
                              attention_findings, adjust, seed, figures)  # fmt: skip
     summary.out_dir = out
     summary.paths = [out / p.relative_to(tmp) for p in summary.paths]
-    for figure in summary.figures:
-        figure.paths = [out / p.relative_to(tmp) for p in figure.paths]
+    summary.figures = [replace(f, paths=[out / p.relative_to(tmp) for p in f.paths]) for f in summary.figures]
     return summary
 
 
