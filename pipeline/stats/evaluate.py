@@ -251,8 +251,8 @@ def _pivot(frame: pd.DataFrame, what: str) -> _Table:
     col = pd.Index(outputs).get_indexer(keys["output"])
     labels = np.full((len(image_ids), len(outputs)), np.nan)
     scores = np.full((len(image_ids), len(outputs)), np.nan)
-    labels[row, col] = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
-    scores[row, col] = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
+    labels[row, col] = _numeric(frame, "label", what)
+    scores[row, col] = _numeric(frame, "score", what)
     known = ~np.isnan(labels)
     odd = known & (labels != 0) & (labels != 1)
     if odd.any():
@@ -268,6 +268,19 @@ def _pivot(frame: pd.DataFrame, what: str) -> _Table:
             f"{what}: {int(missing.sum())} labelled rows have no score, e.g. ({image_ids[i]}, {outputs[k]})"
         )
     return _Table(image_ids, outputs, labels, scores)
+
+
+def _numeric(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """`column` as float64; PredictionsError naming the values that are not numbers (never read as missing)."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        shown = sorted({repr(v) for v in frame[column][bad].unique()[:5]})
+        raise PredictionsError(
+            f"{what}: column {column!r} holds {int(bad.sum())} values that are not numbers ({', '.join(shown)}); "
+            + ("labels must be 1, 0 or empty" if column == "label" else "scores must be numbers")
+        )
+    return values.to_numpy(dtype=np.float64)
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
