@@ -26,7 +26,7 @@ from pipeline.store.layout import StoreLayout
 from pipeline.store.ledger import Ledger
 from pipeline.store.reader import FeatureStore
 from pipeline.store.writer import StoreWriter, store_attrs
-from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace import Workspace, check_name, resolve_workspace
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def embed_datasets(
         image_size=image_size,
         num_heads=num_heads,
     )
-    name = backbone_name or spec.default_name()
+    name = check_name(backbone_name or spec.default_name(), "backbone (the store folder; choose one with --backbone)")
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]
     return embed_inputs(inputs, Path(store_path) if store_path else ws.features_dir(name), spec, name, options)
 

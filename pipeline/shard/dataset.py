@@ -26,6 +26,7 @@ from pipeline.shard.index import build_index
 from pipeline.shard.plan import ShardTask, plan_shards
 from pipeline.shard.quarantine import report
 from pipeline.shard.writer import TMP_SUFFIX, ShardResult, WriteOptions, load_done
+from pipeline.workspace import check_name
 
 log = logging.getLogger(__name__)
 Executor = Literal["process", "dask"]
@@ -80,6 +81,7 @@ def shard_dataset(
     "sha256") is how finished shards of an earlier run are checked before being reused.
     """
     started = time.perf_counter()
+    check_name(name, "shard set")  # it names the tar files
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if executor not in ("process", "dask"):
