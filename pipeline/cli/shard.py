@@ -35,6 +35,9 @@ def shard_command(
         str | None, typer.Option(help="Run on dask.distributed: a scheduler ADDRESS, or 'local' for a LocalCluster.")
     ] = None,
     verify: Annotated[str, typer.Option(help="Check reused shards by 'size' or full 'sha256'.")] = "size",
+    min_readable: Annotated[
+        float, typer.Option(help="Refuse (exit 2) when fewer than this fraction of the images exist.")
+    ] = 0.5,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
@@ -58,6 +61,7 @@ def shard_command(
         dask_address=dask,
         progress=progress,
         verify=verify,
+        min_readable=min_readable,
     )
     console.print(
         f"[bold]{dataset}[/]: {summary.n_shards} shards, {summary.n_samples:,} samples, "
