@@ -1,6 +1,13 @@
-"""Load: a real-size manifest through validation, split checks and shard planning; a 100k-row store read out of core.
+"""Load: a real-size manifest through validation, split checks and shard planning; a 100k-row store read out of core;
+`chex shard` with every image missing, and a rerun of a finished shard set with nothing to do.
 
-Run: /work/venv/bin/python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16]
+Run: /work/venv/bin/python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16
+     --shard-rows 200000 --images 2000]
+
+Figures (2 shared cores, load average 2-4; 1M-row manifest, `--rows 1000000`):
+    before (7bf3e7f): read+validate 13.12 s, shard planning 21.09 s (stat of every path), 29.37 s with known
+                      sizes; peak RSS 1959 MB
+    after:            see the closing note of issue 15 (printed by this script)
 
 Each measurement runs in a fresh subprocess so its peak RSS (`resource.getrusage(...).ru_maxrss`) is its own;
 the RSS right after the imports is printed too, so the growth caused by the work is visible. Inputs are built
@@ -31,7 +38,9 @@ def main() -> None:
     parser.add_argument("--store-rows", type=int, default=100_000, help="feature store rows")
     parser.add_argument("--dim", type=int, default=16, help="store token dim D")
     parser.add_argument("--patches", type=int, default=16, help="store patches P")
-    parser.add_argument("--part", choices=["manifest", "store"], help=argparse.SUPPRESS)
+    parser.add_argument("--shard-rows", type=int, default=200_000, help="manifest rows of the all-missing shard run")
+    parser.add_argument("--images", type=int, default=2000, help="images of the no-op shard rerun")
+    parser.add_argument("--part", choices=["manifest", "store", "missing", "rerun"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "manifest":
@@ -39,6 +48,12 @@ def main() -> None:
         return
     if args.part == "store":
         print(json.dumps(measure_store(args.path)))
+        return
+    if args.part == "missing":
+        print(json.dumps(measure_missing(args.path)))
+        return
+    if args.part == "rerun":
+        print(json.dumps(measure_rerun(args.path)))
         return
 
     with tempfile.TemporaryDirectory(prefix="chex-bench-load-") as tmp:
@@ -61,6 +76,19 @@ def main() -> None:
         print(
             f"  planning with known file sizes (~350 kB each): {m['plan_sized_s']:.2f} s ({m['sized_shards']} shards "
             f"of ~1 GB); split-leak check on a copy with one patient in two splits: refused in {m['leak_s']:.2f} s"
+        )
+
+        missing = build_manifest(args.shard_rows, tmp / "missing.parquet")
+        m = run_part("missing", missing)
+        print(
+            f"chex shard with all {m['rows']:,} images missing: refused (exit 2) in {m['seconds']:.2f} s, "
+            f"peak RSS {m['peak_mb']:.0f} MB (after imports {m['base_mb']:.0f} MB)"
+        )
+        small = build_image_set(args.images, tmp / "small")
+        r = run_part("rerun", small)
+        print(
+            f"chex shard of {r['images']:,} images: first run {r['first_s']:.2f} s; rerun with nothing to do "
+            f"{r['rerun_s']:.2f} s, peak RSS {r['peak_mb']:.0f} MB (after imports {r['base_mb']:.0f} MB)"
         )
 
         t = time.perf_counter()
@@ -161,6 +189,54 @@ def measure_manifest(path: Path) -> dict:
         plan_sized_s=plan_sized_s, sized_shards=len(sized),
         base_mb=base, peak_mb=peak_mb(),
     )  # fmt: skip
+
+
+# ---- shard: all missing; no-op rerun ----------------------------------------------------------------------------
+
+
+def measure_missing(path: Path) -> dict:
+    from pipeline.errors import ShardError
+    from pipeline.shard.dataset import shard_dataset
+
+    base = peak_mb()
+    t = time.perf_counter()
+    try:
+        shard_dataset(path, path.parent / "no-images", path.parent / "shards-missing", "bench", progress=False)
+        raise SystemExit("shard_dataset did not refuse a manifest whose images are all missing")
+    except ShardError:
+        seconds = time.perf_counter() - t
+    return dict(rows=len(pd.read_parquet(path, columns=["image_id"])), seconds=seconds, base_mb=base, peak_mb=peak_mb())
+
+
+def build_image_set(n: int, root: Path) -> Path:
+    """`n` small PNGs and their manifest (for the no-op rerun)."""
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(images / f"{i:06d}.png")
+    frame = pd.DataFrame(
+        {"image_id": [f"i{i}" for i in range(n)], "path": [f"{i:06d}.png" for i in range(n)],
+         "patient_id": [f"p{i}" for i in range(n)], "split": "train"}
+    )  # fmt: skip
+    frame.to_parquet(root / "manifest.parquet", index=False)
+    return root
+
+
+def measure_rerun(root: Path) -> dict:
+    from pipeline.shard.dataset import shard_dataset
+
+    args = (root / "manifest.parquet", root / "images", root / "shards", "bench")
+    t = time.perf_counter()
+    first = shard_dataset(*args, samples_per_shard=100, progress=False)
+    first_s = time.perf_counter() - t
+    base = peak_mb()
+    t = time.perf_counter()
+    shard_dataset(*args, samples_per_shard=100, progress=False)
+    return dict(images=first.n_samples, first_s=first_s, rerun_s=time.perf_counter() - t, base_mb=base,
+                peak_mb=peak_mb())  # fmt: skip
 
 
 # ---- store ----------------------------------------------------------------------------------------------------
