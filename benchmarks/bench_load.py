@@ -4,15 +4,13 @@
 Run: /work/venv/bin/python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16
      --shard-rows 200000 --images 2000]
 
-Figures (2 shared cores, load average 2-4; 1M-row manifest, `--rows 1000000`):
-    before (7bf3e7f): read+validate 13.12 s, shard planning 21.09 s (stat of every path), 29.37 s with known
-                      sizes; peak RSS 1959 MB
-    after:            see the closing note of issue 15 (printed by this script)
-
-Each measurement runs in a fresh subprocess so its peak RSS (`resource.getrusage(...).ru_maxrss`) is its own;
-the RSS right after the imports is printed too, so the growth caused by the work is visible. Inputs are built
-before the measured process starts. Prints figures; asserts nothing. The machine is shared: timings are noisy,
-rerun on a quiet machine.
+Figures (issue 15; 2 shared cores under a load average of 15-23, so compare ratios measured side by side):
+    1M-row manifest, before (7bf3e7f, load ~2): read+validate 13.12 s, shard planning 21.09 s (stat of every path),
+        29.37 s with known sizes; peak RSS 1959 MB.
+    300k rows, old and new code alternating in one process (load ~21): validate 31.5 -> 13.6 s (2.3x),
+        planning with known sizes 41.8 -> 16.7 s (2.5x).
+    `chex stats` 200,000 images x 40 outputs, 20 resamples (load ~20): peak RSS 3449 MB after (categorical
+        reading, pivot by codes); the 1.5 GB goal is not reached.
 """
 
 from __future__ import annotations
@@ -40,6 +38,11 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=16, help="store patches P")
     parser.add_argument("--shard-rows", type=int, default=200_000, help="manifest rows of the all-missing shard run")
     parser.add_argument("--images", type=int, default=2000, help="images of the no-op shard rerun")
+    parser.add_argument("--stats-images", type=int, default=200_000, help="test images of the `chex stats` run")
+    parser.add_argument("--stats-findings", type=int, default=40, help="outputs of the `chex stats` run")
+    parser.add_argument("--stats-resamples", type=int, default=100, help="bootstrap resamples of the `chex stats` run")
+    parser.add_argument("--stats-only", action="store_true", help="only the `chex stats` measurement")
+    parser.add_argument("--tree", type=Path, help="chex source tree to measure `chex stats` of (default: this one)")
     parser.add_argument("--part", choices=["manifest", "store", "missing", "rerun"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -58,6 +61,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="chex-bench-load-") as tmp:
         tmp = Path(tmp)
+        st = measure_stats(args.stats_images, args.stats_findings, args.stats_resamples, tmp, args.tree)
+        print(
+            f"chex stats on {args.stats_images:,} images x {args.stats_findings} outputs ({args.stats_resamples} "
+            f"resamples): {st['seconds']:.1f} s, peak RSS {st['peak_mb']:.0f} MB"
+        )
+        if args.stats_only:
+            return
         t = time.perf_counter()
         manifest = build_manifest(args.rows, tmp / "manifest.parquet")
         print(
@@ -189,6 +199,36 @@ def measure_manifest(path: Path) -> dict:
         plan_sized_s=plan_sized_s, sized_shards=len(sized),
         base_mb=base, peak_mb=peak_mb(),
     )  # fmt: skip
+
+
+# ---- chex stats on a big predictions table ---------------------------------------------------------------------
+
+
+def measure_stats(n: int, k: int, resamples: int, tmp: Path, tree: Path | None) -> dict:
+    """Peak RSS of a `chex stats` process (its own, via RUSAGE_CHILDREN) on an n x k predictions table."""
+    import os
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(n * k) < 0.1).astype(np.float64)
+    path = tmp / "predictions.parquet"
+    pd.DataFrame(
+        {"image_id": np.repeat([f"img{i:07d}" for i in range(n)], k), "output": np.tile([f"f{j}" for j in range(k)], n),
+         "score": rng.random(n * k) + 0.3 * labels, "label": labels,
+         "patient_id": np.repeat([f"p{i // 2:07d}" for i in range(n)], k), "split": "test"}
+    ).to_parquet(path, index=False)  # fmt: skip
+    del labels
+    env = {**os.environ, "PYTHONPATH": str(tree or Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    main = "import sys; sys.argv[0] = 'chex'; from pipeline.cli import main; main()"
+    t = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", main, "stats", str(path), "--resamples", str(resamples),
+         "--out", str(tmp / "r.parquet")],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"chex stats failed:\n{done.stderr[-3000:]}")
+    return dict(seconds=seconds, peak_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 # ---- shard: all missing; no-op rerun ----------------------------------------------------------------------------

@@ -101,8 +101,12 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
+    try:  # repeated text columns as categories: one string per distinct value, not one per row
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names)
+        text = [c for c in ("image_id", "output", "patient_id", "split", "dataset", "backbone", "head") if c in names]
+        return pq.read_table(path, read_dictionary=text).to_pandas()
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
 
