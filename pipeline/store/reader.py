@@ -42,7 +42,6 @@ class FeatureStore:
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.layout = StoreLayout(**self.attrs["layout"])
         self._checked: set[int] = set()  # units whose files were found intact (or have no record to check)
-        self._check_units(rows)
         ids, views = (self._select(name, rows) for name in ("image_id", "view"))
         keep = views >= 0  # view -1: a row left empty because its image could not be read (quarantined)
         self._rows = rows[keep]  # global row index of every complete row, ascending
