@@ -218,7 +218,9 @@ def measure_stats(n: int, k: int, resamples: int, tmp: Path, tree: Path | None) 
     del labels
     env = {**os.environ, "PYTHONPATH": str(tree or Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     # the child reports its own VmHWM: ru_maxrss of children carries this (big) parent's peak over fork+exec
-    report = "lambda: print('VmHWM_kB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0], file=sys.stderr)"
+    report = (
+        "lambda: print('VmHWM_kB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0], file=sys.stderr)"
+    )
     main = f"import atexit, sys; atexit.register({report}); sys.argv[0] = 'chex'; from pipeline.cli import main; main()"
     t = time.perf_counter()
     done = subprocess.run(
