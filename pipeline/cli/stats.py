@@ -107,12 +107,10 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    try:  # repeated text columns as categories: one string per distinct value, not one per row
-        import pyarrow.parquet as pq
+    import pandas as pd
 
-        names = set(pq.read_schema(path).names)
-        text = [c for c in ("image_id", "output", "patient_id", "split", "dataset", "backbone", "head") if c in names]
-        return pq.read_table(path, read_dictionary=text).to_pandas()
+    try:
+        return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
 

@@ -237,23 +237,18 @@ class _Table:
 
 
 def _pivot(frame: pd.DataFrame, what: str) -> _Table:
-    # codes, not a string copy of both key columns: 200,000 images x 40 outputs are 8M rows
-    row, image_values = pd.factorize(frame["image_id"])
-    col, output_values = pd.factorize(frame["output"])
-    image_ids = [str(v) for v in image_values]
-    outputs = [str(v) for v in output_values]
-    if (row < 0).any() or (col < 0).any():
-        raise PredictionsError(
-            f"{what}: {int((row < 0).sum() + (col < 0).sum())} rows have an empty image_id or output"
-        )
-    duplicated = pd.Series(row.astype(np.int64) * max(len(outputs), 1) + col).duplicated().to_numpy()
+    keys = frame[["image_id", "output"]].astype(str)
+    duplicated = keys.duplicated()
     if duplicated.any():
-        first = int(np.flatnonzero(duplicated)[0])
+        first = keys[duplicated].iloc[0]
         raise PredictionsError(
             f"{what}: {int(duplicated.sum())} duplicate (image_id, output) rows, e.g. "
-            f"({image_ids[row[first]]}, {outputs[col[first]]}); one run's predictions hold one row per test image "
-            "and output"
+            f"({first['image_id']}, {first['output']}); one run's predictions hold one row per test image and output"
         )
+    image_ids = list(pd.unique(keys["image_id"]))
+    outputs = list(pd.unique(keys["output"]))
+    row = pd.Index(image_ids).get_indexer(keys["image_id"])
+    col = pd.Index(outputs).get_indexer(keys["output"])
     labels = np.full((len(image_ids), len(outputs)), np.nan)
     scores = np.full((len(image_ids), len(outputs)), np.nan)
     labels[row, col] = _numeric(frame, "label", what)
