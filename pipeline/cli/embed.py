@@ -21,7 +21,7 @@ from pipeline.cli.app import (
     pick,
     workspace_from,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StoreError
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -173,6 +173,49 @@ def store_info_command(
     _print_info(path, as_json)
 
 
+@store_app.command(
+    "verify",
+    help="Check every finished unit of a store (files, sizes, sha256); the next `chex embed` redoes damaged units.",
+)
+@chex_command
+def store_verify_command(
+    name: Annotated[str | None, typer.Argument(help="Store folder or backbone name (default: every store).")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from pipeline.store.verify import verify_store
+
+    ws = workspace_from(workspace)
+    if name is None:
+        paths = sorted(p.parent for p in ws.root.glob("features/*/zarr.json"))
+        if not paths:
+            raise ConfigError(f"no feature stores under {ws.root / 'features'}; run `chex embed` first")
+    else:
+        paths = [Path(name) if Path(name).exists() else ws.features_dir(name)]
+    damaged = []
+    for path in paths:
+        report = verify_store(path)
+        typer.echo(
+            f"{path}: {len(report.intact)} units intact, {len(report.damaged)} damaged, "
+            f"{len(report.unverifiable)} unverifiable, {len(report.pending)} not finished"
+        )
+        if report.unverifiable:
+            typer.echo(
+                f"  unverifiable (written before chex recorded unit files): {_names(report.unverifiable)}; "
+                "re-embed into a new store to make them checkable"
+            )
+        damaged += [f"{path.name}/{unit} ({'; '.join(problems)})" for unit, problems in report.damaged.items()]
+    if damaged:
+        raise StoreError(
+            f"{len(damaged)} damaged units: {', '.join(damaged)}; their rows are hidden now, and a rerun of the "
+            "same `chex embed` embeds exactly these units again"
+        )
+
+
+def _names(units: list[str], shown: int = 10) -> str:
+    more = f" and {len(units) - shown} more" if len(units) > shown else ""
+    return ", ".join(units[:shown]) + more
+
+
 def _print_info(path: Path, as_json: bool = False) -> None:
     from pipeline.store import FeatureStore
 
@@ -187,7 +230,8 @@ def _print_info(path: Path, as_json: bool = False) -> None:
         *(f"{p:<11} {shape} {info['dtype']}" for p, shape in info["shapes"].items()),
         f"on disk     {info['bytes_on_disk'] / 1e6:.1f} MB ({info['bytes_per_row'] / 1e3:.1f} kB per row)",
         f"chunks      {info['chunk_rows']} rows per chunk, {info['unit_rows']} rows per unit (Zarr shard)",
-        f"complete    {info['complete']} ({info['units_done']}/{info['units_planned']} units done)",
+        f"complete    {info['complete']} ({info['units_done']}/{info['units_planned']} units done)"
+        + (f"; damaged: {_names(info['damaged_units'])} (run `chex store verify`)" if info["damaged_units"] else ""),
         f"backbone    {prov.get('backbone_name')}  {json.dumps(prov.get('backbone'))}",
         f"checkpoint  {prov.get('checkpoint')}  sha256 {prov.get('checkpoint_sha256')}",
         f"layers      {prov.get('layers')}",

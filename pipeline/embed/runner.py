@@ -17,6 +17,7 @@ from pipeline.store.ledger import Unit
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 30.0
 
 
 @dataclass
@@ -48,6 +49,7 @@ def embed_batches(
     buffer_dtype = torch.float32 if writer.layout.quantized else torch.float16
     parts = writer.layout.parts
     futures: list[Future] = []
+    beat = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chex-store-writer") as pool, torch.inference_mode():
         for batch in batches:
             x = batch["x"].to(device, non_blocking=True)
@@ -71,6 +73,9 @@ def embed_batches(
                     del filled[u]
                     stats.units += 1
             stats.rows += len(batch["unit"])
+            if time.monotonic() - beat > HEARTBEAT_S:  # claims older than the ledger's timeout get taken over
+                writer.ledger.heartbeat(units.values())
+                beat = time.monotonic()
             if on_rows:
                 on_rows(len(batch["unit"]))
         for f in futures:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import time
@@ -9,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import write_text_atomic
 from pipeline.device import pick_device
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
 from pipeline.embed.inputs import DatasetInput, dataset_input, plan_items
@@ -18,10 +21,12 @@ from pipeline.embed.preprocess import Preprocessing
 from pipeline.embed.runner import RunStats, embed_batches
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
+from pipeline.shard_format import QUARANTINE_FILE
 from pipeline.store.layout import StoreLayout
+from pipeline.store.ledger import Ledger
 from pipeline.store.reader import FeatureStore
 from pipeline.store.writer import StoreWriter, store_attrs
-from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace import Workspace, check_name, resolve_workspace
 from pipeline.workspace_stores import note_new_store
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,7 @@ def embed_datasets(
         image_size=image_size,
         num_heads=num_heads,
     )
-    name = backbone_name or spec.default_name()
+    name = check_name(backbone_name or spec.default_name(), "backbone (the store folder; choose one with --backbone)")
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]
     summary = embed_inputs(inputs, Path(store_path) if store_path else ws.features_dir(name), spec, name, options)
     if store_path is None and (options or EmbedOptions()).rank == 0 and note_new_store(ws, name):
@@ -144,6 +149,9 @@ def embed_inputs(
         norm="final LayerNorm applied to each layer (DINOv2 norm=True)",
     )
     writer = StoreWriter.open(store_path, layout, attrs)
+    damaged = writer.take_back_damaged()  # missing or shortened unit files: embed those units again
+    if damaged:
+        log.warning("%s: %d damaged units will be embedded again: %s", store_path, len(damaged), ", ".join(damaged))
     items = plan_items(inputs, opt.train_views)
     new_units = writer.plan(items)
     skipped = len(items) - sum(len(u.image_ids) for u in new_units)
@@ -171,6 +179,8 @@ def embed_inputs(
             writer.ledger.release(unit, only_pid=os.getpid())
     if joined:
         barrier()
+    if opt.rank == 0:
+        write_quarantine(writer.ledger, store_path)
     store = FeatureStore.open(store_path)
     return StoreSummary(
         store_path=Path(store_path),
@@ -183,6 +193,26 @@ def embed_inputs(
         pending_units=store.n_pending_units,
         seconds=time.perf_counter() - start,
     )
+
+
+def write_quarantine(ledger: Ledger, store_path: Path) -> Path | None:
+    """List the store's unreadable images in `<store>/quarantine.csv` (image_id, path, reason, unit)."""
+    rows = [
+        (image_id, path, reason, unit.name)
+        for unit in ledger.units()
+        for image_id, (path, reason) in ledger.quarantined(unit).items()
+    ]
+    target = Path(store_path) / QUARANTINE_FILE
+    if not rows:
+        target.unlink(missing_ok=True)
+        return None
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("image_id", "path", "reason", "unit"), *rows])
+    write_text_atomic(target, text.getvalue())
+    log.warning(
+        "%s: %d images could not be read and were left out; they are listed in %s", store_path, len(rows), target
+    )
+    return target
 
 
 def _embed_local(model, device, writer: StoreWriter, units, preprocessing: Preprocessing, opt: EmbedOptions):

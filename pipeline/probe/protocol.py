@@ -9,6 +9,7 @@ of another head or probe configuration is not replaced unless `force`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
 from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
+from pipeline.locks import folder_lock
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
 from pipeline.probe.results import attention_maps, prediction_frame, survival_frame
 from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
@@ -49,7 +51,7 @@ from pipeline.runs import (
     write_tensors,
 )
 from pipeline.store import FeatureStore
-from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace import Workspace, check_name, resolve_workspace
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,26 @@ class RunSummary:
     sweep: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _one_writer(func):
+    """Run `func` holding the run folder's lock (pipeline/locks.py): two probes of one run never interleave.
+    Names that become folders are checked first."""
+
+    @functools.wraps(func)
+    def wrapper(workspace, dataset, head, backbone=None, config=None, *args, **kwargs):
+        ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+        check_name(dataset, "data set")
+        check_name(head, "head")
+        if head not in HEADS:
+            return func(ws, dataset, head, backbone, config, *args, **kwargs)  # refused there, with the known heads
+        name = resolve_backbone(ws, backbone)
+        fraction = (config or ProbeConfig()).label_fraction
+        with folder_lock(RunFolder.of(ws, dataset, name, head, fraction).root, "probe run folder"):
+            return func(ws, dataset, head, name, config, *args, **kwargs)
+
+    return wrapper
+
+
+@_one_writer
 def run_probe(
     workspace: Workspace | str | Path,
     dataset: str,

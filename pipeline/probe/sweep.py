@@ -24,6 +24,7 @@ from heads import HeadStack, masked_bce
 from pipeline.device import autocast
 from pipeline.probe.data import Features
 from pipeline.progress import progress_bar
+from pipeline.safe_load import load_tensors_or_refuse
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,8 @@ def _inputs(tokens: dict[str, torch.Tensor], needs_patch: bool, device: torch.de
 def _resume(path: Path | None, key: str, stack, optimizer, scheduler) -> int:
     if path is None or not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("key") != key:
+    state = load_tensors_or_refuse(path, f"delete {path.parent} (or rerun with --force) to start the probe over")
+    if not isinstance(state, dict) or state.get("key") != key:
         log.info("ignoring %s: it belongs to another probe configuration", path)
         return 0
     stack.load_state_dict(state["stack"])
