@@ -123,7 +123,7 @@ def _one_writer(func):
         ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
         check_name(dataset, "data set")
         check_name(head, "head")
-        if head not in HEADS:
+        if head not in head_names():
             return func(ws, dataset, head, backbone, config, *args, **kwargs)  # refused there, with the known heads
         name = resolve_backbone(ws, backbone)
         fraction = (config or ProbeConfig()).label_fraction

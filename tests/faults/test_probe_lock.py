@@ -14,7 +14,7 @@ from pipeline.errors import ChexError
 
 def test_a_second_probe_of_the_same_run_refuses_naming_the_holder(tmp_path):
     from pipeline.probe import ProbeConfig, run_probe
-    from pipeline.probe.outputs import RunFolder
+    from pipeline.runs import RunFolder
     from tests.pipeline.probe.conftest import make_workspace as make_probe_workspace
 
     ws = make_probe_workspace(tmp_path / "ws")
