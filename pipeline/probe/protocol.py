@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import platform
@@ -232,6 +233,8 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
+    if store.layout.rank and "patch_dim" in inspect.signature(HEADS[head]).parameters:
+        options = {**options, "patch_dim": store.layout.rank}  # heads read projected tokens natively
     try:
         build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
     except TypeError as exc:
