@@ -165,6 +165,9 @@ def store_compress_command(
         str | None, typer.Option(help="Data sets whose train split fits the basis, comma-separated (default: all).")
     ] = None,
     fit_images: Annotated[int, typer.Option(help="Train images the basis is fitted on (0: all).")] = 8192,
+    unit_rows: Annotated[
+        int, typer.Option(help="Rows per write unit of the new store; 0: chosen from the row size.")
+    ] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -179,7 +182,7 @@ def store_compress_command(
         out = ws.features_dir(check_name(str(out), "--out store"))
     names = [t.strip() for t in dataset.split(",") if t.strip()] if dataset else None
     summary = compress_store(source, out, train_image_ids(ws, names), patch_rank, dtype=dtype, pool=pool,
-                             fit_images=fit_images)  # fmt: skip
+                             fit_images=fit_images, unit_rows=unit_rows)  # fmt: skip
     kept = "" if summary.variance_kept is None else f", variance kept {summary.variance_kept:.4f}"
     console.print(
         f"{summary.store_path}: {summary.rows} rows (this run wrote {summary.written}); rank {summary.rank}, "

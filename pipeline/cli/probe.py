@@ -32,6 +32,12 @@ def probe_command(
     glori_dim: Annotated[int, typer.Option(help="GLoRI: decoder width (CheXFound: 768).")] = 768,
     glori_ffn_dim: Annotated[int, typer.Option(help="GLoRI: decoder feed-forward width (CheXFound: 2048).")] = 2048,
     train_views: Annotated[bool, typer.Option(help="Sample stored augmented views of training images.")] = True,
+    sweep: Annotated[
+        str, typer.Option(help="full (the paper's 9-lr sweep) or halving (successive halving over the lrs).")
+    ] = "full",
+    micro_batch: Annotated[
+        int, typer.Option(help="Feed each batch to the heads in pieces of N images (bounded memory; 0: whole).")
+    ] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local'.")] = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
@@ -56,6 +62,8 @@ def probe_command(
         save_attention=save_attention,
         train_views=train_views,
         device=device,
+        sweep=sweep,
+        micro_batch=micro_batch,
     )
     if glori_dim < 8 or glori_dim % 8 or glori_ffn_dim < 1:
         raise ConfigError(
