@@ -98,3 +98,18 @@ def test_micro_batches_give_the_same_training_as_whole_batches(toy_workspace, ca
     torch.manual_seed(0)
     untrained = HeadStack(lambda: build_head("glori", dim=16, n_layers=2, n_outputs=3, **GLORI_NO_DROPOUT), 3)
     assert (untrained.eval()(tokens["cls"], tokens["patch"]) - want).abs().max() > 1e-2  # it did train
+
+
+def test_cli_probe_sweep_halving_and_micro_batch(toy_workspace):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    args = ["probe", "--head", "linear", "--lrs", "1e-3,1e-2", "--epochs", "2", "--resamples", "20",
+            "--sweep", "halving", "--micro-batch", "8", "-w", str(toy_workspace.root)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(toy_workspace.results_dir("toy", "toy-vit", "linear") / "sweep.parquet")
+    assert sorted(table["epochs_trained"]) == [1, 2]
+    bad = CliRunner().invoke(app, [*args[:-2], "--micro-batch", "7", "-w", str(toy_workspace.root)])
+    assert bad.exit_code == 2 and "--micro-batch 7 must divide" in bad.output
