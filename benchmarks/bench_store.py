@@ -234,6 +234,7 @@ def quality(args) -> None:
             t_full = time.perf_counter() - t0
             halving_rows.append({"dataset": ds, "head": head, "lr_full": base.chosen_lr, "lr_halving": halved.chosen_lr,
                                  **_paired(base.folder, halved.folder, args)})  # fmt: skip
+            print("  " + _fmt_halving(halving_rows[-1]), flush=True)
             for name in variants:
                 t0 = time.perf_counter()
                 run = run_probe(ws, ds, head, name, config, force=True, progress=False)
@@ -260,9 +261,7 @@ def quality(args) -> None:
     same = 0
     for r in halving_rows:
         same += r["lr_full"] == r["lr_halving"]
-        print(f"  {r['dataset']:11s} {r['head']:6s} lr full {r['lr_full']:g} halving {r['lr_halving']:g}  "
-              f"test AUROC {r['auroc_a']:.4f} vs {r['auroc_b']:.4f} diff {r['diff']:+.4f} "
-              f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f}")  # fmt: skip
+        print("  " + _fmt_halving(r))
     print(f"  halving picked the full sweep's lr in {same} of {len(halving_rows)} runs")
 
 
@@ -298,6 +297,12 @@ def _paired(folder_a: Path, folder_b: Path, args) -> dict:
     lo, hi = np.nanpercentile(diff, [2.5, 97.5])
     return {"auroc_a": float(macro["estimate_b"]), "auroc_b": float(macro["estimate_a"]), "diff": float(macro["diff"]),
             "ci_low": float(lo), "ci_high": float(hi), "p": float(macro["p_value"])}  # fmt: skip
+
+
+def _fmt_halving(r: dict) -> str:
+    return (f"{r['dataset']:11s} {r['head']:6s} halving: lr full {r['lr_full']:g} halving {r['lr_halving']:g}  "
+            f"test AUROC {r['auroc_a']:.4f} vs {r['auroc_b']:.4f} diff {r['diff']:+.4f} "
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f}")  # fmt: skip
 
 
 def _fmt_row(r: dict) -> str:

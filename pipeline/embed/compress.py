@@ -76,15 +76,11 @@ def check_request(rank: int, pool: int, dtype: str) -> None:
         raise ConfigError(f"--dtype {dtype!r}: must be float16 or int8")
 
 
-def make_layout(source: StoreLayout | tuple, rank: int, pool: int, dtype: str, unit_rows: int = 0) -> StoreLayout:
+def make_layout(source: StoreLayout, rank: int, pool: int, dtype: str, unit_rows: int = 0) -> StoreLayout:
     """The layout of a projected/pooled store for a backbone with `source`'s token shapes."""
-    n_layers, dim, n_patches, n_registers = (
-        (source.n_layers, source.dim, source.n_patches, source.n_registers)
-        if isinstance(source, StoreLayout)
-        else source
-    )
     try:
-        return StoreLayout(n_layers, dim, n_patches, n_registers, dtype, 0, unit_rows, rank=rank, pool=pool)
+        return StoreLayout(source.n_layers, source.dim, source.n_patches, source.n_registers, dtype, 0, unit_rows,
+                           rank=rank, pool=pool)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"--rank {rank} / --pool {pool}: {exc}") from exc
 

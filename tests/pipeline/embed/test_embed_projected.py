@@ -74,3 +74,17 @@ def test_cli_store_compress_and_info(ws):
     assert "per image" in info.output
     bad = runner.invoke(app, ["store", "compress", "full", "--out", "x", "--rank", "-1", "-w", str(ws.root)])
     assert bad.exit_code == 2 and "--rank -1" in bad.output
+
+
+def test_train_ids_exclude_an_image_held_out_by_another_data_set(tmp_path):
+    import pandas as pd
+
+    from pipeline.embed.compress import train_image_ids
+    from pipeline.manifest import write_manifest
+
+    ws = make_workspace(tmp_path / "ws")
+    other = pd.DataFrame({"image_id": ["toy_0_0", "toy_1_0"], "path": ["p0.png", "p1.png"],
+                          "patient_id": ["a", "b"], "split": ["test", "train"]})  # fmt: skip
+    write_manifest(other, ws.manifest_path("other"))
+    assert train_image_ids(ws, ["toy"]) == {f"toy_{i}_0" for i in range(6)}
+    assert train_image_ids(ws) == {f"toy_{i}_0" for i in range(1, 6)}  # toy_0_0 is a test image of "other"
