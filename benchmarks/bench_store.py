@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="+", choices=("sizes", "read", "cost", "quality"))
     parser.add_argument("--read-images", type=int, default=256)
+    parser.add_argument("--read-stores", default=None, help="read: existing store folders (comma-separated) instead")
     parser.add_argument("--fit-images", type=int, default=2048, help="cost: train images the basis is fitted on")
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--backbone", default="full")
@@ -89,6 +90,11 @@ def sizes(args) -> None:
 def read(args) -> None:
     from pipeline.embed.compress import compress_store
 
+    if args.read_stores:
+        print("\n[read, MEASURED] existing stores, every row, shuffled batches of 64")
+        for path in args.read_stores.split(","):
+            _time_reads(Path(path).name, Path(path))
+        return
     n, shape = args.read_images, dict(n_layers=4, dim=768, n_patches=196, n_registers=0)
     print(f"\n[read, MEASURED] {n} rows of ViT-B/16-224 shape (4 x 196 x 768), low-rank tokens, read in batches of 64")
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,22 +105,27 @@ def read(args) -> None:
         for rank, dtype in ((64, "float16"), (256, "float16"), (64, "int8")):
             out = Path(tmp) / f"r{rank}{dtype}"
             t0 = time.perf_counter()
-            compress_store(full_path, out, ids, rank, dtype=dtype, fit_images=0, progress=False)
-            print(f"  compress to R={rank} {dtype}: {time.perf_counter() - t0:.1f} s")
+            compress_store(full_path, out, ids, rank, dtype=dtype, fit_images=16, progress=False)
+            print(f"  compress to R={rank} {dtype} (basis fitted on 16 images): {time.perf_counter() - t0:.1f} s")
             stores[f"R={rank} {dtype}"] = out
         for name, path in stores.items():
-            store = FeatureStore.open(path)
-            rows = store.rows(sorted(ids))
-            best = math.inf
-            for _ in range(3):
-                t0 = time.perf_counter()
-                for _ in store.iter_batches(rows, 64, ("cls", "patch"), shuffle=True):
-                    pass
-                best = min(best, time.perf_counter() - t0)
-            disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            raw = store.layout.bytes_per_image * n
-            print(f"  {name:14s}: {n / best:8.0f} images/s, {raw / best / 1e6:8.1f} MB/s of tokens "
-                  f"({disk / n / 1e3:7.1f} kB/image on disk)")  # fmt: skip
+            _time_reads(name, path)
+
+
+def _time_reads(name: str, path: Path) -> None:
+    store = FeatureStore.open(path)
+    rows = np.sort(store.row_numbers)
+    n = len(rows)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in store.iter_batches(rows, 64, ("cls", "patch"), shuffle=True):
+            pass
+        best = min(best, time.perf_counter() - t0)
+    disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    raw = store.layout.bytes_per_image * n
+    print(f"  {name:14s}: {n / best:8.0f} images/s, {raw / best / 1e6:8.1f} MB/s of tokens "
+          f"({disk / n / 1e3:7.1f} kB/image on disk, {store.layout.bytes_per_image / 1e3:.1f} kB raw)")  # fmt: skip
 
 
 def _write_synthetic_store(path: Path, n: int, shape: dict) -> None:
