@@ -25,7 +25,7 @@ from pipeline.pretrain import run_folder
 from pipeline.pretrain.config import load_config
 from pipeline.pretrain.train import pretrain
 from pipeline.probe.protocol import ProbeConfig, run_probe
-from pipeline.progress import make_progress
+from pipeline.progress import make_progress, note
 from pipeline.report.write import ReportSummary, write_report
 from pipeline.shard.dataset import shard_dataset
 from pipeline.synth import generate_cohort
@@ -168,6 +168,7 @@ def run_demo(
                 seed=seed,
                 options=EmbedOptions(train_views=plan.train_views, workers=workers, progress=False),
             )
+        workspace.set_default_backbone(PRETRAINED)  # `chex probe` without --backbone uses the pretrained store
 
     def probe() -> None:
         for backbone, head, dataset, fraction in _probe_jobs(datasets, plan):
@@ -204,10 +205,14 @@ def run_demo(
         task = bar.add_task("chex demo", total=len(stages))
         for label, stage in stages:
             bar.update(task, description=label)
+            if progress:
+                note(f"stage start: {label}")
             started = time.perf_counter()
             stage()
             summary.seconds[label] = time.perf_counter() - started
             log.info("%s: %.1f s", label, summary.seconds[label])
+            if progress:
+                note(f"stage end: {label} ({summary.seconds[label]:.1f} s)")
             bar.advance(task)
         bar.update(task, description="done")
     return summary

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
+from pipeline.cli.app import (
+    DaskOption,
+    QuietOption,
+    WorkspaceOption,
+    app,
+    chex_command,
+    configure_logging,
+    console,
+    workspace_from,
+)
 from pipeline.errors import ConfigError
 
 
@@ -39,14 +48,17 @@ def probe_command(
         int, typer.Option(help="Feed each batch to the heads in pieces of N images (bounded memory; 0: whole).")
     ] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
-    dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local'.")] = None,
+    dask: DaskOption = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
     force: Annotated[bool, typer.Option(help="Rerun even when the outputs are present.")] = False,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from heads.glori import glori_options
+    from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
+    from pipeline.probe.estimate import announce_glori_costs
 
     configure_logging(verbose)
     ws = workspace_from(workspace)
@@ -79,7 +91,9 @@ def probe_command(
             for fraction in _floats(label_fraction, "--label-fraction"):
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
-    summaries = run_probes(ws, jobs, force=force, progress=dask is None, dask=dask, n_workers=workers)
+    warn_few_test_positives(ws, datasets)  # a finding with < 20 test positives has a wide AUROC CI
+    announce_glori_costs(ws, jobs)  # time and memory before any GLoRI run starts (pipeline/probe/estimate.py)
+    summaries = run_probes(ws, jobs, force=force, progress=dask is None and not quiet, dask=dask, n_workers=workers)
     for s in summaries:
         status = "already done" if s.skipped else f"{s.seconds:.1f} s"
         console.print(

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
-from pipeline.stats.evaluate import compare_predictions, evaluate_predictions, evaluate_survival
-from pipeline.stats.multiple import ADJUST_METHODS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREDICTIONS_FILE = "predictions.parquet"
 SURVIVAL_FILE = "survival.parquet"
@@ -42,6 +42,10 @@ def stats_command(
     ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
+    import pandas as pd
+
+    from pipeline.stats.evaluate import evaluate_predictions, evaluate_survival
+
     pred_path = _resolve(predictions, PREDICTIONS_FILE, workspace)
     results = evaluate_predictions(
         _read(pred_path),
@@ -74,6 +78,8 @@ def compare_command(
 ) -> None:
     if adjust not in ADJUST_METHODS:
         raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
+    from pipeline.stats.evaluate import compare_predictions
+
     table = compare_predictions(
         _read(_resolve(run_a, PREDICTIONS_FILE, workspace)),
         _read(_resolve(run_b, PREDICTIONS_FILE, workspace)),
@@ -101,6 +107,8 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
 
 
 def _read(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
@@ -118,12 +126,17 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _fmt(estimate: float, low: float, high: float) -> str:
+    import pandas as pd
+
     if pd.isna(estimate):
         return "undefined"
     return f"{estimate:.3f} ({low:.3f}-{high:.3f})" if pd.notna(low) else f"{estimate:.3g}"
 
 
 def _print_results(results: pd.DataFrame) -> None:
+    import pandas as pd
+    from rich.table import Table
+
     classification = results[results["metric"].isin(["auroc", "auprc", "f1", "prevalence"])]
     if len(classification):
         table = Table(title="metrics (95% CI)")
@@ -146,6 +159,9 @@ def _print_results(results: pd.DataFrame) -> None:
 
 
 def _print_comparison(result: pd.DataFrame) -> None:
+    import pandas as pd
+    from rich.table import Table
+
     first = result.iloc[0]
     table = Table(title=f"A = {first['model_a']}  vs  B = {first['model_b']}  ({first['n_permutations']} permutations)")
     for column in ("output", "metric", "A", "B", "A - B", "p", "p adjusted", "DeLong p"):

@@ -26,7 +26,7 @@ import torch
 import pipeline
 from heads import HEADS, HeadStack, build_head
 from pipeline.device import pick_device
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
 from pipeline.probe.halving import SWEEPS, halving_sweep
 from pipeline.probe.outputs import RunFolder, write_json, write_parquet, write_tensors
@@ -226,19 +226,10 @@ def run_probe(
 
 
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
-    """The named backbone, or the only feature store in the workspace (StoreError listing them otherwise)."""
-    root = workspace.root / "features"
-    stores = sorted(p.name for p in root.iterdir() if (p / "zarr.json").is_file()) if root.is_dir() else []
-    if backbone is not None:
-        if backbone not in stores:
-            listing = ", ".join(stores) or "none"
-            raise StoreError(f"no feature store {backbone!r} in {root} (stores: {listing}); run `chex embed` first")
-        return backbone
-    if len(stores) == 1:
-        return stores[0]
-    if not stores:
-        raise StoreError(f"no feature store in {root}; embed the images first with `chex embed`")
-    raise StoreError(f"several feature stores in {root}: {', '.join(stores)}; choose one with --backbone")
+    """The named backbone, else the workspace's default, else the only feature store (StoreError otherwise)."""
+    from pipeline.workspace_stores import choose_store
+
+    return choose_store(workspace, backbone)
 
 
 def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:

@@ -93,6 +93,7 @@ class Collection:
     problems: list[str]
     workspace: Workspace | None = None
     expected_datasets: list[str] = field(default_factory=list)
+    image_roots: dict[str, Path] = field(default_factory=dict)  # `chex report --image-root`: dataset ("" = all)
 
     @property
     def datasets(self) -> list[str]:
