@@ -23,6 +23,7 @@ from pipeline.errors import StoreError
 from pipeline.store.integrity import check_files
 from pipeline.store.layout import StoreLayout
 from pipeline.store.ledger import Ledger
+from pipeline.store.projection import Projection, load_projection
 from pipeline.store.quant import dequantize
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,11 @@ class FeatureStore:
     def n_registers(self) -> int:
         return self.layout.n_registers
 
+    @cached_property
+    def projection(self) -> Projection | None:
+        """The basis of a projected store (pipeline/store/projection.py), None for a full one."""
+        return load_projection(self.path, self._group) if self.layout.rank else None
+
     @property
     def complete(self) -> bool:
         """True when every planned unit is done."""
@@ -108,6 +114,11 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def row_numbers(self) -> np.ndarray:
+        """The global row index of every complete row, aligned with `image_ids` and `views`."""
+        return self._rows
 
     # ---- selection ------------------------------------------------------------------------------------------
     @cached_property
@@ -303,4 +314,8 @@ class FeatureStore:
             bytes_on_disk=size,
             bytes_per_row=size / max(1, len(self)),
             provenance={k: v for k, v in self.attrs.items() if k != "layout"},
+            rank=self.layout.rank,
+            pool=self.layout.pool,
+            variance_kept=self.projection.variance_kept if self.projection is not None else None,
+            bytes_per_image=self.layout.bytes_per_image,
         )
