@@ -119,6 +119,7 @@ class StoreWriter:
 
     def _write_unit(self, unit: Unit, tokens: dict[str, torch.Tensor], seconds: float) -> None:
         n = len(unit.image_ids)
+        self._remove_partials(unit)
         group = zarr.open_group(self.path, mode="r+")
         for part in self.layout.parts:
             x = tokens[part]
@@ -135,6 +136,14 @@ class StoreWriter:
         views = [v if i not in bad else -1 for i, v in zip(unit.image_ids, unit.views, strict=True)]
         group["view"][unit.start : unit.stop] = np.asarray(views, dtype=np.int16)
         self.ledger.mark_done(unit, seconds, files=record_files(self.path, unit))
+
+    def _remove_partials(self, unit: Unit) -> None:
+        """Drop the temporary chunk files (`<key>.<uuid>.partial`, zarr's atomic write) that a writer killed
+        mid-unit left; the claim makes this writer the unit's only owner, so none of them is in flight."""
+        for name in self.array_names():
+            chunks = self.path / name / "c"
+            for stray in [*chunks.glob(f"{unit.index}.*.partial"), *chunks.glob(f"{unit.index}/**/*.partial")]:
+                stray.unlink(missing_ok=True)
 
     def array_names(self) -> list[str]:
         names = [*self.layout.parts, "image_id", "view"]

@@ -151,3 +151,21 @@ def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path):
 def test_open_missing_store(tmp_path):
     with pytest.raises(StoreError, match="no feature store"):
         FeatureStore.open(tmp_path / "nope")
+
+
+def test_rewriting_a_unit_removes_the_temporary_chunks_a_killed_writer_left(tmp_path):
+    layout = StoreLayout(L, D, P, R, chunk_rows=2, unit_rows=2)
+    writer = StoreWriter.open(tmp_path / "s", layout, _attrs())
+    u0, u1 = writer.plan([Item("a"), Item("b"), Item("c")])
+    root = tmp_path / "s"
+    strays = [
+        root / "view" / "c" / f"{u1.index}.0f1e.partial",
+        root / "cls" / "c" / str(u1.index) / "0" / "0.9abc.partial",
+    ]
+    other = root / "view" / "c" / f"{u0.index}.77aa.partial"
+    for stray in [*strays, other]:
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"")  # what zarr's atomic write leaves when the writer is killed before its rename
+    writer.write_unit(u1, _tokens(u1.image_ids, u1.views))
+    assert not any(s.exists() for s in strays)
+    assert other.exists()  # another unit's files are its own writer's business
