@@ -33,7 +33,7 @@ from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: label-independent variation (habitus, positioning, overlays), stronger survival
 CHUNK_PATIENTS = 32
 
 
