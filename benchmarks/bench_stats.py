@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipeline.stats.bootstrap import bootstrap_metrics, resample_indices
-from pipeline.stats.permutation import paired_permutation_test
+from pipeline.stats.permutation import paired_permutation_test, rank_scores
 
 N_IMAGES, N_FINDINGS = 51_775, 40
 
@@ -50,7 +50,7 @@ def loop_bootstrap(labels, scores, rows_of, indices):
 
 
 def loop_permutations(labels, scores_a, scores_b, units, swaps):
-    """The naive way: per permutation, swap per patient and call sklearn per finding for both models."""
+    """The naive way: per permutation, swap (ranked) scores per patient and call sklearn per finding for both."""
     diffs = []
     for swap in swaps:
         flip = swap[units][:, None]
@@ -135,7 +135,7 @@ def main() -> None:
     perm_seconds = time.perf_counter() - start
     swaps = np.random.default_rng(args.seed).random((n_loop, n_units)) < 0.5
     start = time.perf_counter()
-    loop_permutations(labels, scores_a, scores_b, units, swaps)
+    loop_permutations(labels, rank_scores(labels, scores_a), rank_scores(labels, scores_b), units, swaps)
     perm_loop_seconds = (time.perf_counter() - start) * args.resamples / n_loop
     macro = test[(test["output"] == "macro") & (test["metric"] == "auroc")].iloc[0]
     print(

@@ -50,6 +50,15 @@ class Task:
     endpoints: tuple[Endpoint, ...] = ()
     horizon_years: float | None = None
 
+    def endpoint_output(self, endpoint: Endpoint) -> str:
+        """The binary 'event within horizon' output of one of this task's endpoints: the column named after its
+        event column (death_cvd -> death_cvd_12y), else the column at the endpoint's position."""
+        for column in self.columns:
+            if column.startswith(f"{endpoint.event_column}_"):
+                return column
+        index = self.endpoints.index(endpoint) if endpoint in self.endpoints else 0
+        return self.columns[min(index, len(self.columns) - 1)]
+
 
 @dataclass(frozen=True)
 class DatasetCard:

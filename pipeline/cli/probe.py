@@ -1,45 +1,50 @@
-"""`chex probe`: Train heads on cached features: lr sweep, refit, predictions and statistics."""
+"""`chex probe`: Train heads on cached features: lr sweep, refit, predictions and statistics.
+
+Head flags are built from the heads' declarations (heads.registry): each declared option becomes one flag
+(`--avgpool`, `--glori-dim`, `--mlp-hidden`, ...) that reaches only its head. Option defaults are None here:
+unset options take `ProbeConfig`'s (or the head's declared) default, which live in one place.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from heads.registry import HeadOption, HeadSpec, head_names, head_specs
 from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
 from pipeline.errors import ConfigError
 
 
-@app.command("probe", help="Train heads on cached features: lr sweep, refit, predictions and statistics.")
-@chex_command
-def probe_command(
-    head: Annotated[str, typer.Option(help="glori, linear or mlp (comma-separated for several).")] = "linear",
+def _probe(
+    head: Annotated[str, typer.Option(help=f"{', '.join(head_names())} (comma-separated for several).")] = "linear",
     dataset: Annotated[str | None, typer.Option(help="Data set(s), comma-separated (default: all).")] = None,
     backbone: Annotated[str | None, typer.Option(help="Feature store under features/ (default: the only one).")] = None,
     lrs: Annotated[str | None, typer.Option(help="Sweep lrs, comma-separated (default: the paper's 9).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the data set card's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the data set card's).")] = None,
     label_fraction: Annotated[
-        str, typer.Option(help="Fractions of train patients, e.g. 0.01,0.1,1.0 (label efficiency).")
-    ] = "1.0",
-    seed: Annotated[int, typer.Option(help="Seed of splits, inits, shuffling and the bootstrap.")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
-    save_attention: Annotated[int, typer.Option(help="GLoRI: save attention maps of N test images.")] = 0,
-    avgpool: Annotated[bool, typer.Option(help="Linear: append the mean patch token to the CLS tokens.")] = False,
-    train_queries: Annotated[bool, typer.Option(help="GLoRI: train the queries (CheXFound freezes them).")] = False,
-    glori_dim: Annotated[int, typer.Option(help="GLoRI: decoder width (CheXFound: 768).")] = 768,
-    glori_ffn_dim: Annotated[int, typer.Option(help="GLoRI: decoder feed-forward width (CheXFound: 2048).")] = 2048,
-    train_views: Annotated[bool, typer.Option(help="Sample stored augmented views of training images.")] = True,
+        str | None, typer.Option(help="Fractions of train patients, e.g. 0.01,0.1,1.0 (default 1.0).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of splits, inits, shuffling and the bootstrap (0).")] = None,
+    resamples: Annotated[int | None, typer.Option(help="Bootstrap resamples for the CIs (1000).")] = None,
+    save_attention: Annotated[
+        int | None, typer.Option(help="Heads with attention maps: save those of N test images.")
+    ] = None,
+    train_views: Annotated[
+        bool | None, typer.Option(help="Sample stored augmented views of training images (on).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local'.")] = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
     force: Annotated[bool, typer.Option(help="Rerun even when the outputs are present.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
+    **head_flags: Any,
 ) -> None:
-    from heads.glori import glori_options
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
 
     configure_logging(verbose)
@@ -47,28 +52,16 @@ def probe_command(
     datasets = _names(dataset) if dataset else ws.datasets()
     if not datasets:
         raise ConfigError(f"no data sets in workspace {ws.root}; create one with `chex synth` or `chex manifest`")
-    base = ProbeConfig(
-        lrs=tuple(_floats(lrs, "--lrs")) if lrs else ProbeConfig().lrs,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        n_resamples=resamples,
-        save_attention=save_attention,
-        train_views=train_views,
-        device=device,
-    )
-    if glori_dim < 8 or glori_dim % 8 or glori_ffn_dim < 1:
-        raise ConfigError(
-            f"--glori-dim {glori_dim} / --glori-ffn-dim {glori_ffn_dim}: the width must be a multiple "
-            "of GLoRI's 8 attention heads and the feed-forward width positive"
-        )
+    given = dict(lrs=tuple(_floats(lrs, "--lrs")) if lrs else None, epochs=epochs, batch_size=batch_size,
+                 seed=seed, n_resamples=resamples, save_attention=save_attention, train_views=train_views,
+                 device=device)  # fmt: skip
+    base = ProbeConfig(**{k: v for k, v in given.items() if v is not None})
+    fractions = _floats(label_fraction, "--label-fraction") if label_fraction else [base.label_fraction]
     jobs = []
     for name in datasets:
         for head_name in _names(head):
-            options = {"avgpool": avgpool} if head_name == "linear" else {}
-            if head_name == "glori":
-                options = glori_options(glori_dim, glori_ffn_dim, train_queries)
-            for fraction in _floats(label_fraction, "--label-fraction"):
+            options = _head_options(head_name, head_flags)
+            for fraction in fractions:
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
     summaries = run_probes(ws, jobs, force=force, progress=dask is None, dask=dask, n_workers=workers)
@@ -80,6 +73,58 @@ def probe_command(
             f"({status}) -> {s.folder}",
             highlight=False,
         )
+
+
+def _parameter_name(spec: HeadSpec, option: HeadOption) -> str:
+    return f"{spec.name}__{option.name}"
+
+
+def _head_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per declared head option, flag and help from the declaration, default None."""
+    params = []
+    for spec in head_specs():
+        for option in spec.options:
+            kind = type(option.default)
+            flag = spec.flag(option)
+            declared = [f"--{flag}/--no-{flag}"] if kind is bool else [f"--{flag}"]
+            info = typer.Option(*declared, help=f"{spec.name}: {option.help} (default {option.default}).")
+            params.append(
+                inspect.Parameter(
+                    _parameter_name(spec, option),
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[kind | None, info],
+                )
+            )
+    return params
+
+
+def _head_options(head: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line for `head` (unknown heads are refused by the probe)."""
+    prefix = f"{head}__"
+    return {
+        name.removeprefix(prefix): value
+        for name, value in flags.items()
+        if name.startswith(prefix) and value is not None
+    }
+
+
+def _command():
+    fixed = [p for p in inspect.signature(_probe, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    signature = inspect.Signature([*fixed, *_head_parameters()])
+
+    def probe_command(**kwargs: Any) -> None:
+        names = {p.name for p in fixed}
+        _probe(**{k: v for k, v in kwargs.items() if k in names}, **{k: v for k, v in kwargs.items() if k not in names})
+
+    probe_command.__signature__ = signature  # type: ignore[attr-defined]
+    probe_command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    return probe_command
+
+
+app.command("probe", help="Train heads on cached features: lr sweep, refit, predictions and statistics.")(
+    chex_command(_command())
+)
 
 
 def _names(text: str) -> list[str]:

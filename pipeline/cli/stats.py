@@ -1,8 +1,12 @@
-"""`chex stats` and `chex compare`: bootstrap CIs of a run's predictions, paired tests between two runs."""
+"""`chex stats` and `chex compare`: a run's metrics with bootstrap CIs, paired tests between two runs.
+
+Both go through `pipeline.runs` (evaluate_run / compare_runs), so they print the probe's numbers. Option
+defaults are None here: unset options take the run's own settings, else `StatsConfig` / `CompareConfig`'s.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -13,50 +17,65 @@ from rich.table import Table
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
 from pipeline.errors import ConfigError
-from pipeline.stats.evaluate import compare_predictions, evaluate_predictions, evaluate_survival
+from pipeline.runs import (
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    CompareConfig,
+    StatsConfig,
+    compare_runs,
+    evaluate_run,
+    evaluate_tables,
+    read_record,
+    write_parquet,
+)
 from pipeline.stats.multiple import ADJUST_METHODS
 
-PREDICTIONS_FILE = "predictions.parquet"
-SURVIVAL_FILE = "survival.parquet"
-RESULTS_FILE = "results.parquet"
 _out = Console()
 
 
-@app.command("stats", help="Metrics with bootstrap CIs (and survival statistics) of a run's predictions.")
+@app.command("stats", help="Metrics with bootstrap CIs (and survival statistics) of a run, by the probe's rules.")
 @chex_command
 def stats_command(
-    predictions: Annotated[Path, typer.Argument(help="predictions.parquet, or a run folder holding it.")],
+    predictions: Annotated[Path, typer.Argument(help="A run folder, or a predictions.parquet file.")],
     survival: Annotated[
-        Path | None, typer.Option("--survival", help="survival.parquet (default: the run folder's, if any).")
+        Path | None, typer.Option("--survival", help="survival.parquet for a predictions file outside a run folder.")
     ] = None,
-    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling.")] = 0,
-    ci: Annotated[str, typer.Option("--ci", help="CI method: percentile or bca.")] = "percentile",
-    by_image: Annotated[bool, typer.Option("--by-image", help="Resample images, not patients.")] = False,
-    stratified: Annotated[bool, typer.Option("--stratified", help="Stratified bootstrap.")] = False,
+    resamples: Annotated[int | None, typer.Option("--resamples", help="Bootstrap resamples (the run's).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the resampling (default: the run's).")] = None,
+    ci: Annotated[str | None, typer.Option("--ci", help="CI method: percentile (default) or bca.")] = None,
+    by_image: Annotated[bool | None, typer.Option("--by-image", help="Resample images, not patients.")] = None,
+    stratified: Annotated[bool | None, typer.Option("--stratified", help="Stratified bootstrap.")] = None,
     horizons: Annotated[
         list[float] | None, typer.Option("--horizon", help="Time-dependent AUROC horizon (years); repeatable.")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Results Parquet (default: results.parquet beside the input).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the results here (.parquet or .csv).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run folder's results.parquet (the probe's).")
+    ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    pred_path = _resolve(predictions, PREDICTIONS_FILE, workspace)
-    results = evaluate_predictions(
-        _read(pred_path),
-        n_resamples=resamples,
-        seed=seed,
-        ci_method=ci,
-        cluster_column=None if by_image else "patient_id",
-        stratified=stratified,
-    )
-    survival_path = _resolve(survival, SURVIVAL_FILE, workspace) if survival else pred_path.parent / SURVIVAL_FILE
-    if survival_path.is_file():
-        results = pd.concat([results, evaluate_survival(_read(survival_path), horizons=horizons)], ignore_index=True)
-    target = out or pred_path.parent / RESULTS_FILE
-    _write_atomic(results, target)
+    path = _resolve(predictions, PREDICTIONS_FILE, workspace)
+    folder = path if path.is_dir() else path.parent
+    in_run = path.is_dir() or path.name == PREDICTIONS_FILE
+    record = read_record(folder) if in_run else None
+    given = dict(n_resamples=resamples, seed=seed, ci_method=ci, by_image=by_image, stratified=stratified,
+                 horizons=tuple(horizons) if horizons else None)  # fmt: skip
+    config = StatsConfig.for_run(record, **given)
+    if in_run and survival is None:
+        results = evaluate_run(folder, config, record)
+    else:
+        table = _read(path / PREDICTIONS_FILE if path.is_dir() else path)
+        surv = _read(_resolve(survival, "survival.parquet", workspace)) if survival else None
+        results = evaluate_tables(table, None, surv, record.skipped_train if record else {}, config, "score")
     _print_results(results)
+    target = out
+    existing = folder / RESULTS_FILE
+    if target is None and (overwrite or not existing.is_file()):
+        target = existing
+    if target is None:
+        _out.print(f"not written: {existing} holds the probe's results; pass --out FILE, or --overwrite to replace it")
+        return
+    write_parquet(results, target)
     _out.print(f"wrote {len(results)} rows to {target}")
 
 
@@ -65,36 +84,35 @@ def stats_command(
 def compare_command(
     run_a: Annotated[Path, typer.Argument(help="Run folder or predictions.parquet of model A.")],
     run_b: Annotated[Path, typer.Argument(help="Run folder or predictions.parquet of model B.")],
-    permutations: Annotated[int, typer.Option("--permutations", help="Number of permutations.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the permutations.")] = 0,
-    by_image: Annotated[bool, typer.Option("--by-image", help="Swap per image, not per patient.")] = False,
-    adjust: Annotated[str, typer.Option("--adjust", help=f"Multiple-comparison method: {ADJUST_METHODS}.")] = "holm",
+    permutations: Annotated[int | None, typer.Option("--permutations", help="Number of permutations (1000).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the permutations (0).")] = None,
+    by_image: Annotated[bool | None, typer.Option("--by-image", help="Swap per image, not per patient.")] = None,
+    adjust: Annotated[
+        str | None, typer.Option("--adjust", help=f"Multiple-comparison method: {ADJUST_METHODS} (holm).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the table (.parquet or .csv).")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    if adjust not in ADJUST_METHODS:
-        raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
-    table = compare_predictions(
-        _read(_resolve(run_a, PREDICTIONS_FILE, workspace)),
-        _read(_resolve(run_b, PREDICTIONS_FILE, workspace)),
-        n_permutations=permutations,
-        seed=seed,
-        cluster_column=None if by_image else "patient_id",
-        adjust=adjust,
+    given = dict(n_permutations=permutations, seed=seed, by_image=by_image, adjust=adjust)
+    config = dataclasses.replace(CompareConfig(), **{k: v for k, v in given.items() if v is not None})
+    if config.adjust not in ADJUST_METHODS:
+        raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {config.adjust!r}")
+    table = compare_runs(
+        _resolve(run_a, PREDICTIONS_FILE, workspace), _resolve(run_b, PREDICTIONS_FILE, workspace), config
     )
     if out is not None:
-        _write_atomic(table, out)
+        write_parquet(table, out)
     _print_comparison(table)
 
 
 def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
-    """A file, a folder holding `file_name`, or either relative to the workspace's results/ folder."""
+    """A file, or a folder holding `file_name`, as given or relative to the workspace's results/ folder."""
     candidates = [path]
     if not path.is_absolute():
         candidates.append(workspace_from(workspace).root / "results" / path)
     for candidate in candidates:
         if candidate.is_dir() and (candidate / file_name).is_file():
-            return candidate / file_name
+            return candidate
         if candidate.is_file():
             return candidate
     raise ConfigError(f"no {file_name} at {path} (nor under the workspace's results/); run `chex probe` first")
@@ -105,16 +123,6 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
-
-
-def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _fmt(estimate: float, low: float, high: float) -> str:

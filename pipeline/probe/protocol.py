@@ -1,8 +1,9 @@
 """The probe protocol (DESIGN.md "Linear probe", "GLoRI"): lr sweep -> choose on val -> refit -> predict test.
 
 `run_probe(workspace, dataset, head, backbone, config)` runs one probe on the cached features and writes its
-run folder; `ProbeConfig` holds every knob (defaults = the paper's protocol). Rerunning an identical probe
-whose outputs are present is a no-op unless `force`.
+run folder (pipeline.runs); `ProbeConfig` holds every knob (defaults = the paper's protocol, here only).
+Rerunning an identical probe whose outputs are present is a no-op unless `force`; a run folder holding a run
+of another head or probe configuration is not replaced unless `force`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,29 @@ import pandas as pd
 import torch
 
 import pipeline
-from heads import HEADS, HeadStack, build_head
+from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError, StoreError
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
-from pipeline.probe.outputs import RunFolder, write_json, write_parquet, write_tensors
-from pipeline.probe.results import attention_maps, evaluate_run, prediction_frame, survival_frame
+from pipeline.probe.results import attention_maps, prediction_frame, survival_frame
 from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
+from pipeline.runs import (
+    HEAD_FILE,
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    SURVIVAL_FILE,
+    SWEEP_FILE,
+    VAL_PREDICTIONS_FILE,
+    RunFolder,
+    RunRecord,
+    RunRecordError,
+    evaluate_run,
+    read_record,
+    write_parquet,
+    write_record,
+    write_tensors,
+)
 from pipeline.store import FeatureStore
 from pipeline.workspace import Workspace, resolve_workspace
 
@@ -69,9 +86,10 @@ class ProbeConfig:
             raise ConfigError(f"--label-fraction {self.label_fraction}: must be in (0, 1]")
 
     def identity(self) -> dict[str, Any]:
-        """The fields that change a probe's result (not device or cache size)."""
+        """The fields that change a probe's result (not device or cache size; head options are hashed resolved,
+        as the head config)."""
         data = dataclasses.asdict(self)
-        for name in ("device", "cache_bytes"):
+        for name in ("device", "cache_bytes", "head_options"):  # the head's identity is its resolved head config
             data.pop(name)
         return data
 
@@ -106,27 +124,27 @@ def run_probe(
     started = time.perf_counter()
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     config = config or ProbeConfig()
-    if head not in HEADS:
-        raise ConfigError(f"--head {head!r}: known heads are {', '.join(sorted(HEADS))}")
+    head_config = head_config_of(head, config.head_options)
     backbone = resolve_backbone(ws, backbone)
     store = FeatureStore.open(ws.features_dir(backbone))
     data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction)
     check_in_store(store, list(data.image_ids), dataset, backbone)
     epochs, batch_size = _schedule(data, config)
     factory = _factory(head, store, len(data.outputs), config.head_options)
-    head_config = factory().config
     folder = RunFolder.of(ws, dataset, backbone, head, config.label_fraction)
     key = _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data)
-    if folder.is_complete(key) and not force:
+    previous = _previous_record(folder)
+    if previous is not None and previous.key == key and _files_present(folder, previous) and not force:
         log.info("%s: outputs present for this configuration; nothing to do (use --force to rerun)", folder.root)
-        return _summary_from(folder, skipped=True)
+        return _summary_from(folder, previous, skipped=True)
+    _refuse_other_configuration(folder, previous, head_config, config, force)
     if force:
         shutil.rmtree(folder.partial_dir, ignore_errors=True)
 
     device = pick_device(config.device)
     train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
     max_views = store.n_views(train_ids) if config.train_views else 1
-    parts = ("cls", "patch") if factory().needs_patch else ("cls",)
+    parts = ("cls", "patch") if head_spec(head).uses_patch(config.head_options) else ("cls",)
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
     eval_batch = max(batch_size, 64)
     skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
@@ -171,41 +189,59 @@ def run_probe(
     predictions = prediction_frame(data, data.test, test_probs, identity, config.seed, chosen_lr)
     val_predictions = prediction_frame(data, data.val, val_probs[chosen], identity, config.seed, chosen_lr)
     survival = survival_frame(data, predictions, identity)
-    t0 = time.perf_counter()
-    results = evaluate_run(predictions, val_predictions, survival, skip_train, config)
-    timings["statistics_s"] = time.perf_counter() - t0
-    files = ["predictions.parquet", "val_predictions.parquet", "sweep.parquet", "results.parquet", "head.pt"]
-    write_parquet(predictions, folder / "predictions.parquet")
-    write_parquet(val_predictions, folder / "val_predictions.parquet")
-    write_parquet(table, folder / "sweep.parquet")
-    write_parquet(results, folder / "results.parquet")
-    write_tensors(refit.members[0].state_dict(), folder / "head.pt")
+    files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, SWEEP_FILE, RESULTS_FILE, HEAD_FILE]
+    (folder / RECORD_FILE).unlink(missing_ok=True)  # the folder is incomplete until the new record is written
+    write_parquet(predictions, folder / PREDICTIONS_FILE)
+    write_parquet(val_predictions, folder / VAL_PREDICTIONS_FILE)
+    write_parquet(table, folder / SWEEP_FILE)
+    write_tensors(refit.members[0].state_dict(), folder / HEAD_FILE)
+    (folder / SURVIVAL_FILE).unlink(missing_ok=True)
     if survival is not None:
         # Test subjects only: the low/high split is at their median risk. The val subjects' scores come from the
         # sweep head, not the refit head that scored test, and the two heads' scales differ.
-        write_parquet(survival, folder / "survival.parquet")
-        files.append("survival.parquet")
-    if config.save_attention and head == "glori":
+        write_parquet(survival, folder / SURVIVAL_FILE)
+        files.append(SURVIVAL_FILE)
+    if config.save_attention and head_spec(head).has_attention:
         files.append(attention_maps(refit.members[0], features, data, config.save_attention, device,
-                                    folder / "attention" / "attention.npz"))  # fmt: skip
+                                    folder.attention_path))  # fmt: skip
+    store_attrs = {k: v for k, v in store.attrs.items() if k != "layout"}
+    record = RunRecord(
+        key=key, **identity, seed=config.seed, n_resamples=config.n_resamples, chosen_lr=chosen_lr,
+        val_macro_auroc=float(table["val_macro_auroc"].iloc[chosen]), test_macro_auroc=float("nan"),
+        selected_by=str(table["selected_by"].iloc[0]), epochs=epochs, batch_size=batch_size, train_views=max_views,
+        head_config=head_config, config=config.identity(), outputs=list(data.outputs), skipped_train=skip_train,
+        skipped_test=outputs_without_both_classes(data.labels[data.test], data.outputs),
+        threshold_transfer="quantile", store_path=str(store.path), checkpoint=store_attrs.get("checkpoint"),
+        checkpoint_sha256=store_attrs.get("checkpoint_sha256"), store_attrs=store_attrs,
+        synthetic=bool(data.card.synthetic),
+        data={"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(refit_pos),
+              "n_test": len(data.test), **data.notes},
+        feature_access="memory" if features.cached is not None else "streamed", device=str(device),
+        versions=_versions(), files=[*files, RECORD_FILE],
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    results = evaluate_run(folder.root, record=record)
+    timings["statistics_s"] = time.perf_counter() - t0
+    write_parquet(results, folder / RESULTS_FILE)
     timings["total_s"] = time.perf_counter() - started
-    test_macro = _macro(results)
-    run = {
-        "key": key, **identity, "seed": config.seed, "chosen_lr": chosen_lr,
-        "val_macro_auroc": float(table["val_macro_auroc"].iloc[chosen]), "test_macro_auroc": test_macro,
-        "selected_by": table["selected_by"].iloc[0], "epochs": epochs, "batch_size": batch_size,
-        "train_views": max_views, "head_config": head_config, "config": config.identity(),
-        "store": {"path": str(store.path), **{k: v for k, v in store.attrs.items() if k != "layout"}},
-        "data": {"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(refit_pos),
-                 "n_test": len(data.test), "outputs": data.outputs, **data.notes},
-        "skipped_outputs": {"train": skip_train,
-                            "test": outputs_without_both_classes(data.labels[data.test], data.outputs)},
-        "feature_access": "memory" if features.cached is not None else "streamed",
-        "device": str(device), "timings": timings, "versions": _versions(), "files": [*files, "run.json"],
-    }  # fmt: skip
-    write_json(run, folder / "run.json")
+    record = dataclasses.replace(record, test_macro_auroc=_macro(results), timings=timings)
+    write_record(record, folder.root)
     shutil.rmtree(folder.partial_dir, ignore_errors=True)
-    return _summary_from(folder, skipped=False)
+    return _summary_from(folder, record, skipped=False)
+
+
+def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The head's identity (name + every declared option), or a ConfigError naming the option's CLI flag."""
+    try:
+        spec = head_spec(head)
+    except KeyError:
+        raise ConfigError(f"--head {head!r}: known heads are {', '.join(head_names())}") from None
+    try:
+        return spec.config(options)
+    except HeadOptionError as exc:
+        flag = next((spec.flag(o) for o in spec.options if o.name == exc.option), None)
+        where = f"--{flag} {exc.value}" if flag else f"head option {exc.option}={exc.value!r}"
+        raise ConfigError(f"{where} ({head} option {exc.option}): {exc.reason}") from None
 
 
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
@@ -232,11 +268,41 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
-    try:
-        build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
-    except TypeError as exc:
-        raise ConfigError(f"head option for {head!r} not understood: {exc}") from exc
     return lambda: build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
+
+
+def _previous_record(folder: RunFolder) -> RunRecord | None:
+    try:
+        return read_record(folder.root)
+    except RunRecordError as exc:  # an older or damaged record: the run is redone
+        log.warning("%s", exc)
+        return None
+
+
+def _files_present(folder: RunFolder, record: RunRecord) -> bool:
+    return all((folder / name).is_file() for name in record.files)
+
+
+def _refuse_other_configuration(
+    folder: RunFolder, previous: RunRecord | None, head_config: dict[str, Any], config: ProbeConfig, force: bool
+) -> None:
+    """A run folder is named by data set, backbone, head and label fraction only: never replace a finished run of
+    another head or probe configuration silently (new data or features, though, are simply rerun)."""
+    if previous is None or force:
+        return
+    mine = {"head_config": head_config, "config": config.identity()}
+    theirs = {"head_config": previous.head_config, "config": previous.config}
+    changes = [
+        f"{part}.{name}: {theirs[part].get(name)!r} there, {mine[part].get(name)!r} now"
+        for part in mine
+        for name in sorted(set(mine[part]) | set(theirs[part]))
+        if json.dumps(mine[part].get(name), default=str) != json.dumps(theirs[part].get(name), default=str)
+    ]
+    if changes:
+        raise ConfigError(
+            f"{folder.root} holds a finished run of another configuration ({'; '.join(changes)}); rerun with "
+            "--force to replace it, or keep it by probing into another workspace"
+        )
 
 
 def _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data) -> str:
@@ -254,20 +320,19 @@ def _macro(results: pd.DataFrame) -> float:
     return float(row["estimate"].iloc[0]) if len(row) and bool(row["defined"].iloc[0]) else float("nan")
 
 
-def _summary_from(folder: RunFolder, skipped: bool) -> RunSummary:
-    run = folder.read_run() or {}
-    sweep = pd.read_parquet(folder / "sweep.parquet").to_dict("records")
+def _summary_from(folder: RunFolder, run: RunRecord, skipped: bool) -> RunSummary:
+    sweep = pd.read_parquet(folder / SWEEP_FILE).to_dict("records")
     return RunSummary(
-        dataset=run["dataset"],
-        backbone=run["backbone"],
-        head=run["head"],
-        label_fraction=float(run["label_fraction"]),
+        dataset=run.dataset,
+        backbone=run.backbone,
+        head=run.head,
+        label_fraction=float(run.label_fraction),
         folder=folder.root,
-        chosen_lr=float(run["chosen_lr"]),
-        val_macro_auroc=float(run["val_macro_auroc"]),
-        test_macro_auroc=float(run["test_macro_auroc"]),
+        chosen_lr=float(run.chosen_lr),
+        val_macro_auroc=float(run.val_macro_auroc),
+        test_macro_auroc=float(run.test_macro_auroc),
         skipped=skipped,
-        seconds=float(run["timings"]["total_s"]) if not skipped else 0.0,
+        seconds=float(run.timings.get("total_s", 0.0)) if not skipped else 0.0,
         sweep=sweep,
     )
 

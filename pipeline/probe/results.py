@@ -1,10 +1,11 @@
-"""From a probe's scores to the run folder's tables: predictions, per-subject survival risk, statistics, maps."""
+"""From a probe's scores to the run folder's tables: predictions, per-subject survival risk, attention maps
+(the statistics are `pipeline.runs.evaluate_run`'s)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,7 @@ import torch
 
 from pipeline.device import autocast
 from pipeline.probe.data import Features, ProbeData
-from pipeline.probe.outputs import write_attention
-from pipeline.stats.evaluate import RESULT_COLUMNS, evaluate_predictions, evaluate_survival
-from pipeline.stats.metrics import METRICS
-
-if TYPE_CHECKING:
-    from pipeline.probe.protocol import ProbeConfig
+from pipeline.runs import write_attention
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +50,8 @@ def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[st
     manifest = first.set_index(first["patient_id"].astype(str))
     frames = []
     for task in tasks:
-        for i, endpoint in enumerate(task.endpoints):
-            output = endpoint_output(task.columns, endpoint.event_column, i)
+        for endpoint in task.endpoints:
+            output = task.endpoint_output(endpoint)
             scores = predictions[predictions["output"] == output]
             risk = scores.groupby("patient_id", sort=False).agg(risk_score=("score", "mean"), split=("split", "first"))
             subjects = manifest.loc[risk.index]
@@ -76,55 +72,6 @@ def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[st
     return pd.concat(frames, ignore_index=True)
 
 
-def endpoint_output(columns: tuple[str, ...], event_column: str, index: int) -> str:
-    """The horizon output of an endpoint: the column named after its event column (death_cvd -> death_cvd_12y),
-    else the task's column at the endpoint's position."""
-    for column in columns:
-        if column.startswith(f"{event_column}_"):
-            return column
-    return columns[min(index, len(columns) - 1)]
-
-
-def evaluate_run(
-    predictions: pd.DataFrame,
-    val_predictions: pd.DataFrame,
-    survival: pd.DataFrame | None,
-    skipped: dict[str, str],
-    config: ProbeConfig,
-) -> pd.DataFrame:
-    """results.parquet rows: the statistics library's metrics; outputs without positives (or negatives) in train
-    are left out of the macro averages and reported as undefined rows with the reason.
-
-    `val_predictions` come from the chosen lr's sweep head, the test predictions from the refit head, so a
-    validation threshold moves to test as a positive rate, and survival groups split at the test median risk.
-    """
-    keep = ~predictions["output"].isin(list(skipped))
-    parts = []
-    if keep.any():
-        parts.append(
-            evaluate_predictions(
-                predictions[keep],
-                n_resamples=config.n_resamples,
-                seed=config.seed,
-                val_predictions=val_predictions[~val_predictions["output"].isin(list(skipped))],
-                threshold_transfer="quantile",
-            )
-        )
-    run = predictions.iloc[0]
-    for output, reason in skipped.items():
-        labels = predictions.loc[predictions["output"] == output, "label"]
-        for metric in METRICS:
-            parts.append(_undefined_row(run, output, metric, labels, f"skipped: {reason} in train"))
-    if not keep.any():
-        parts.extend(_undefined_row(run, "macro", m, predictions["label"], "no output to average") for m in METRICS)
-    if survival is not None and len(survival):
-        parts.append(evaluate_survival(survival))
-    frames = [p if isinstance(p, pd.DataFrame) else pd.DataFrame([p]) for p in parts]
-    results = pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
-    results["defined"] = results["defined"].astype(bool)
-    return results
-
-
 def attention_maps(
     head: torch.nn.Module, features: Features, data: ProbeData, n: int, device: torch.device, path: Path
 ) -> str:
@@ -142,19 +89,3 @@ def attention_maps(
     write_attention(path, ids, data.outputs, np.concatenate(maps), np.concatenate(scores))
     log.info("attention maps of %d test images -> %s", len(ids), path)
     return f"{path.parent.name}/{path.name}"
-
-
-def _undefined_row(run: pd.Series, output: str, metric: str, labels: pd.Series, note: str) -> dict[str, Any]:
-    known = labels.dropna()
-    return {
-        **{c: run[c] for c in ("dataset", "backbone", "head", "label_fraction")},
-        "output": output,
-        "metric": metric,
-        "estimate": np.nan,
-        "ci_low": np.nan,
-        "ci_high": np.nan,
-        "n": len(known),
-        "n_pos": int((known == 1).sum()),
-        "defined": False,
-        "note": note,
-    }

@@ -1,15 +1,12 @@
-"""Find and load probe run folders (DESIGN.md "Probe outputs") for the report.
+"""Find and load probe run folders for the report, through `pipeline.runs` (which owns the folder's layout).
 
-A run folder is `results/<dataset>/<backbone>/<head>/` (full training set) or
-`.../<head>/label_fraction=<f>/` and holds results.parquet, predictions.parquet, survival.parquet, run.json
-and attention/. A run's identity comes from its results/predictions columns, else from the folder names.
-A folder with predictions but no results.parquet is evaluated here (`chex stats` was not run); a folder
-that cannot be read is named in `Collection.problems` and the rest of the report goes on.
+A run's identity and provenance come from its RunRecord (run.json), else from its results columns or the
+folder names. A folder without results.parquet is evaluated by `pipeline.runs.evaluate_run`, the probe's
+own rules; a folder that cannot be read is named in `Collection.problems` and the rest of the report goes on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,20 +17,26 @@ import pandas as pd
 
 from pipeline.cards import DatasetCard, load_card, packaged_card
 from pipeline.errors import ChexError
-from pipeline.stats.evaluate import evaluate_predictions, evaluate_survival
+from pipeline.runs import (
+    ATTENTION_DIR,
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    SURVIVAL_FILE,
+    RunFolder,
+    RunRecord,
+    StatsConfig,
+    evaluate_run,
+    find_run_folders,
+    read_record,
+)
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.parquet"
-PREDICTIONS_FILE = "predictions.parquet"
-SURVIVAL_FILE = "survival.parquet"
-SWEEP_FILE = "sweep.parquet"
-RUN_FILE = "run.json"
-ATTENTION_DIR = "attention"
-RUN_FILES = (RESULTS_FILE, PREDICTIONS_FILE, SURVIVAL_FILE)
-FRACTION_PREFIX = "label_fraction="
-HEADS = ("linear", "glori", "mlp")
+RUN_FILE = RECORD_FILE
+HEADS = ("linear", "glori", "mlp")  # report order; other heads follow by name
+FEW_POSITIVES = 5  # findings with fewer test positives get a warning: their AUROC and the macro CI are unstable
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Run:
     label_fraction: float
     folder: Path
     results: pd.DataFrame
-    info: dict = field(default_factory=dict)
+    record: RunRecord | None = None
     computed: bool = False  # results evaluated here from predictions (no results.parquet)
     _predictions: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -185,13 +188,13 @@ def collect_runs(
     for folder in _run_folders(sources, problems):
         try:
             runs.append(_load_run(folder, n_resamples, seed))
-        except (ChexError, OSError, ValueError, KeyError) as exc:
+        except (ChexError, OSError, ValueError, KeyError) as exc:  # RunRecordError is a ChexError
             problems.append(f"cannot read run folder {folder}: {exc}")
     runs = _dedupe(runs, problems)
     names = {r.dataset for r in runs} | set(expected)
     cards = {name: card for name in names if (card := _card(name, workspace)) is not None}
     synthetic = {name for name, card in cards.items() if card.synthetic}
-    synthetic |= {r.dataset for r in runs if lookup(r.info, ("synthetic",)) is True}
+    synthetic |= {r.dataset for r in runs if r.record is not None and r.record.synthetic}
     return Collection(runs, cards, synthetic, problems, workspace, expected)
 
 
@@ -199,44 +202,36 @@ def _run_folders(sources: list[Path], problems: list[str]) -> list[Path]:
     folders: list[Path] = []
     for source in sources:
         source = Path(source)
-        if source.is_file():
-            folders.append(source.parent)
-        elif source.is_dir():
-            found = {p.parent for name in RUN_FILES for p in source.rglob(name)}
-            if not found:
-                problems.append(f"no results.parquet or predictions.parquet under {source}: run `chex probe` first")
-            folders.extend(sorted(found))
-        else:
+        if not source.exists():
             problems.append(f"no such results file or folder: {source}")
-    return list(dict.fromkeys(p.resolve() for p in folders))
+            continue
+        found = find_run_folders(source)
+        if not found:
+            problems.append(f"no results.parquet or predictions.parquet under {source}: run `chex probe` first")
+        folders.extend(found)
+    return list(dict.fromkeys(folders))
 
 
 def _load_run(folder: Path, n_resamples: int, seed: int) -> Run:
-    info = _read_json(folder / RUN_FILE)
+    record = read_record(folder)
     computed = False
     if (folder / RESULTS_FILE).is_file():
         results = pd.read_parquet(folder / RESULTS_FILE)
-    elif (folder / PREDICTIONS_FILE).is_file():
-        log.info("no %s in %s: evaluating its predictions (%d resamples)", RESULTS_FILE, folder, n_resamples)
-        parts = [evaluate_predictions(pd.read_parquet(folder / PREDICTIONS_FILE), n_resamples=n_resamples, seed=seed)]
-        if (folder / SURVIVAL_FILE).is_file():
-            parts.append(evaluate_survival(pd.read_parquet(folder / SURVIVAL_FILE)))
-        results = pd.concat(parts, ignore_index=True)
-        computed = True
     else:
-        results = evaluate_survival(pd.read_parquet(folder / SURVIVAL_FILE))
+        log.info("no %s in %s: evaluating the run", RESULTS_FILE, folder)
+        config = StatsConfig.for_run(record) if record is not None else StatsConfig(n_resamples=n_resamples, seed=seed)
+        results = evaluate_run(folder, config, record)
         computed = True
-    identity = _identity(folder, results)
-    results = results.assign(**{k: v for k, v in identity.items()})
-    return Run(**identity, folder=folder, results=results, info=info, computed=computed)
+    identity = _identity(folder, results, record)
+    results = results.assign(**identity)
+    return Run(**identity, folder=folder, results=results, record=record, computed=computed)
 
 
-def _identity(folder: Path, results: pd.DataFrame) -> dict:
-    parts = list(folder.parts)
-    fraction_from_path = None
-    if parts and parts[-1].startswith(FRACTION_PREFIX):
-        fraction_from_path = float(parts.pop().removeprefix(FRACTION_PREFIX))
-    from_path = dict(zip(("dataset", "backbone", "head"), parts[-3:], strict=False))
+def _identity(folder: Path, results: pd.DataFrame, record: RunRecord | None) -> dict:
+    if record is not None:
+        return {"dataset": record.dataset, "backbone": record.backbone, "head": record.head.lower(),
+                "label_fraction": float(record.label_fraction)}  # fmt: skip
+    from_path = RunFolder(folder).path_names()
 
     def value(column: str):
         if column in results.columns:
@@ -245,15 +240,34 @@ def _identity(folder: Path, results: pd.DataFrame) -> dict:
                 return values[0].item() if isinstance(values[0], np.generic) else values[0]
         return None
 
-    identity = {c: str(value(c) or from_path.get(c, "")) for c in ("dataset", "backbone", "head")}
+    identity = {c: str(value(c) or from_path.get(c) or "") for c in ("dataset", "backbone", "head")}
     if not all(identity.values()):
         raise ValueError(f"cannot tell the dataset/backbone/head of this run ({identity})")
     identity["head"] = identity["head"].lower()
     fraction = value("label_fraction")
     if fraction is None:
-        fraction = fraction_from_path if fraction_from_path is not None else 1.0
+        fraction = from_path["label_fraction"] or 1.0
     identity["label_fraction"] = float(fraction)
     return identity
+
+
+def few_positive_warnings(runs: list[Run]) -> list[str]:
+    """One line per data set whose test set has findings with fewer than FEW_POSITIVES positives (from the first
+    full run's defined AUROC rows; every run of a data set shares its test labels)."""
+    lines, seen = [], set()
+    for run in runs:
+        if not run.is_full or run.dataset in seen:
+            continue
+        seen.add(run.dataset)
+        rows = run.results[(run.results["metric"] == "auroc") & (run.results["output"] != "macro")]
+        rows = rows[rows["defined"].astype(bool) & (rows["n_pos"] < FEW_POSITIVES)]
+        if len(rows):
+            listed = ", ".join(f"{o} ({n})" for o, n in zip(rows["output"], rows["n_pos"], strict=True))
+            lines.append(
+                f"{run.dataset}: {len(rows)} finding(s) with fewer than {FEW_POSITIVES} test positives: {listed}; "
+                "their AUROC and the macro CI are unstable (the macro row's note counts the resamples left out)"
+            )
+    return lines
 
 
 def _dedupe(runs: list[Run], problems: list[str]) -> list[Run]:
@@ -277,27 +291,3 @@ def _card(name: str, workspace: Workspace | None) -> DatasetCard | None:
         return packaged_card(name)
     except ChexError:
         return None
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        log.warning("cannot read %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def lookup(data: object, names: tuple[str, ...]) -> object:
-    """First value stored under one of `names` anywhere in a nested dict (run.json's layout is the probe's)."""
-    if isinstance(data, dict):
-        for name in names:
-            if name in data:
-                return data[name]
-        for value in data.values():
-            found = lookup(value, names)
-            if found is not None:
-                return found
-    return None

@@ -11,7 +11,8 @@ from pipeline.errors import ChexError
 from pipeline.progress import track
 from pipeline.report.collect import Collection, head_name
 from pipeline.report.tables import TABLE2_METRICS, classification_datasets, is_oracle, result_cell
-from pipeline.stats import adjust_pvalues, compare_predictions
+from pipeline.runs import CompareConfig, compare_runs
+from pipeline.stats import adjust_pvalues
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def best_vs_others(
     """One row per (data set, metric, other model): macro metric of the best model vs it, p and adjusted p.
 
     The best model is the one with the highest macro estimate in results.parquet (first in report order on
-    ties). Each pair of runs is tested once (both metrics at a time, `compare_predictions`); p is adjusted
+    ties). Each pair of runs is tested once (both metrics at a time, `pipeline.runs.compare_runs`, over the
+    outputs both runs average, so p tests the printed difference); p is adjusted
     (`adjust`) over the comparisons of one data set and metric. Returns the table and the problems met
     (missing predictions, runs not on the same test images): those rows keep p = NaN.
     """
@@ -109,7 +111,7 @@ def _compare(
                 f"no permutation test against it; rerun `chex probe --head {run.head} --dataset {dataset}`"
             )
     try:
-        return compare_predictions(run_a.predictions(), run_b.predictions(), n_permutations=n_permutations, seed=seed)
+        return compare_runs(run_a.folder, run_b.folder, CompareConfig(n_permutations=n_permutations, seed=seed))
     except ChexError as exc:
         log.warning("%s", exc)
         return f"{dataset}: cannot compare {'/'.join(a)} with {'/'.join(b)}: {exc}"

@@ -13,7 +13,7 @@ from markdown_it import MarkdownIt
 
 from pipeline import __version__
 from pipeline.report.cells import ReportTable
-from pipeline.report.collect import Collection, dataset_name, head_name, lookup
+from pipeline.report.collect import Collection, dataset_name, head_name
 from pipeline.report.figures import FigureResult
 from pipeline.report.formats import to_markdown
 
@@ -31,28 +31,27 @@ def provenance(coll: Collection, sources: list[str]) -> dict:
     backbones = {}
     for run in coll.runs:
         entry = backbones.setdefault(run.backbone, {"checkpoint_sha256": set(), "checkpoint": set(), "store": set()})
-        for key, names in (
-            ("checkpoint_sha256", ("checkpoint_sha256", "sha256")),
-            ("checkpoint", ("checkpoint",)),
-            ("store", ("store_path", "features_dir", "store")),
-        ):
-            value = lookup(run.info, names)
-            if isinstance(value, dict):
-                value = lookup(value, ("path", "root"))
-            if value is not None:
-                entry[key].add(str(value))
+        record = run.record
+        if record is not None:
+            for key, value in (
+                ("checkpoint_sha256", record.checkpoint_sha256),
+                ("checkpoint", record.checkpoint),
+                ("store", record.store_path),
+            ):
+                if value:
+                    entry[key].add(str(value))
     runs = []
     for run in sorted(coll.runs, key=lambda r: (r.dataset, r.backbone, r.head, r.label_fraction)):
-        config = lookup(run.info, ("head_config", "head_cfg"))
+        record = run.record
         runs.append(
             {
                 "dataset": run.dataset,
                 "backbone": run.backbone,
                 "head": head_name(run.head),
                 "label_fraction": run.label_fraction,
-                "seed": lookup(run.info, ("seed",)),
-                "lr": lookup(run.info, ("chosen_lr", "best_lr", "lr")),
-                "head_config": json.dumps(config, sort_keys=True, default=str) if config is not None else "",
+                "seed": record.seed if record else None,
+                "lr": record.chosen_lr if record else None,
+                "head_config": json.dumps(record.head_config, sort_keys=True, default=str) if record else "",
                 "folder": str(run.folder),
             }
         )

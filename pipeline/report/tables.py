@@ -261,10 +261,8 @@ def endpoint_output(coll: Collection, dataset: str, endpoint: str, results: pd.D
     if card is not None:
         for task in card.survival_tasks:
             for e in task.endpoints:
-                if e.name == endpoint:
-                    for column in task.columns:
-                        if column.startswith(f"{e.event_column}_") and column in outputs:
-                            return column
+                if e.name == endpoint and task.endpoint_output(e) in outputs:
+                    return task.endpoint_output(e)
     candidates = [o for o in outputs if endpoint in o]
     return candidates[0] if len(candidates) == 1 else None
 

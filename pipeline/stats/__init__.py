@@ -6,12 +6,14 @@ results.parquet schema), `kaplan_meier_groups` (KM figure data), `paired_permuta
 """
 
 from pipeline.stats.bootstrap import BootstrapResult, bootstrap_metrics
+from pipeline.stats.classification import evaluate_predictions
+from pipeline.stats.comparisons import compare_predictions
 from pipeline.stats.delong import DeLongResult, delong_test
-from pipeline.stats.evaluate import compare_predictions, evaluate_predictions, evaluate_survival, risk_groups
 from pipeline.stats.metrics import point_metrics
 from pipeline.stats.multiple import adjust_pvalues
 from pipeline.stats.permutation import paired_permutation_test
 from pipeline.stats.survival import KMCurve, KMGroups, kaplan_meier_groups
+from pipeline.stats.survival_rows import evaluate_survival, risk_groups
 
 __all__ = [
     "BootstrapResult",

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import sparse
 from scipy.special import ndtr, ndtri
 
-from pipeline.stats.metrics import METRICS, ScoreLevels, build_levels
+from pipeline.stats.metrics import METRICS, ScoreLevels, binary_labels, build_levels
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ class BootstrapResult:
     """Point estimates, resample replicates and CIs of each metric; the last column (index K) is the macro.
 
     estimates[m]: (K+1,); replicates[m]: (B, K+1); ci_low/ci_high[m]: (K+1,); n_undefined[m]: (K+1,) how many
-    resamples had the metric undefined (an output without positives or negatives in that resample; the macro
-    of such a resample averages the outputs that are defined in it). `defined` (K,): output has positives and
-    negatives in the full test set; undefined outputs never enter the macro.
+    resamples had the metric undefined (an output without positives or negatives in that resample). The macro
+    averages a fixed set of outputs, those `defined` (K,) in the full test set (positives and negatives): a
+    resample in which one of them is undefined has no macro value and is left out of the macro CI;
+    `n_macro_dropped[m]` counts those resamples (the macro CI under-covers when it is large).
     """
 
     estimates: dict[str, np.ndarray]
@@ -51,6 +52,7 @@ class BootstrapResult:
     ci_method: str
     confidence: float
     notes: list[str] = field(default_factory=list)
+    n_macro_dropped: dict[str, int] = field(default_factory=dict)
 
 
 def resample_indices(
@@ -111,8 +113,7 @@ def bootstrap_metrics(
     """
     if ci_method not in CI_METHODS:
         raise ValueError(f"ci_method must be one of {CI_METHODS}, not {ci_method!r}")
-    labels = np.asarray(labels, dtype=np.float64)
-    labels = labels[:, None] if labels.ndim == 1 else labels
+    labels = binary_labels(labels)
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[:, None] if scores.ndim == 1 else scores
     units, n_units = _units_of(clusters, len(labels))
@@ -129,7 +130,7 @@ def bootstrap_metrics(
     for indices in resample_indices(n_units, n_resamples, seed, unit_strata, chunk):
         values = levels.metrics(counts_from_indices(indices, n_units))
         for m in METRICS:
-            replicates[m].append(_with_macro(values[m].T, defined))
+            replicates[m].append(_with_macro(values[m].T, defined, fixed=True))
     reps = {m: np.concatenate(replicates[m], axis=0) for m in METRICS}
 
     notes = []
@@ -153,6 +154,7 @@ def bootstrap_metrics(
         ci_method=ci_method,
         confidence=confidence,
         notes=notes,
+        n_macro_dropped={m: int(np.isnan(reps[m][:, -1]).sum()) if defined.any() else 0 for m in METRICS},
     )
 
 
@@ -163,11 +165,15 @@ def _units_of(clusters: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
     return units.ravel(), int(units.max()) + 1 if n else 0
 
 
-def _with_macro(values: np.ndarray, defined: np.ndarray) -> np.ndarray:
-    """Append the macro column to (B, K) values: the mean over outputs defined in the full set, NaN-skipping."""
+def _with_macro(values: np.ndarray, defined: np.ndarray, fixed: bool = False) -> np.ndarray:
+    """Append the macro column to (B, K) values: the mean over outputs defined in the full set, NaN-skipping;
+    with `fixed`, NaN for a row where one of them is undefined (a bootstrap replicate of a fixed finding set)."""
     picked = values[:, defined]
     with np.errstate(invalid="ignore"), _quiet_nanmean():
-        macro = np.nanmean(picked, axis=1) if picked.shape[1] else np.full(len(values), np.nan)
+        if not picked.shape[1]:
+            macro = np.full(len(values), np.nan)
+        else:
+            macro = picked.mean(axis=1) if fixed else np.nanmean(picked, axis=1)
     return np.concatenate([values, macro[:, None]], axis=1)
 
 

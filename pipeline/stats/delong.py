@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from pipeline.stats.metrics import binary_labels
+
 
 @dataclass(frozen=True)
 class DeLongResult:
@@ -34,8 +36,9 @@ def auroc_variance(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float
 
 
 def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLongResult:
-    """DeLong's test of AUROC(a) == AUROC(b) for two models scored on the same images (NaN labels dropped)."""
-    labels = np.asarray(labels, dtype=np.float64)
+    """DeLong's test of AUROC(a) == AUROC(b) for two models scored on the same images (NaN and -1 labels
+    dropped, as everywhere in pipeline.stats)."""
+    labels = binary_labels(labels)[:, 0]
     keep = ~np.isnan(labels)
     aucs, cov = _delong_covariance(labels[keep], np.vstack([np.asarray(scores_a)[keep], np.asarray(scores_b)[keep]]))
     diff = aucs[0] - aucs[1]

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import sparse
 
 METRICS = ("auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence")
+UNCERTAIN_LABEL = -1.0  # the cards' uncertain label: masked (left out per output) like NaN
 # Float32 sums of integer counts are exact below 2**24; above that the product runs in float64.
 _FLOAT32_EXACT = 2**24
 
@@ -82,12 +83,13 @@ def build_levels(
     thresholds: np.ndarray | None = None,
     n_units: int | None = None,
 ) -> ScoreLevels:
-    """Sort each output's scores into levels. labels/scores: (n, K); NaN labels are left out per output.
+    """Sort each output's scores into levels. labels/scores: (n, K); NaN and -1 (uncertain) labels are left out
+    per output (`binary_labels`).
 
     `units[i]` is the sampling unit (cluster) of row i (default: each row its own unit); `thresholds` (K,) is the
     decision threshold per output (score >= threshold is a positive call; default: none, F1 etc. use +inf).
     """
-    labels = _as_2d(labels).astype(np.float64)
+    labels = binary_labels(labels)
     scores = _as_2d(scores).astype(np.float64)
     if labels.shape != scores.shape:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
@@ -197,7 +199,7 @@ def f1_optimal_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
     Outputs without a positive or a negative get 0.5.
     """
-    labels = _as_2d(labels).astype(np.float64)
+    labels = binary_labels(labels)
     scores = _as_2d(scores).astype(np.float64)
     thresholds = np.full(labels.shape[1], 0.5)
     for k in range(labels.shape[1]):
@@ -248,6 +250,20 @@ def _place_sorted(
     block = np.r_[block, np.full(len(extra), 4)]
     level = np.r_[level, np.zeros(len(extra), np.int64)]
     return item, block, level, n_levels, n_above
+
+
+def binary_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels as float64 (n, K) with -1 (uncertain) masked to NaN like a missing label, the one rule of every
+    statistic here; ValueError for any other value than 1, 0, -1 or NaN."""
+    labels = _as_2d(np.asarray(labels, dtype=np.float64)).copy()
+    labels[labels == UNCERTAIN_LABEL] = np.nan
+    odd = ~np.isnan(labels) & (labels != 0) & (labels != 1)
+    if odd.any():
+        raise ValueError(
+            f"labels must be 1, 0, -1 (uncertain, masked) or NaN; found {labels[odd][0]:g} "
+            f"({int(odd.sum())} such values)"
+        )
+    return labels
 
 
 def _as_2d(values: np.ndarray) -> np.ndarray:

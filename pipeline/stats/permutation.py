@@ -1,7 +1,10 @@
 """Paired permutation test: are two models' AUROC/AUPRC on the same test images different?
 
 Under the null the two models are exchangeable on every image (or every patient), so a permutation swaps
-the two scores of each swapped unit. Pool each output's 2n scores once and sort them into levels
+the two scores of each swapped unit. Two backbones' scores live on different scales and shapes, and raw
+scores are not exchangeable then (the test turns conservative and loses power), so each model's scores are
+first replaced by their ranks per output (over the labelled images, divided by their number): AUROC and
+AUPRC depend on the order only and do not change. Pool each output's 2n ranks once and sort them into levels
 (pipeline.stats.metrics): a permuted model A' is the pooled set weighted 1 on the scores it takes (A's on
 unswapped units, B's on swapped ones) and 0 elsewhere, and B' is the complement. So each permutation is one
 weight column of a sparse product, as a bootstrap resample is, and 1,000 permutations need no re-sorting.
@@ -17,9 +20,10 @@ import itertools
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pipeline.stats.bootstrap import _chunk_size, _units_of, _with_macro
-from pipeline.stats.metrics import build_levels
+from pipeline.stats.metrics import binary_labels, build_levels
 
 PERMUTATION_METRICS = ("auroc", "auprc")
 MACRO = "macro"
@@ -35,21 +39,27 @@ def paired_permutation_test(
     metrics: tuple[str, ...] = PERMUTATION_METRICS,
     outputs: list[str] | None = None,
     chunk_size: int | None = None,
+    rank: bool = True,
 ) -> pd.DataFrame:
     """Two-sided paired permutation test of model A vs model B, per output and for the macro average.
 
     labels, scores_a, scores_b: (n, K) on the same images (NaN labels left out per output); groups: (n,) unit
     whose two scores swap together (patient id), None swaps per image. Returns one row per output and metric
     plus output='macro' rows: output, metric, estimate_a, estimate_b, diff, p_value, n_permutations, exact,
-    n, n_pos. The macro averages the outputs with positives and negatives (the same for both models).
+    n, n_pos. The macro averages the outputs with positives and negatives (the same for both models). `rank=False`
+    swaps raw scores, valid only when both models share one score scale (benchmarks/bench_permutation_null.py
+    shows what goes wrong otherwise).
     """
     unknown = set(metrics) - set(PERMUTATION_METRICS)
     if unknown:
         raise ValueError(f"paired_permutation_test supports {PERMUTATION_METRICS}, not {sorted(unknown)}")
-    labels, scores_a, scores_b = (np.asarray(x, dtype=np.float64) for x in (labels, scores_a, scores_b))
-    labels, scores_a, scores_b = (x[:, None] if x.ndim == 1 else x for x in (labels, scores_a, scores_b))
+    labels = binary_labels(labels)
+    scores_a, scores_b = (np.asarray(x, dtype=np.float64) for x in (scores_a, scores_b))
+    scores_a, scores_b = (x[:, None] if x.ndim == 1 else x for x in (scores_a, scores_b))
     if not labels.shape == scores_a.shape == scores_b.shape:
         raise ValueError(f"shapes differ: labels {labels.shape}, A {scores_a.shape}, B {scores_b.shape}")
+    if rank:
+        scores_a, scores_b = rank_scores(labels, scores_a), rank_scores(labels, scores_b)
     n_outputs = labels.shape[1]
     outputs = [str(k) for k in range(n_outputs)] if outputs is None else list(outputs)
     units, n_units = _units_of(groups, len(labels))
@@ -105,6 +115,17 @@ def paired_permutation_test(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def rank_scores(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each output's scores as mid-ranks over its labelled rows divided by their number (NaN elsewhere): one
+    scale for every model, the same order and ties, so AUROC and AUPRC are unchanged."""
+    ranked = np.full(scores.shape, np.nan)
+    for k in range(scores.shape[1]):
+        keep = ~np.isnan(labels[:, k])
+        if keep.any():
+            ranked[keep, k] = stats.rankdata(scores[keep, k]) / keep.sum()
+    return ranked
 
 
 def _swap_patterns(n_units: int, n_permutations: int, seed: int, exact: bool, chunk: int):

@@ -450,7 +450,7 @@ def test_probe_never_reuses_results_of_another_store_under_the_same_name(tmp_pat
     config = ProbeConfig(lrs=(1e-2,), epochs=2, n_resamples=10)
     first = run_probe(ws, "toy", "linear", config=config, progress=False)
     run_json = first.folder / "run.json"
-    old = _json.loads(run_json.read_text())["store"]
+    old = _json.loads(run_json.read_text())["store_attrs"]
     old_scores = pd.read_parquet(first.folder / "predictions.parquet")["score"].to_numpy()
     other = make_probe_workspace(tmp_path / "other", seed=5, strength=0.0)
     shutil.rmtree(ws.features_dir(backbone))
@@ -460,6 +460,6 @@ def test_probe_never_reuses_results_of_another_store_under_the_same_name(tmp_pat
     zarr.open_group(ws.features_dir(backbone), mode="r+").attrs["checkpoint_sha256"] = "d" * 64  # another backbone
     second = run_probe(ws, "toy", "linear", config=config, progress=False)
     assert not second.skipped
-    new = _json.loads(run_json.read_text())["store"]
+    new = _json.loads(run_json.read_text())["store_attrs"]
     assert new != old  # run.json records the store the results come from
     assert not np.array_equal(pd.read_parquet(first.folder / "predictions.parquet")["score"].to_numpy(), old_scores)

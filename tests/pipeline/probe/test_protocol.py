@@ -57,7 +57,7 @@ def test_outputs_follow_the_contract_and_rerun_is_a_noop(toy_workspace):
     weights = torch.load(folder / "head.pt", weights_only=True)
     assert weights["linear.weight"].shape == (3, 2 * 16)
     run = json.loads((folder / "run.json").read_text())
-    assert run["store"]["checkpoint_sha256"] == "c" * 64 and run["head_config"]["name"] == "linear"
+    assert run["checkpoint_sha256"] == "c" * 64 and run["head_config"]["name"] == "linear"
     assert run["seed"] == 0 and "torch" in run["versions"] and run["data"]["val_split"] == "manifest"
     mtime = (folder / "predictions.parquet").stat().st_mtime_ns
     again = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=2), progress=False)
@@ -65,7 +65,9 @@ def test_outputs_follow_the_contract_and_rerun_is_a_noop(toy_workspace):
     forced = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=2), force=True, progress=False)
     assert not forced.skipped
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "predictions.parquet"), pred)  # deterministic on CPU
-    changed = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), progress=False)
+    with pytest.raises(ConfigError, match=r"config\.epochs: 2 there, 3 now"):  # never replaced silently
+        run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), progress=False)
+    changed = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), force=True, progress=False)
     assert not changed.skipped  # another configuration is not the same run
 
 
@@ -88,7 +90,7 @@ def test_output_without_train_positives_is_reported_and_left_out_of_macro(tmp_pa
     macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]
     assert macro["defined"].item() and np.isfinite(macro["estimate"].item()) and "2 of 2" in macro["note"].item()
     run = json.loads((summary.folder / "run.json").read_text())
-    assert run["skipped_outputs"]["train"] == {"Nodule": "no positive labels"}
+    assert run["skipped_train"] == {"Nodule": "no positive labels"}
     assert pd.read_parquet(summary.folder / "sweep.parquet")["val_outputs"].max() == 2
 
 

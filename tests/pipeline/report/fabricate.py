@@ -1,4 +1,4 @@
-"""Fabricate a workspace of probe run folders in the contract format (TEAM.md "Probe outputs").
+"""Fabricate a workspace of probe run folders, written through `pipeline.runs` (the run-folder contract).
 
 Several backbones x heads x data sets, with known model quality (the score separates classes by `QUALITY`),
 PLCO survival, label-fraction runs, GLoRI attention maps, manifests, images and synthetic cards, and a few
@@ -7,7 +7,7 @@ runs left out on purpose so the report has something to name as missing.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import zlib
 from pathlib import Path
 
@@ -17,7 +17,15 @@ from PIL import Image
 
 from pipeline.cards import packaged_card
 from pipeline.manifest import within_horizon
-from pipeline.stats import evaluate_predictions, evaluate_survival
+from pipeline.runs import (
+    RunFolder,
+    RunRecord,
+    StatsConfig,
+    evaluate_run,
+    write_attention,
+    write_parquet,
+    write_record,
+)
 from pipeline.workspace import Workspace
 
 BACKBONES = ("vits-a", "vits-b")
@@ -54,8 +62,7 @@ def fabricate_workspace(root: Path, n_resamples: int = 30, synthetic: bool = Tru
 
 
 def run_dir(ws: Workspace, dataset: str, backbone: str, head: str, fraction: float = 1.0) -> Path:
-    folder = ws.results_dir(dataset, backbone, head)
-    return folder if fraction == 1.0 else folder / f"label_fraction={fraction:g}"
+    return RunFolder.of(ws, dataset, backbone, head, fraction).root
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -131,8 +138,7 @@ def _classification(
                 predictions = long.assign(
                     dataset=dataset, backbone=backbone, head=head, label_fraction=fraction, seed=0, lr=1e-3
                 )
-                results = evaluate_predictions(predictions, n_resamples=n_resamples, seed=0)
-                _write_run(ws, dataset, backbone, head, fraction, predictions, results)
+                _write_run(ws, dataset, backbone, head, fraction, predictions, None, n_resamples)
 
 
 def _survival(ws: Workspace, dataset: str, n_subjects: int, n_resamples: int) -> None:
@@ -180,34 +186,39 @@ def _survival(ws: Workspace, dataset: str, n_subjects: int, n_resamples: int) ->
             ident = {"dataset": dataset, "backbone": backbone, "head": head, "label_fraction": 1.0}
             predictions = pd.DataFrame(pred_rows).assign(**ident, seed=0, lr=1e-3)
             survival = pd.DataFrame(surv_rows).assign(**ident)
-            results = pd.concat(
-                [evaluate_predictions(predictions, n_resamples=n_resamples), evaluate_survival(survival)],
-                ignore_index=True,
-            )
-            folder = _write_run(ws, dataset, backbone, head, 1.0, predictions, results)
-            survival.to_parquet(folder / "survival.parquet", index=False)
+            _write_run(ws, dataset, backbone, head, 1.0, predictions, survival, n_resamples)
 
 
-def _write_run(ws, dataset, backbone, head, fraction, predictions, results) -> Path:
+def fabricated_record(dataset: str, backbone: str, head: str, fraction: float, outputs: list[str], n_resamples: int,
+                      root: Path) -> RunRecord:  # fmt: skip
+    """The RunRecord a probe would write for this fabricated run (every field through the dataclass)."""
+    glori = {"embed_dim": 768, "num_heads": 8, "ffn_dim": 2048, "dropout": 0.1, "train_queries": False}
+    return RunRecord(
+        key=f"fab-{dataset}-{backbone}-{head}-{fraction:g}", dataset=dataset, backbone=backbone, head=head,
+        label_fraction=fraction, seed=0, n_resamples=n_resamples, chosen_lr=1e-3, val_macro_auroc=0.8,
+        test_macro_auroc=float("nan"), selected_by="val macro AUROC", epochs=10, batch_size=256, train_views=1,
+        head_config={"name": head, **(glori if head == "glori" else {})}, config={"seed": 0}, outputs=outputs,
+        skipped_train={}, skipped_test={}, threshold_transfer="quantile", store_path=str(root / backbone),
+        checkpoint=f"checkpoints/{backbone}/model.pt", checkpoint_sha256=SHA[backbone], synthetic=False,
+        versions={"chex": "0.1.0"}, files=["predictions.parquet", "results.parquet", "sweep.parquet", "run.json"],
+    )  # fmt: skip
+
+
+def _write_run(ws, dataset, backbone, head, fraction, predictions, survival, n_resamples) -> Path:
     folder = run_dir(ws, dataset, backbone, head, fraction)
-    folder.mkdir(parents=True, exist_ok=True)
-    predictions.to_parquet(folder / "predictions.parquet", index=False)
-    results.to_parquet(folder / "results.parquet", index=False)
-    info = {
-        "dataset": dataset,
-        "backbone": backbone,
-        "head": head,
-        "label_fraction": fraction,
-        "seed": 0,
-        "chosen_lr": 1e-3,
-        "head_config": {"name": head, "hidden_dim": 768 if head == "glori" else None},
-        "store": {"path": str(ws.features_dir(backbone)), "attrs": {"checkpoint_sha256": SHA[backbone]}},
-        "versions": {"chex": "0.1.0"},
-    }
-    (folder / "run.json").write_text(json.dumps(info))
-    pd.DataFrame({"lr": [1e-4, 1e-3], "val_macro_auroc": [0.7, 0.8], "chosen": [False, True]}).to_parquet(
-        folder / "sweep.parquet", index=False
+    write_parquet(predictions, folder / "predictions.parquet")
+    if survival is not None:
+        write_parquet(survival, folder / "survival.parquet")
+    outputs = list(pd.unique(predictions["output"].astype(str)))
+    record = fabricated_record(dataset, backbone, head, fraction, outputs, n_resamples, ws.root / "features")
+    results = evaluate_run(folder, StatsConfig.for_run(record), record)
+    macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]["estimate"]
+    write_parquet(results, folder / "results.parquet")
+    write_parquet(
+        pd.DataFrame({"lr": [1e-4, 1e-3], "val_macro_auroc": [0.7, 0.8], "chosen": [False, True]}),
+        folder / "sweep.parquet",
     )
+    write_record(dataclasses.replace(record, test_macro_auroc=float(macro.iloc[0]) if len(macro) else np.nan), folder)
     return folder
 
 
@@ -220,13 +231,7 @@ def _attention(ws: Workspace, dataset: str, backbone: str, outputs: list[str]) -
     maps = np.full((len(ids), len(outputs), g, g), 0.01, dtype=np.float32)
     for k in range(len(outputs)):
         maps[:, k, k % g, (k // g) % g] = 1.0
-    folder = ws.results_dir(dataset, backbone, "glori") / "attention"
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        folder / "attention.npz",
-        image_id=np.array(ids),
-        output=np.array(outputs),
-        attention=maps.reshape(len(ids), len(outputs), g * g),
-        grid=np.array([g, g]),
-        score=np.full((len(ids), len(outputs)), 0.5, dtype=np.float32),
+    path = RunFolder.of(ws, dataset, backbone, "glori", 1.0).attention_path
+    write_attention(
+        path, ids, outputs, maps.reshape(len(ids), len(outputs), g * g), np.full((len(ids), len(outputs)), 0.5)
     )

@@ -72,7 +72,7 @@ def test_index_links_every_file_and_records_provenance(report):
     for backbone, sha in SHA.items():
         assert f"backbone `{backbone}`: checkpoint sha256 `{sha[:16]}`" in index
     assert "- seeds: 0" in index and "- chex version: 0.1.0" in index
-    assert "glori" in index.lower() and "hidden_dim" in index  # head configs
+    assert "glori" in index.lower() and "embed_dim" in index  # head configs
     html = (report.out_dir / "index.html").read_text()
     assert "<table>" in html and 'src="figures/km_plco_cvd.png"' in html and "SYNTHETIC" in html
 

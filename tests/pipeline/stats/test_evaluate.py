@@ -103,9 +103,14 @@ def test_bad_tables_raise_clear_errors(run):
     with pytest.raises(PredictionsError, match="evaluate one run at a time"):
         evaluate_predictions(mixed, n_resamples=10)
     odd = frame.copy()
-    odd.loc[0, "label"] = -1.0
+    odd.loc[0, "label"] = 2.0
     with pytest.raises(PredictionsError, match="uncertain"):
         evaluate_predictions(odd, n_resamples=10)
+    uncertain, masked = frame.copy(), frame.copy()
+    uncertain.loc[:40:3, "label"] = -1.0  # masked like NaN, as in every library call
+    masked.loc[:40:3, "label"] = np.nan
+    want = evaluate_predictions(masked, n_resamples=10)
+    pd.testing.assert_frame_equal(evaluate_predictions(uncertain, n_resamples=10), want)
 
 
 def test_compare_predictions_aligns_and_refuses_other_images(run):

@@ -5,19 +5,21 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipeline.stats.permutation import paired_permutation_test
+from pipeline.stats.permutation import paired_permutation_test, rank_scores
 from tests.pipeline.stats.conftest import make_scores
 
 
 def test_exact_p_value_equals_scipy_permutation_test():
+    """scipy swaps the two models' ranks (each model's scores ranked first, as the test does)."""
     rng = np.random.default_rng(2)
     y = np.array([1, 0, 1, 0, 0, 1, 0, 1, 0.0])
     a = np.round(rng.random(9) + 0.3 * y, 1)
     b = np.round(rng.random(9), 1)
     result = paired_permutation_test(y, a, b, n_permutations=5000).set_index(["output", "metric"])
+    rank_a, rank_b = stats.rankdata(a) / 9, stats.rankdata(b) / 9
     for metric, score in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
         ref = stats.permutation_test(
-            (a, b),
+            (rank_a, rank_b),
             lambda x, z, f=score: f(y, x) - f(y, z),
             permutation_type="samples",
             n_resamples=np.inf,
@@ -43,12 +45,13 @@ def test_random_permutations_per_patient_equal_a_sklearn_loop():
             diffs.append(f(labels[keep, k], sa[keep, k]) - f(labels[keep, k], sb[keep, k]))
         return np.array([*diffs, np.mean(diffs)])
 
+    ranks_a, ranks_b = rank_scores(labels, scores_a), rank_scores(labels, scores_b)  # each model ranked first
     for metric, f in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
         observed = macro_diff(scores_a, scores_b, f)
         hits = np.zeros(3)
         for swap in swaps:
             flip = swap[units][:, None]
-            hits += np.abs(macro_diff(np.where(flip, scores_b, scores_a), np.where(flip, scores_a, scores_b), f)) >= (
+            hits += np.abs(macro_diff(np.where(flip, ranks_b, ranks_a), np.where(flip, ranks_a, ranks_b), f)) >= (
                 np.abs(observed) - 1e-12
             )
         rows = result[result["metric"] == metric]

@@ -1,0 +1,73 @@
+"""The probe run folder: its layout, its record (run.json) and its one evaluation.
+
+`pipeline/runs/` owns the run folder as `pipeline/store/` owns the feature store. Public API (stable):
+
+- layout: `RunFolder` (`RunFolder.of(ws, dataset, backbone, head, label_fraction)`, `folder / name`,
+  `partial_dir`, `attention_path`), the file names (`PREDICTIONS_FILE`, `VAL_PREDICTIONS_FILE`,
+  `SURVIVAL_FILE`, `RESULTS_FILE`, `SWEEP_FILE`, `HEAD_FILE`, `RECORD_FILE`, `ATTENTION_DIR`), label-fraction
+  sub-folders (`fraction_folder`, `parse_fraction`) and `find_run_folders(root)`.
+- record: `RunRecord` (typed, versioned content of run.json; `RECORD_VERSION`), `read_record(folder)`,
+  `write_record(record, folder)`, `RunRecordError`.
+- evaluation: `evaluate_run(folder, config=None, record=None)` -> results.parquet rows, the same for the probe,
+  `chex stats`, `chex compare` and the report; `evaluate_tables` (the same rules on in-memory tables);
+  `compare_runs(a, b, config)`; `StatsConfig` / `CompareConfig` (defaults live there); `run_predictions`.
+- writers: `write_parquet`, `write_tensors`, `write_attention` (atomic, pipeline.atomic).
+"""
+
+from pipeline.runs.evaluate import (
+    CompareConfig,
+    StatsConfig,
+    compare_runs,
+    evaluate_run,
+    evaluate_tables,
+    run_predictions,
+)
+from pipeline.runs.io import write_attention, write_parquet, write_tensors
+from pipeline.runs.layout import (
+    ATTENTION_DIR,
+    ATTENTION_FILE,
+    FRACTION_PREFIX,
+    HEAD_FILE,
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    SURVIVAL_FILE,
+    SWEEP_FILE,
+    VAL_PREDICTIONS_FILE,
+    RunFolder,
+    find_run_folders,
+    fraction_folder,
+    parse_fraction,
+)
+from pipeline.runs.record import RECORD_VERSION, RunRecord, RunRecordError, read_record, write_record
+
+__all__ = [
+    "ATTENTION_DIR",
+    "ATTENTION_FILE",
+    "FRACTION_PREFIX",
+    "HEAD_FILE",
+    "PREDICTIONS_FILE",
+    "RECORD_FILE",
+    "RECORD_VERSION",
+    "RESULTS_FILE",
+    "SURVIVAL_FILE",
+    "SWEEP_FILE",
+    "VAL_PREDICTIONS_FILE",
+    "CompareConfig",
+    "RunFolder",
+    "RunRecord",
+    "RunRecordError",
+    "StatsConfig",
+    "compare_runs",
+    "evaluate_run",
+    "evaluate_tables",
+    "find_run_folders",
+    "fraction_folder",
+    "parse_fraction",
+    "read_record",
+    "run_predictions",
+    "write_attention",
+    "write_parquet",
+    "write_record",
+    "write_tensors",
+]
