@@ -4,15 +4,17 @@ The cohort knows, per image, which findings were painted (`shown:<finding>`) and
 (`z_heart`, `z_frailty`) in `manifests/synth/<dataset>.truth.parquet`. The oracle fits, on those features only,
 a logistic regression per classification output and a Cox model per survival endpoint (its horizon output is
 1 - S(horizon | features)), on train for the val predictions and on train + val for the test predictions, like
-the probe's sweep and refit. It writes an ordinary probe run folder (backbone `oracle`, head `planted`) scored by
-the probe's own statistics (`evaluate_run`), so the report reads it like any other row and labels it
-"planted features (oracle)". Real data sets have no truth file, so they never get one.
+the probe's sweep and refit. It writes an ordinary run folder through `pipeline.runs` (backbone `oracle`, head
+`planted`, a `RunRecord` whose head_config says `oracle: true`) scored by the same `evaluate_run`, so the report
+reads it like any other row and labels it "planted features (oracle)". Real data sets have no truth file, so
+they never get one.
 
 In the null cohort the pixels (and so the planted features) are unrelated to the labels: the oracle is at chance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,11 +26,23 @@ from lifelines import CoxPHFitter
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ChexError, ConfigError
 from pipeline.probe.data import ProbeData, load_probe_data, outputs_without_both_classes
-from pipeline.probe.outputs import RunFolder, write_json, write_parquet
 from pipeline.probe.protocol import ProbeConfig
-from pipeline.probe.results import endpoint_output, evaluate_run, prediction_frame, survival_frame
+from pipeline.probe.results import prediction_frame, survival_frame
+from pipeline.runs import (
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    SURVIVAL_FILE,
+    VAL_PREDICTIONS_FILE,
+    RunFolder,
+    RunRecord,
+    evaluate_run,
+    read_record,
+    write_parquet,
+    write_record,
+)
 from pipeline.synth.cohort import read_params, truth_path
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 from pipeline.workspace import Workspace
@@ -36,6 +50,7 @@ from pipeline.workspace import Workspace
 log = logging.getLogger(__name__)
 
 LATENTS = ("z_heart", "z_frailty")
+ORACLE_MODEL = "logistic regression per output (C=1, standardised); Cox (penalizer 0.01) per survival endpoint"
 ORACLE_VERSION = 1
 
 
@@ -64,50 +79,58 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
     data = load_probe_data(workspace, dataset, seed=seed)
     truth = pd.read_parquet(path)
     key = _key(params, data, n_resamples, seed)
-    if folder.is_complete(key):
+    if _is_current(folder, key):
         return folder.root
     features = planted_features(truth, data)
-    config = ProbeConfig(seed=seed, n_resamples=n_resamples)
-    fit_val, fit_test = data.train, np.concatenate([data.train, data.refit_val])
-    val_probs, test_probs = (
-        np.full((len(data.val), len(data.outputs)), 0.5),
-        np.full((len(data.test), len(data.outputs)), 0.5),
-    )
+    fit_test = np.concatenate([data.train, data.refit_val])
+    val_probs = np.full((len(data.val), len(data.outputs)), 0.5)
+    test_probs = np.full((len(data.test), len(data.outputs)), 0.5)
     skipped = outputs_without_both_classes(data.labels[data.train], data.outputs)
     survival_outputs = _survival_outputs(data)
     for k, output in enumerate(data.outputs):
         if output in survival_outputs:
             endpoint, horizon = survival_outputs[output]
-            val_probs[:, k] = _cox_risk(data, features, truth, endpoint, horizon, data.train, data.val)
-            test_probs[:, k] = _cox_risk(data, features, truth, endpoint, horizon, fit_test, data.test)
+            val_probs[:, k] = _cox_risk(data, features, endpoint, horizon, data.train, data.val)
+            test_probs[:, k] = _cox_risk(data, features, endpoint, horizon, fit_test, data.test)
         elif output not in skipped:
-            val_probs[:, k] = _logistic(features, data.labels[:, k], fit_val, data.val, seed)
+            val_probs[:, k] = _logistic(features, data.labels[:, k], data.train, data.val, seed)
             test_probs[:, k] = _logistic(features, data.labels[:, k], fit_test, data.test, seed)
     identity = dict(dataset=dataset, backbone=ORACLE_BACKBONE, head=ORACLE_HEAD, label_fraction=1.0)
     predictions = prediction_frame(data, data.test, test_probs, identity, seed, 0.0)
-    val_predictions = prediction_frame(data, data.val, val_probs, identity, seed, 0.0)
+    files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RESULTS_FILE]
+    write_parquet(predictions, folder / PREDICTIONS_FILE)
+    write_parquet(prediction_frame(data, data.val, val_probs, identity, seed, 0.0), folder / VAL_PREDICTIONS_FILE)
     survival = survival_frame(data, predictions, identity)
-    results = evaluate_run(predictions, val_predictions, survival, skipped, config)
-    files = ["predictions.parquet", "val_predictions.parquet", "results.parquet"]
-    write_parquet(predictions, folder / "predictions.parquet")
-    write_parquet(val_predictions, folder / "val_predictions.parquet")
-    write_parquet(results, folder / "results.parquet")
     if survival is not None:
-        write_parquet(survival, folder / "survival.parquet")
-        files.append("survival.parquet")
+        write_parquet(survival, folder / SURVIVAL_FILE)
+        files.append(SURVIVAL_FILE)
+    record = RunRecord(
+        key=key, **identity, seed=seed, n_resamples=n_resamples, chosen_lr=0.0, val_macro_auroc=float("nan"),
+        test_macro_auroc=float("nan"), selected_by="none (no sweep: fitted on planted features)", epochs=0,
+        batch_size=0, train_views=0,
+        head_config={"name": ORACLE_HEAD, "oracle": True, "features": list(features.columns), "model": ORACLE_MODEL},
+        config=ProbeConfig(seed=seed, n_resamples=n_resamples).identity(), outputs=list(data.outputs),
+        skipped_train=skipped, skipped_test=outputs_without_both_classes(data.labels[data.test], data.outputs),
+        threshold_transfer="quantile", synthetic=True, store_attrs={"synth": params.get("params", {})},
+        data={"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(fit_test),
+              "n_test": len(data.test), **data.notes},
+        files=[*files, RECORD_FILE],
+    )  # fmt: skip
+    results = evaluate_run(folder.root, record=record)
+    write_parquet(results, folder / RESULTS_FILE)
     macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]["estimate"]
-    run = {
-        "key": key, **identity, "seed": seed, "oracle": True, "synthetic": True,
-        "features": list(features.columns), "synth": params.get("params", {}),
-        "model": "logistic regression per output (C=1, standardised); Cox (penalizer 0.01) per survival endpoint",
-        "test_macro_auroc": float(macro.iloc[0]) if len(macro) else float("nan"),
-        "config": config.identity(), "files": [*files, "run.json"],
-        "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-                 "outputs": data.outputs, **data.notes},
-    }  # fmt: skip
-    write_json(run, folder / "run.json")
+    test_macro = float(macro.iloc[0]) if len(macro) else float("nan")
+    write_record(dataclasses.replace(record, test_macro_auroc=test_macro), folder.root)
     log.info("%s: oracle (planted features) -> %s", dataset, folder.root)
     return folder.root
+
+
+def _is_current(folder: RunFolder, key: str) -> bool:
+    try:
+        record = read_record(folder.root)
+    except ChexError:
+        return False
+    return record is not None and record.key == key and all(folder.has(name) for name in record.files)
 
 
 def planted_features(truth: pd.DataFrame, data: ProbeData) -> pd.DataFrame:
@@ -136,12 +159,12 @@ def _survival_outputs(data: ProbeData) -> dict[str, tuple[object, float]]:
     """Horizon output -> (endpoint, horizon in years) for the card's survival tasks."""
     out = {}
     for task in data.card.survival_tasks:
-        for i, endpoint in enumerate(task.endpoints):
-            out[endpoint_output(task.columns, endpoint.event_column, i)] = (endpoint, task.horizon_years or 12.0)
+        for endpoint in task.endpoints:
+            out[task.endpoint_output(endpoint)] = (endpoint, task.horizon_years or 12.0)
     return out
 
 
-def _cox_risk(data, features, truth, endpoint, horizon: float, fit: np.ndarray, score: np.ndarray) -> np.ndarray:
+def _cox_risk(data, features, endpoint, horizon: float, fit: np.ndarray, score: np.ndarray) -> np.ndarray:
     """1 - S(horizon | latents) of a Cox model of the endpoint fitted on one row per patient of `fit`."""
     latents = [c for c in LATENTS if c in features.columns]
     frame = features[latents].copy()
