@@ -1,6 +1,7 @@
 """Trainable heads on cached backbone features: linear probe, GLoRI, MLP (pure torch; no I/O).
 
-Heads declare themselves in `heads.registry` (options with defaults, patch tokens, attention maps).
+Heads declare themselves in `heads.registry` (options with defaults, patch tokens, attention maps), which
+imports no torch; the rest of this package loads on first use (so the CLI can read the declarations cheaply).
 `build_head(name, dim=..., n_layers=..., n_outputs=..., **options)` is the one entry point; `HEADS` maps
 names to classes. Every head takes cls (B, L, D) and patch (B, L, P, D) (or None when `needs_patch` is
 False) and returns logits (B, K). `HeadStack` runs one head per learning rate in one batched pass.
@@ -8,16 +9,26 @@ False) and returns logits (B, K). `HeadStack` runs one head per learning rate in
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from heads.base import Head
-from heads.batched import HeadStack, masked_bce
-from heads.glori import GloriHead
-from heads.linear import LinearHead
-from heads.mlp import MlpHead
 from heads.registry import HeadOption, HeadOptionError, HeadSpec, head_names, head_spec, head_specs
 
-HEADS: dict[str, type[Head]] = {spec.name: spec.load() for spec in head_specs()}
+if TYPE_CHECKING:
+    from heads.base import Head
+    from heads.batched import HeadStack, masked_bce
+    from heads.glori import GloriHead
+    from heads.linear import LinearHead
+    from heads.mlp import MlpHead
+
+_LAZY = {
+    "Head": "heads.base",
+    "HeadStack": "heads.batched",
+    "masked_bce": "heads.batched",
+    "GloriHead": "heads.glori",
+    "LinearHead": "heads.linear",
+    "MlpHead": "heads.mlp",
+}
 
 __all__ = [
     "HEADS",
@@ -37,7 +48,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "HEADS":
+        return {spec.name: spec.load() for spec in head_specs()}
+    raise AttributeError(f"module 'heads' has no attribute {name!r}")
+
+
 def build_head(name: str, *, dim: int, n_layers: int, n_outputs: int, **options: Any) -> Head:
     """A head by registry name; `options` are checked and completed by its spec (e.g. avgpool=True)."""
     spec = head_spec(name)
-    return HEADS[name](dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options))
+    return spec.load()(dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options))

@@ -1,6 +1,6 @@
 """What every head shares: the input layout, the stacked (one-pass, many-heads) forward, the config record.
 
-Input layout (the feature store's, DESIGN.md "Feature store"):
+Input layout (the feature store's, docs/architecture.md "Contracts"):
     cls   (B, L, D)     class token of each of the last L blocks (L = 4 for CheXFound)
     patch (B, L, P, D)  patch tokens of the same blocks, or None for heads with `needs_patch = False`
 Output: logits (B, K), one per output (finding / binary label / survival horizon).

@@ -24,15 +24,6 @@ from heads.base import Head, concat_blocks, concat_patch_blocks, per_head_layer_
 PAPER_DIMS = (768, 2048)  # CheXFound's decoder width and feed-forward width
 
 
-def glori_options(embed_dim: int, ffn_dim: int, train_queries: bool = False) -> dict[str, object]:
-    """GloriHead keyword arguments; the widths only appear when they differ from the paper's, so a run at the
-    paper's size keeps the same identity (and resumes) whether or not the widths were given."""
-    options: dict[str, object] = {"train_queries": train_queries}
-    if (embed_dim, ffn_dim) != PAPER_DIMS:
-        options |= {"embed_dim": embed_dim, "ffn_dim": ffn_dim}
-    return options
-
-
 class GloriHead(Head):
     """GLoRI head; `forward` is the PyTorch reference, `stacked_forward` the batched sweep path."""
 

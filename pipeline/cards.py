@@ -73,6 +73,9 @@ class DatasetCard:
     probe: dict[str, Any] = field(default_factory=dict)
     access: str = ""
     citation: str = ""
+    views: tuple[str, ...] = ()  # views the data set is evaluated on (manifest `view`); others are left out
+    image_root: str = ""  # where `chex manifest` found the images; shard/embed/report default to it
+    notes: tuple[str, ...] = ()  # choices `chex manifest` made that a reader should know (split, views, ...)
 
     @property
     def label_columns(self) -> list[str]:
@@ -105,11 +108,18 @@ class DatasetCard:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tasks"] = [_task_to_dict(t) for t in self.tasks]
+        data["notes"] = list(self.notes)
+        data["views"] = list(self.views)
+        for key in ("views", "image_root", "notes"):  # optional: cards without them stay as they were
+            if not data[key]:
+                del data[key]
         return data
 
     def save(self, path: str | Path) -> None:
+        from pipeline.atomic import write_text_atomic
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        write_text_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def load_card(path: str | Path) -> DatasetCard:
@@ -124,12 +134,24 @@ def load_card(path: str | Path) -> DatasetCard:
     return card_from_dict(data, source=str(path))
 
 
+def card_beside(manifest: str | Path) -> DatasetCard | None:
+    """The card written next to a manifest (`<name>.card.yaml` beside `<name>.parquet`), if there is one."""
+    manifest = Path(manifest)
+    path = manifest.with_name(manifest.name.removesuffix(".parquet") + ".card.yaml")
+    return load_card(path) if path.is_file() else None
+
+
 def packaged_card(name: str) -> DatasetCard:
     """The card shipped in data_manifests/ for a real data set (e.g. 'cxrlt24', 'plco')."""
     resource = resources.files("data_manifests").joinpath(f"{name}.yaml")
     if not resource.is_file():
         known = ", ".join(packaged_card_names())
-        raise ConfigError(f"unknown data set {name!r}; known data sets: {known}")
+        raise ConfigError(
+            f"unknown data set {name!r}: no card manifests/{name}.card.yaml in the workspace and no packaged card "
+            f"(packaged: {known}). For your own images make the manifest and card with `chex manifest custom "
+            f"{name} --labels LABELS.csv --root IMAGES` or `chex manifest folder {name} --root IMAGES "
+            "--labels-from-subdirs` (README: Bringing a real data set)"
+        )
     return card_from_dict(yaml.safe_load(resource.read_text()), source=f"data_manifests/{name}.yaml")
 
 
@@ -152,6 +174,9 @@ def card_from_dict(data: dict[str, Any], source: str = "card") -> DatasetCard:
             probe=dict(data.get("probe") or {}),
             access=data.get("access", ""),
             citation=data.get("citation", ""),
+            views=tuple(str(v) for v in data.get("views") or ()),
+            image_root=str(data.get("image_root") or ""),
+            notes=tuple(str(n) for n in data.get("notes") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: malformed data set card ({exc!r})") from exc

@@ -39,3 +39,15 @@ def random_resized_crop_box(
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def eval_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) in the original image of what the eval view keeps: the short side resized to `size`,
+    then a centred `size` square (torchvision's resize + center_crop), mapped back to original pixels."""
+    short, long = (height, width) if height <= width else (width, height)
+    new_long = int(size * long / short)  # torchvision's rounding of the long side
+    offset = round((new_long - size) / 2.0) * long / new_long
+    side_long = size * long / new_long
+    if height <= width:
+        return 0, round(offset), height, round(side_long)
+    return round(offset), 0, round(side_long), width

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from heads.glori import PAPER_DIMS, glori_options
+from heads.glori import PAPER_DIMS
+from heads.registry import head_spec
 from pipeline.backbone import BackboneConfig, build_backbone, save_checkpoint
 from pipeline.embed.stage import EmbedOptions, embed_datasets
 from pipeline.errors import ConfigError
@@ -27,7 +28,7 @@ from pipeline.pretrain import run_folder
 from pipeline.pretrain.config import load_config
 from pipeline.pretrain.train import pretrain
 from pipeline.probe.protocol import ProbeConfig, run_probe
-from pipeline.progress import make_progress
+from pipeline.progress import make_progress, note
 from pipeline.report.write import ReportSummary, write_report
 from pipeline.shard.dataset import shard_dataset
 from pipeline.synth import generate_cohort
@@ -116,6 +117,12 @@ HEADS = ("linear", "glori")
 LINEAR_OPTIONS = {"avgpool": True}
 
 
+def _head_options(head: str, plan: DemoSize) -> dict[str, object]:
+    """The demo's head options, completed and checked by the head's declaration (heads.registry)."""
+    given = {"embed_dim": plan.glori_dims[0], "ffn_dim": plan.glori_dims[1]} if head == "glori" else LINEAR_OPTIONS
+    return head_spec(head).resolve(given)
+
+
 @dataclass
 class DemoSummary:
     """What the demo did: per-stage seconds, the report, and the headline table for the terminal."""
@@ -177,6 +184,7 @@ def run_demo(
                 seed=seed,
                 options=EmbedOptions(train_views=plan.train_views, workers=workers, progress=False),
             )
+        workspace.set_default_backbone(PRETRAINED)  # `chex probe` without --backbone uses the pretrained store
 
     def probe() -> None:
         for backbone, head, dataset, fraction in _probe_jobs(datasets, plan):
@@ -188,7 +196,7 @@ def run_demo(
                 seed=seed,
                 n_resamples=plan.n_resamples,
                 save_attention=plan.attention_images if head == "glori" and fraction == 1.0 else 0,
-                head_options=glori_options(*plan.glori_dims) if head == "glori" else LINEAR_OPTIONS,
+                head_options=_head_options(head, plan),
             )
             run_probe(workspace, dataset, head, backbone, config, progress=False)
 
@@ -217,10 +225,14 @@ def run_demo(
         task = bar.add_task("chex demo", total=len(stages))
         for label, stage in stages:
             bar.update(task, description=label)
+            if progress:
+                note(f"stage start: {label}")
             started = time.perf_counter()
             stage()
             summary.seconds[label] = time.perf_counter() - started
             log.info("%s: %.1f s", label, summary.seconds[label])
+            if progress:
+                note(f"stage end: {label} ({summary.seconds[label]:.1f} s)")
             bar.advance(task)
         bar.update(task, description="done")
     return summary

@@ -5,7 +5,8 @@ Every failure raises `ImageReadError` naming the file and the reason; nothing he
 
 - Grey conversion: RGB/RGBA/CMYK/YCbCr and palette images become grey with Pillow's ITU-R 601-2 luma
   (L = 0.299 R + 0.587 G + 0.114 B); an alpha band is dropped, not composited; 1-bit images become 0/255.
-  Multi-frame files (GIF, TIFF) give their first frame. EXIF orientation is not applied.
+  Multi-frame files (GIF, TIFF) give their first frame. EXIF orientation is applied (a phone photo or a
+  JPEG export tagged "rotate 90" comes out upright, as a viewer shows it).
 - Depth: 8-bit sources give uint8; 16-bit grey (Pillow "I;16*") gives uint16 unchanged; 32-bit integer
   images give uint16 when every value fits 0..65535 and are refused otherwise; float images are refused.
   (Pillow itself reduces 16-bit colour PNGs to 8 bits.)
@@ -13,11 +14,12 @@ Every failure raises `ImageReadError` naming the file and the reason; nothing he
   0..2**BitsStored-1 (signed data shifted by 2**(BitsStored-1)); uint8 when BitsStored <= 8, else uint16.
   The rescale slope/intercept (modality LUT) of a radiograph is a linear map into vendor units: a positive
   slope changes no contrast, so it is not applied (the exact integers survive); a negative slope inverts.
-  A linear VOI window (WindowCenter/Width) is a display choice that clips the detector range, so it is not
-  applied by default (`voi="auto"`); an explicit VOI LUT *sequence* (a vendor's non-linear presentation
-  curve) is applied in "auto", and its integer output kept. `voi="window"` also applies a linear window
-  (after the modality LUT), `voi="none"` never applies any. MONOCHROME1 is inverted within the nominal range
-  (v -> 2**bits - 1 - v), so bright is always dense. Multi-frame DICOM and compressed transfer syntaxes
+  The VOI transform is applied when the file has one (`voi="auto"`, the default), as a radiologist's viewer
+  does: an explicit VOI LUT *sequence* (a vendor's presentation curve) first, else the first linear
+  WindowCenter/Width (after the modality LUT); its integer output is kept. `voi="none"` (`chex shard
+  --voi none`) keeps the stored detector values instead; "window" is the old name of "auto". Shard
+  sidecars and store attributes record this policy (`DECODE_POLICY`). MONOCHROME1 is inverted within the
+  nominal range (v -> 2**bits - 1 - v), so bright is always dense. Multi-frame DICOM and compressed transfer syntaxes
   without an installed decoder are refused.
 - Size guard: the header's dimensions are checked before any pixel is decoded; more than `max_pixels`
   (default 100 megapixels, ~10000 x 10000) is refused, except a JPEG when `max_side` is set, which is decoded
@@ -128,7 +130,7 @@ def _decode_raster(data: bytes, path: str | Path, max_side: int | None, max_pixe
             if width * height > max_pixels:
                 _reduce_or_refuse(image, path, max_side, max_pixels)
             image.load()
-            pixels = _grey_array(image, path)
+            pixels = _grey_array(_upright(image), path)
             plain = (
                 image.format == "PNG"
                 and image.mode in ("L", *_GREY16)
@@ -144,6 +146,22 @@ def _decode_raster(data: bytes, path: str | Path, max_side: int | None, max_pixe
             raise ImageReadError(f"{path}: cannot decode {image.format or 'image'} ({_reason(exc)})") from None
     resized = _resize(pixels, max_side)
     return DecodedImage(resized, fmt, plain_png=plain and resized is pixels)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says (unchanged when there is no tag or it is 1)."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is not a reason to lose the image
+        return image
+    if orientation in (None, 1):
+        return image
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
+
+
+DECODE_POLICY = "DICOM VOI LUT or WindowCenter/Width applied when present (voi=auto); EXIF orientation applied"
 
 
 def _open(data: bytes) -> Image.Image:
@@ -249,7 +267,7 @@ def _decode_dicom(data: bytes, path: str | Path, max_pixels: int, voi: VoiMode) 
     if samples != 1 or stored.ndim != 2:
         raise ImageReadError(f"{path}: unsupported DICOM pixel layout (samples {samples}, shape {stored.shape})")
 
-    if voi != "none" and ("VOILUTSequence" in ds or (voi == "window" and "WindowCenter" in ds)):
+    if voi != "none" and ("VOILUTSequence" in ds or "WindowCenter" in ds):
         values = apply_voi_lut(apply_modality_lut(stored, ds), ds, index=0, prefer_lut=True)
         if "VOILUTSequence" in ds:
             nbits = int(ds.VOILUTSequence[0].LUTDescriptor[2])

@@ -8,10 +8,12 @@ Layout (DESIGN.md "The workspace"):
     features/<backbone>/                  Zarr feature store
     results/<dataset>/<backbone>/<head>/  predictions + results Parquet
     reports/                              tables and figures
+    workspace.json                        settings, e.g. {"default_backbone": "chexfound"}
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -64,6 +66,52 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    def image_root(self, dataset: str) -> Path:
+        """Where the data set's images are: the root recorded in its card by `chex manifest`, else images/<ds>/."""
+        card = self.card_path(dataset)
+        if card.is_file():
+            import yaml  # only here: most commands never need it
+
+            try:
+                recorded = (yaml.safe_load(card.read_text()) or {}).get("image_root")
+            except yaml.YAMLError:
+                recorded = None
+            if recorded:
+                return Path(recorded)
+        return self.images_dir(dataset)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "workspace.json"
+
+    def settings(self) -> dict:
+        """The workspace's settings ({} when none were saved)."""
+        try:
+            data = json.loads(self.settings_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self.settings_path}: not readable JSON ({exc}); fix or delete it") from exc
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def default_backbone(self) -> str | None:
+        """The feature store commands use when none is named (set by `chex demo`, the first `chex embed`, or
+        `chex workspace default-backbone NAME`)."""
+        return self.settings().get("default_backbone")
+
+    def set_default_backbone(self, name: str) -> None:
+        from pipeline.atomic import write_text_atomic
+
+        check_name(name, "backbone")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.settings_path, json.dumps({**self.settings(), "default_backbone": name}, indent=2))
+
+    def stores(self) -> list[str]:
+        """Feature stores in features/, sorted by name."""
+        root = self.root / "features"
+        return sorted(p.name for p in root.iterdir() if (p / "zarr.json").is_file()) if root.is_dir() else []
 
     def datasets(self) -> list[str]:
         """Data sets that have a manifest in this workspace, sorted by name."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +44,7 @@ class ManifestResult:
     relocated: int = 0
     missing_count: int = 0
     missing_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # choices made (split, views): logged, printed, in the card
 
 
 def build_manifest(dataset: str, sources: Sequence[str | Path | Source], seed: int = 0, **options) -> pd.DataFrame:
@@ -66,17 +67,41 @@ def make_manifest(
     """Build, validate and write `out` (+ `<name>.card.yaml` beside it). With `root`, bare file names are
     located under it and images still missing are counted (reported, not fatal)."""
     frame = build_manifest(dataset, sources, seed=seed, **options)
+    card = packaged_card(dataset)
+    notes = list(frame.attrs.get("notes", []))
+    frame, view_note = _apply_view_filter(frame, card)
+    notes += [view_note] if view_note else []
+    for note in notes:
+        log.warning("%s: %s", dataset, note)
     relocated, missing, examples = 0, 0, []
     if root is not None:
         root = _root(root)
         relocated = relocate_paths(frame, root)
         missing, examples = missing_images(frame, root)
     out = Path(out)
-    card = packaged_card(dataset)
+    card = replace(card, notes=tuple(notes), image_root=str(root.resolve()) if root is not None else "")
     write_manifest(frame, out, card)
     card_path = out.with_name(out.name.removesuffix(".parquet") + ".card.yaml")
     card.save(card_path)
-    return ManifestResult(out, card_path, frame, relocated, missing, examples)
+    return ManifestResult(out, card_path, frame, relocated, missing, examples, notes)
+
+
+def _apply_view_filter(frame: pd.DataFrame, card) -> tuple[pd.DataFrame, str | None]:
+    """Keep the views the card evaluates on (CheXpert: frontal); images of unknown view are kept."""
+    if not card.views or "view" not in frame.columns:
+        return frame, None
+    known = frame["view"].notna()
+    drop = known & ~frame["view"].isin(card.views)
+    if not drop.any():
+        return frame, None
+    dropped = frame.loc[drop, "view"].value_counts().to_dict()
+    kept = frame[~drop].reset_index(drop=True)
+    kept.attrs = dict(frame.attrs)
+    counts = kept["split"].value_counts().to_dict()
+    return kept, (
+        f"view filter of the card ({', '.join(card.views)}): left out {int(drop.sum()):,} images {dropped}; "
+        f"kept {len(kept):,} {counts} (paper: {card.paper_splits})"
+    )
 
 
 def make_folder_manifest(root: str | Path, source: str, out: str | Path) -> ManifestResult:

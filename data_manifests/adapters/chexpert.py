@@ -16,11 +16,13 @@ import pandas as pd
 
 from data_manifests.adapters.common import (
     Source,
+    add_note,
     check_patient_splits,
     check_unique,
     parse_labels,
     parse_sources,
     read_csv,
+    sex_code,
     split_from_name,
 )
 from pipeline.cards import packaged_card
@@ -41,9 +43,20 @@ def build(sources: Sequence[str | Source], seed: int = 0) -> pd.DataFrame:
         raw = read_csv(source.path, ["Path", *findings], dtype={"Path": str})
         parts.append(_frame(raw, source, split, findings))
     frame = pd.concat(parts, ignore_index=True)
-    if "test" not in set(frame["split"]) and "val" in set(frame["split"]):
-        log.warning("chexpert: no test file given; the validation file is used as the test split")
+    splits = set(frame["split"])
+    if "test" not in splits and "val" in splits:
         frame.loc[frame["split"] == "val", "split"] = "test"
+        add_note(
+            frame,
+            f"no test file: valid.csv ({int((frame['split'] == 'test').sum()):,} images) is the test split; the "
+            "probe carves its validation split out of train by patient",
+        )
+    elif splits == {"train"}:
+        add_note(
+            frame,
+            f"only training files given: all {len(frame):,} images are in train and there is no test split; "
+            "pass valid.csv too (it becomes the test split) before probing",
+        )
     check_unique(frame, "path", "chexpert sources")
     check_patient_splits(frame, "chexpert sources")
     return frame
@@ -68,7 +81,7 @@ def _frame(raw: pd.DataFrame, source: Source, split: str, findings: list[str]) -
         }
     )
     if "Sex" in raw.columns:
-        frame["sex"] = raw["Sex"].astype("string")
+        frame["sex"] = raw["Sex"].map(sex_code)
     if "Age" in raw.columns:
         frame["age"] = pd.to_numeric(raw["Age"], errors="coerce")
     labels = parse_labels(raw, findings, source.path, allow_uncertain=True)

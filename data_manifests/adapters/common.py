@@ -211,3 +211,16 @@ def relocate_paths(frame: pd.DataFrame, root: Path) -> int:
             changed += 1
     frame["path"] = new
     return changed
+
+
+def sex_code(value: object) -> str | None:
+    """Sex as every adapter writes it: "F", "M", or None (unknown), from M/F/Male/Female in any case."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip().upper()
+    return {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}.get(text)
+
+
+def add_note(frame: pd.DataFrame, note: str) -> None:
+    """Record a choice the adapter made; `make_manifest` logs it as a warning and writes it into the card."""
+    frame.attrs.setdefault("notes", []).append(note)

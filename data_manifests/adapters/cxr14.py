@@ -15,12 +15,14 @@ import pandas as pd
 
 from data_manifests.adapters.common import (
     Source,
+    add_note,
     check_patient_splits,
     check_unique,
     paper_fractions,
     parse_sources,
     patient_splits,
     read_csv,
+    sex_code,
     split_from_name,
     view_name,
 )
@@ -60,9 +62,22 @@ def build(sources: Sequence[str | Source], seed: int = 0) -> pd.DataFrame:
     if "Patient Age" in raw:
         frame["age"] = pd.to_numeric(raw["Patient Age"], errors="coerce")
     if "Patient Gender" in raw:
-        frame["sex"] = raw["Patient Gender"].astype("string")
+        frame["sex"] = raw["Patient Gender"].map(sex_code)
     labels = _labels(raw, findings, source)
     frame = pd.concat([frame, labels], axis=1)
+    counts = frame["split"].value_counts()
+    official = ", ".join(f"{k} {v:,}" for k, v in card.paper_splits.items())
+    if not lists:
+        add_note(
+            frame,
+            f"no train_val_list.txt / test_list.txt: a seeded patient-level split (seed {seed}) in the official "
+            f"proportions gave train {int(counts.get('train', 0)):,} / test {int(counts.get('test', 0)):,} "
+            f"(official: {official}); pass both lists for the official split",
+        )
+    else:
+        add_note(frame, f"split from the official lists {', '.join(p.name for p in lists)}")
+    if "val" not in counts:
+        add_note(frame, "no val split: the probe carves one out of train by patient (10%)")
     check_patient_splits(frame, f"{source.path} with {', '.join(str(p) for p in lists)}")
     return frame
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from pipeline.errors import ChexError, disk_full_as_error
+from pipeline.errors import ChexError, ConfigError, disk_full_as_error
 from pipeline.workspace import WORKSPACE_ENV, Workspace, resolve_workspace
 
 app = typer.Typer(
@@ -34,7 +34,26 @@ WorkspaceOption = Annotated[
     ),
 ]
 
+# One dialect for the stage commands: --root (image root), --out (what the command writes), --manifest,
+# --dask ADDR, --quiet. Older spellings stay as hidden aliases (see `pick`).
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or progress lines.")]
+NoProgressAlias = Annotated[bool, typer.Option("--no-progress", hidden=True)]
+DaskOption = Annotated[
+    str | None, typer.Option("--dask", help="Run on dask.distributed: a scheduler ADDRESS, or 'local'.")
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step's details.")]
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pick(value: Any, alias: Any, name: str, alias_name: str) -> Any:
+    """The value of an option given under its current name or its deprecated alias (not both)."""
+    if alias is not None and alias is not False:
+        if value is not None and value is not False:
+            raise ConfigError(f"{alias_name} is the old spelling of {name}; pass only {name}")
+        logging.getLogger("pipeline.cli").warning("%s is deprecated; use %s", alias_name, name)
+        return alias
+    return value
 
 
 def chex_command(func: F) -> F:

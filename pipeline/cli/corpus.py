@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
-import pyarrow.parquet as pq
 import typer
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
-from pipeline.corpus.build import DEFAULT_NEAR_THRESHOLD, CorpusConfig, EvalInput, SourceInput, build_corpus
-from pipeline.corpus.sharding import shard_corpus
-from pipeline.corpus.sources import PATIENT_LINKS, SUBSETS, canonical_name
+from pipeline.cli.constants import NEAR_THRESHOLD as DEFAULT_NEAR_THRESHOLD
 from pipeline.errors import ConfigError
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.corpus.build import EvalInput, SourceInput
 
 corpus_app = typer.Typer(
     help="Build the pretraining corpus (CXR-1M and subsets) and shard it source-balanced.",
@@ -67,6 +66,9 @@ def build_command(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Union source manifests, drop evaluation test leaks and exact duplicates, flag near-duplicates."""
+    from pipeline.corpus.build import CorpusConfig, build_corpus
+    from pipeline.corpus.sources import SUBSETS
+
     configure_logging(verbose)
     ws = workspace_from(workspace)
     roots = _pairs(root or [], "--root", "NAME=DIR")
@@ -99,6 +101,9 @@ def build_command(
 
 
 def _source_input(spec: str, roots: dict[str, Path], ws: Workspace) -> SourceInput:
+    from pipeline.corpus.build import SourceInput
+    from pipeline.corpus.sources import canonical_name
+
     name, path = _named_path(spec)
     if name is None:
         name = _name_from_manifest(path)
@@ -107,6 +112,9 @@ def _source_input(spec: str, roots: dict[str, Path], ws: Workspace) -> SourceInp
 
 
 def _eval_input(spec: str, roots: dict[str, Path], links: dict[str, list[str]], ws: Workspace) -> EvalInput:
+    from pipeline.corpus.build import EvalInput
+    from pipeline.corpus.sources import PATIENT_LINKS
+
     name, path = _named_path(spec)
     name = name or path.name.removesuffix(".parquet")
     patient_sources = (*PATIENT_LINKS.get(name, ()), *links.get(name, ()))
@@ -122,6 +130,9 @@ def _named_path(spec: str) -> tuple[str | None, Path]:
 
 def _name_from_manifest(path: Path) -> str:
     """The manifest's single `source` value when it has one, else the file name."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     if path.is_file() and "source" in pq.read_schema(path).names:
         values = pd.read_parquet(path, columns=["source"])["source"].dropna().unique()
         if len(values) == 1:
@@ -130,6 +141,8 @@ def _name_from_manifest(path: Path) -> str:
 
 
 def _root_of(name: str, roots: dict[str, Path], ws: Workspace) -> Path:
+    from pipeline.corpus.sources import canonical_name
+
     for key, value in roots.items():
         if key == name or canonical_name(key) == name:
             return value
@@ -140,6 +153,8 @@ def _root_of(name: str, roots: dict[str, Path], ws: Workspace) -> Path:
 
 
 def _links(specs: list[str]) -> dict[str, list[str]]:
+    from pipeline.corpus.sources import canonical_name
+
     links: dict[str, list[str]] = {}
     for spec in specs:
         eval_name, sep, source = spec.partition(":")
@@ -168,7 +183,8 @@ def shard_command(
     out: Annotated[Path | None, typer.Option(help="Shard folder (default <workspace>/shards/<name>).")] = None,
     name: Annotated[str | None, typer.Option(help="Shard set name (default: the corpus file name).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle within each source.")] = 0,
-    shard_mb: Annotated[float, typer.Option(help="Target shard size in MB.")] = 1000.0,
+    shard_size: Annotated[str, typer.Option(help="Target shard size, e.g. 1GB, 500MB, 64MiB.")] = "1GB",
+    shard_mb: Annotated[float | None, typer.Option("--shard-mb", hidden=True)] = None,
     samples_per_shard: Annotated[int | None, typer.Option(help="At most this many images per shard.")] = None,
     max_side: Annotated[int | None, typer.Option(help="Downscale images whose long side exceeds this.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (or dask workers).")] = 1,
@@ -178,7 +194,11 @@ def shard_command(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Pack the corpus into tar shards, sources interleaved so every shard holds a mixed stream."""
+    from pipeline.cli.shard import parse_size
+    from pipeline.corpus.sharding import shard_corpus
+
     configure_logging(verbose)
+    target = shard_mb * 1e6 if shard_mb else parse_size(shard_size)  # --shard-mb: the old spelling
     ws = workspace_from(workspace)
     corpus = corpus or ws.root / "corpus" / "cxr1m.parquet"
     name = name or corpus.name.removesuffix(".parquet")
@@ -187,7 +207,7 @@ def shard_command(
         out or ws.shards_dir(name),
         name,
         seed=seed,
-        target_shard_bytes=shard_mb * 1e6,
+        target_shard_bytes=target,
         samples_per_shard=samples_per_shard,
         max_side=max_side,
         workers=workers,

@@ -6,17 +6,15 @@ import logging
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, workspace_from
-from pipeline.demo import SIZES, run_demo
+from pipeline.cli.constants import DEMO_SIZES
 
 
 @app.command("demo", help="Run the whole pipeline on a fresh synthetic workspace and print the headline table.")
 @chex_command
 def demo_command(
-    size: Annotated[str, typer.Option(help=f"Cohort and protocol size: {', '.join(SIZES)}.")] = "small",
+    size: Annotated[str, typer.Option(help=f"Cohort and protocol size: {', '.join(DEMO_SIZES)}.")] = "small",
     seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes for synth, shard and embed.")] = 2,
     null: Annotated[
@@ -31,8 +29,13 @@ def demo_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
 ) -> None:
     configure_logging(False, quiet_level=logging.INFO if verbose else logging.WARNING)
+    from pipeline.demo import run_demo
+
     ws = workspace_from(workspace)
     summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null)
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     cohort = "SYNTHETIC null cohort: labels independent of the images" if null else "SYNTHETIC cohort"
     timings = Table(title=f"chex demo: stage timings ({cohort})")

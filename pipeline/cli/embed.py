@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
+from pipeline.cli.app import (
+    DaskOption,
+    NoProgressAlias,
+    QuietOption,
+    VerboseOption,
+    WorkspaceOption,
+    app,
+    chex_command,
+    configure_logging,
+    console,
+    pick,
+    workspace_from,
+)
 from pipeline.errors import ConfigError
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
@@ -38,12 +50,21 @@ def embed_command(
     ] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader (or local dask) worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
-    dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local' for a local cluster.")] = None,
+    dask: DaskOption = None,
     source: Annotated[str, typer.Option(help="auto, shards or manifest.")] = "auto",
-    image_root: Annotated[Path | None, typer.Option(help="Image root for manifest paths.")] = None,
-    store: Annotated[Path | None, typer.Option(help="Store path (default: features/<backbone>/).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Image root for manifest paths (default: the root `chex manifest` recorded).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Store folder (default: features/<backbone>/).")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Manifest of the one data set given (default manifests/DATASET.parquet).")
+    ] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", hidden=True)] = None,
+    store: Annotated[Path | None, typer.Option("--store", hidden=True)] = None,
     info: Annotated[Path | None, typer.Option("--info", help="Print a store's summary and exit.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    quiet: QuietOption = False,
+    no_progress: NoProgressAlias = False,
+    verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     configure_logging(verbose)
@@ -53,10 +74,14 @@ def embed_command(
     from pipeline.embed import EmbedOptions, embed_datasets
     from pipeline.embed.distributed import torchrun_rank
 
+    root = pick(root, image_root, "--root", "--image-root")
+    out = pick(out, store, "--out", "--store")
     ws = workspace_from(workspace)
     names = datasets or ws.datasets()
     if not names:
         raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
+    if manifest is not None:
+        ws = _with_manifest(ws, names, manifest)
     rank, world = torchrun_rank()
     options = EmbedOptions(
         n_layers=layers,
@@ -69,7 +94,7 @@ def embed_command(
         dask=dask,
         rank=rank,
         world_size=world,
-        progress=rank == 0,
+        progress=rank == 0 and not (quiet or no_progress),
     )
     summary = embed_datasets(
         ws,
@@ -81,8 +106,8 @@ def embed_command(
         image_size=image_size,
         num_heads=num_heads,
         source=source,
-        image_root=image_root,
-        store_path=store,
+        image_root=root,
+        store_path=out,
         options=options,
     )
     if rank == 0:
@@ -92,6 +117,48 @@ def embed_command(
             + (f"; {summary.pending_units} units unfinished" if summary.pending_units else ""),
             highlight=False,
         )
+
+
+def _with_manifest(ws, names: list[str], manifest: Path):
+    """A one-off workspace view in which DATASET's manifest is `manifest` (embed reads manifests by name)."""
+    from pipeline.workspace import Workspace
+
+    if len(names) != 1:
+        raise ConfigError("--manifest applies to one data set: name exactly one")
+    if not manifest.is_file():
+        raise ConfigError(f"--manifest {manifest}: no such file")
+
+    class _OneManifest(Workspace):
+        def manifest_path(self, dataset: str) -> Path:
+            return manifest if dataset == names[0] else super().manifest_path(dataset)
+
+    return _OneManifest(ws.root)
+
+
+@store_app.command("export", help="Write a store's tokens (complete rows only) to .npz or Parquet.")
+@chex_command
+def store_export_command(
+    name: Annotated[str | None, typer.Argument(help="Backbone name in the workspace, or a store folder.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="npz or parquet.")] = "npz",
+    out: Annotated[Path | None, typer.Option(help="Output file (default <workspace>/exports/NAME.FORMAT).")] = None,
+    kinds: Annotated[str, typer.Option("--kinds", help="Comma-separated: cls, pooled, patch.")] = "cls,pooled",
+    view: Annotated[int, typer.Option(help="Stored view (0 = the plain eval view).")] = 0,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from pipeline.api import open_store
+
+    ws = workspace_from(workspace)
+    if name is not None and (Path(name) / "zarr.json").is_file():
+        store = open_store(Path(name))
+    else:
+        store = open_store(ws.root, backbone=name)
+    if view:
+        store = store.with_view(view)
+    label = name if name and "/" not in name else store.path.name
+    target = out or ws.root / "exports" / f"{label}.{fmt}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = store.export(target, fmt, [k.strip() for k in kinds.split(",") if k.strip()])
+    console.print(f"wrote {path}: {len(store)} images, {store.n_layers} layers x {store.dim} dims", highlight=False)
 
 
 @store_app.command("info", help="Shape, dtype, size on disk, provenance and completeness of a feature store.")

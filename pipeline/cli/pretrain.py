@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
+from pipeline.cli.app import (
+    NoProgressAlias,
+    QuietOption,
+    WorkspaceOption,
+    app,
+    chex_command,
+    configure_logging,
+    console,
+    workspace_from,
+)
 from pipeline.errors import ShardError
 
 
@@ -41,7 +50,8 @@ def pretrain_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")
     ] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    quiet: QuietOption = False,
+    no_progress: NoProgressAlias = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -59,7 +69,7 @@ def pretrain_command(
     ws = workspace_from(workspace)
     shard_dirs = list(shards) if shards else _workspace_shards(ws.root / "shards")
     out_dir = out if out is not None else ws.checkpoints_dir(cfg.name)
-    final = pretrain(cfg, shard_dirs, out_dir, resume=resume, init_from=init_from, progress=not no_progress)
+    final = pretrain(cfg, shard_dirs, out_dir, resume=resume, init_from=init_from, progress=not (quiet or no_progress))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         console.print(f"checkpoint: {final}  (chex embed --checkpoint {final})", highlight=False)
 

@@ -15,7 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from heads.registry import HeadOption, HeadSpec, head_names, head_specs
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
+from pipeline.cli.app import (
+    DaskOption,
+    QuietOption,
+    WorkspaceOption,
+    app,
+    chex_command,
+    configure_logging,
+    console,
+    workspace_from,
+)
 from pipeline.errors import ConfigError
 
 
@@ -38,14 +47,17 @@ def _probe(
         bool | None, typer.Option(help="Sample stored augmented views of training images (on).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
-    dask: Annotated[str | None, typer.Option(help="dask scheduler ADDRESS, or 'local'.")] = None,
+    dask: DaskOption = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
     force: Annotated[bool, typer.Option(help="Rerun even when the outputs are present.")] = False,
+    quiet: QuietOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
     **head_flags: Any,
 ) -> None:
+    from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
+    from pipeline.probe.estimate import announce_glori_costs
 
     configure_logging(verbose)
     ws = workspace_from(workspace)
@@ -64,7 +76,9 @@ def _probe(
             for fraction in fractions:
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))
-    summaries = run_probes(ws, jobs, force=force, progress=dask is None, dask=dask, n_workers=workers)
+    warn_few_test_positives(ws, datasets)  # a finding with < 20 test positives has a wide AUROC CI
+    announce_glori_costs(ws, jobs)  # time and memory before any GLoRI run starts (pipeline/probe/estimate.py)
+    summaries = run_probes(ws, jobs, force=force, progress=dask is None and not quiet, dask=dask, n_workers=workers)
     for s in summaries:
         status = "already done" if s.skipped else f"{s.seconds:.1f} s"
         console.print(

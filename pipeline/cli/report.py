@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
-from pipeline.stats.multiple import ADJUST_METHODS
 
 _out = Console(highlight=False)
 
@@ -43,6 +43,12 @@ def report_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of resampling and permutations.")] = 0,
+    image_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-root", help="Where attention overlays find test images: DIR or DATASET=DIR (repeatable)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -64,9 +70,12 @@ def report_command(
         attention_findings=findings,
         adjust=adjust,
         seed=seed,
+        image_roots=_image_roots(image_root or []),
     )
     for table in summary.headline_tables():
         _out.print(table)
+    for caution in summary.cautions:
+        _out.print(f"[bold yellow]caution:[/] {caution}", soft_wrap=True, highlight=False)
     if summary.missing:
         _out.print(f"[bold yellow]missing inputs ({len(summary.missing)}):[/]")
         for message in summary.missing:
@@ -74,3 +83,15 @@ def report_command(
     n_tables = len(summary.tables)
     n_figures = len(summary.figures)
     _out.print(f"wrote {n_tables} tables and {n_figures} figures; open {summary.index}", markup=False)
+
+
+def _image_roots(specs: list[str]) -> dict[str, Path]:
+    """--image-root DIR (every data set) or DATASET=DIR, repeatable."""
+    roots = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        key, path = (name.strip(), Path(folder)) if sep and name and "/" not in name else ("", Path(spec))
+        if not path.is_dir():
+            raise ConfigError(f"--image-root {spec!r}: {path} is not a folder")
+        roots[key] = path
+    return roots

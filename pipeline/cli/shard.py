@@ -9,9 +9,19 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
+from pipeline.cli.app import (
+    DaskOption,
+    NoProgressAlias,
+    QuietOption,
+    VerboseOption,
+    WorkspaceOption,
+    app,
+    chex_command,
+    configure_logging,
+    console,
+    workspace_from,
+)
 from pipeline.errors import ConfigError
-from pipeline.shard.dataset import shard_dataset
 
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -20,7 +30,9 @@ _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**
 @chex_command
 def shard_command(
     dataset: Annotated[str, typer.Argument(help="Data set name (its manifest, images and shards folder).")],
-    root: Annotated[Path | None, typer.Option(help="Image root (default <workspace>/images/DATASET).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Image root (default: the root `chex manifest` recorded, else images/DATASET).")
+    ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="Manifest (default <workspace>/manifests/DATASET.parquet).")
     ] = None,
@@ -31,23 +43,30 @@ def shard_command(
         int | None, typer.Option(help="Downscale images whose long side exceeds this (Lanczos, dtype kept).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (or dask workers for --dask local).")] = 1,
-    dask: Annotated[
-        str | None, typer.Option(help="Run on dask.distributed: a scheduler ADDRESS, or 'local' for a LocalCluster.")
-    ] = None,
+    dask: DaskOption = None,
     verify: Annotated[str, typer.Option(help="Check reused shards by 'size' or full 'sha256'.")] = "size",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    voi: Annotated[
+        str,
+        typer.Option(help="DICOM: 'auto' applies the file's VOI LUT / WindowCenter-Width; 'none' keeps stored values."),
+    ] = "auto",
+    quiet: QuietOption = False,
+    no_progress: NoProgressAlias = False,
+    verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from pipeline.cards import card_beside
+    from pipeline.shard.dataset import shard_dataset
+
     configure_logging(verbose)
     if dask and not verbose:  # dask's scheduler/worker chatter is noise unless asked for
         import distributed  # noqa: F401  (importing it installs its logging levels, which we then lower)
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
     ws = workspace_from(workspace)
+    manifest = manifest or ws.manifest_path(dataset)
     summary = shard_dataset(
-        manifest or ws.manifest_path(dataset),
-        root or ws.images_dir(dataset),
+        manifest,
+        root or ws.image_root(dataset),
         out or ws.shards_dir(dataset),
         dataset,
         target_shard_bytes=parse_size(shard_size),
@@ -56,8 +75,10 @@ def shard_command(
         workers=workers,
         executor="dask" if dask else "process",
         dask_address=dask,
-        progress=progress,
+        progress=not (quiet or no_progress),
         verify=verify,
+        card=card_beside(manifest),
+        voi=_voi(voi),
     )
     console.print(
         f"[bold]{dataset}[/]: {summary.n_shards} shards, {summary.n_samples:,} samples, "
@@ -84,3 +105,9 @@ def parse_size(text: str) -> float:
     if not match or unit not in _UNITS or float(match.group(1)) <= 0:
         raise ConfigError(f"--shard-size {text!r}: expected a positive size such as 1GB, 500MB or 64MiB")
     return float(match.group(1)) * _UNITS[unit]
+
+
+def _voi(text: str) -> str:
+    if text not in ("auto", "none", "window"):
+        raise ConfigError(f"--voi {text!r}: choose auto (apply the DICOM VOI LUT / window when present) or none")
+    return text

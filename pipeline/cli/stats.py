@@ -2,34 +2,27 @@
 
 Both go through `pipeline.runs` (evaluate_run / compare_runs), so they print the probe's numbers. Option
 defaults are None here: unset options take the run's own settings, else `StatsConfig` / `CompareConfig`'s.
+Library modules are imported inside the commands, so `chex --help` stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
-from pipeline.runs import (
-    PREDICTIONS_FILE,
-    RESULTS_FILE,
-    CompareConfig,
-    StatsConfig,
-    compare_runs,
-    evaluate_run,
-    evaluate_tables,
-    read_record,
-    write_parquet,
-)
-from pipeline.stats.multiple import ADJUST_METHODS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+PREDICTIONS_FILE = "predictions.parquet"  # pipeline.runs.PREDICTIONS_FILE
+RESULTS_FILE = "results.parquet"  # pipeline.runs.RESULTS_FILE
 _out = Console()
 
 
@@ -54,6 +47,8 @@ def stats_command(
     ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from pipeline.runs import StatsConfig, evaluate_run, evaluate_tables, read_record, write_parquet
+
     path = _resolve(predictions, PREDICTIONS_FILE, workspace)
     folder = path if path.is_dir() else path.parent
     in_run = path.is_dir() or path.name == PREDICTIONS_FILE
@@ -93,6 +88,8 @@ def compare_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the table (.parquet or .csv).")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from pipeline.runs import CompareConfig, compare_runs, write_parquet
+
     given = dict(n_permutations=permutations, seed=seed, by_image=by_image, adjust=adjust)
     config = dataclasses.replace(CompareConfig(), **{k: v for k, v in given.items() if v is not None})
     if config.adjust not in ADJUST_METHODS:
@@ -119,6 +116,8 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
 
 
 def _read(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
@@ -126,12 +125,17 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _fmt(estimate: float, low: float, high: float) -> str:
+    import pandas as pd
+
     if pd.isna(estimate):
         return "undefined"
     return f"{estimate:.3f} ({low:.3f}-{high:.3f})" if pd.notna(low) else f"{estimate:.3g}"
 
 
 def _print_results(results: pd.DataFrame) -> None:
+    import pandas as pd
+    from rich.table import Table
+
     classification = results[results["metric"].isin(["auroc", "auprc", "f1", "prevalence"])]
     if len(classification):
         table = Table(title="metrics (95% CI)")
@@ -154,6 +158,9 @@ def _print_results(results: pd.DataFrame) -> None:
 
 
 def _print_comparison(result: pd.DataFrame) -> None:
+    import pandas as pd
+    from rich.table import Table
+
     first = result.iloc[0]
     table = Table(title=f"A = {first['model_a']}  vs  B = {first['model_b']}  ({first['n_permutations']} permutations)")
     for column in ("output", "metric", "A", "B", "A - B", "p", "p adjusted", "DeLong p"):

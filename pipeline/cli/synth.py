@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import pandas as pd
 import typer
-from rich.table import Table
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
-from pipeline.synth import generate_cohort
-from pipeline.synth.specs import DATASETS
+from pipeline.cli.constants import SYNTH_DATASETS as DATASETS
 
 
 @app.command("synth", help="Generate the synthetic CXR cohort (cxrlt24, chexpert, shenzhen, montgomery, jsrt, plco).")
@@ -28,6 +25,11 @@ def synth_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from pipeline.synth import generate_cohort
+
     configure_logging(verbose)
     ws = workspace_from(workspace)
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None

@@ -58,9 +58,9 @@ def dataset_input(
                 f"no shard index at {shard_dir / INDEX_FILE}; run `chex shard {name}` or use --source manifest"
             )
         return DatasetInput(name, frame, shard_dir=shard_dir)
-    root = Path(image_root) if image_root else workspace.images_dir(name)
+    root = Path(image_root) if image_root else workspace.image_root(name)
     if not root.is_dir():
-        raise ConfigError(f"image root {root} of data set {name!r} does not exist; pass --image-root")
+        raise ConfigError(f"image root {root} of data set {name!r} does not exist; pass --root DIR")
     return DatasetInput(name, frame, image_root=root)
 
 

@@ -16,6 +16,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from pipeline.crop import random_resized_crop_box
+from pipeline.imageio import DECODE_POLICY
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Preprocessing:
     train_view_scale: tuple[float, float] = (0.75, 1.0)
     train_view_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     train_view_hflip: float = 0.5
+    decode: str = DECODE_POLICY  # how source files became pixels (pipeline/imageio.py)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -22,6 +22,7 @@ from pipeline.store.layout import StoreLayout
 from pipeline.store.reader import FeatureStore
 from pipeline.store.writer import StoreWriter, store_attrs
 from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace_stores import note_new_store
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ def embed_datasets(
     )
     name = backbone_name or spec.default_name()
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]
-    return embed_inputs(inputs, Path(store_path) if store_path else ws.features_dir(name), spec, name, options)
+    summary = embed_inputs(inputs, Path(store_path) if store_path else ws.features_dir(name), spec, name, options)
+    if store_path is None and (options or EmbedOptions()).rank == 0 and note_new_store(ws, name):
+        log.info("%s is now the workspace's default backbone (change: chex workspace default-backbone NAME)", name)
+    return summary
 
 
 def embed_dataset(

@@ -1,4 +1,4 @@
-"""The probe protocol (DESIGN.md "Linear probe", "GLoRI"): lr sweep -> choose on val -> refit -> predict test.
+"""The probe protocol (docs/architecture.md): lr sweep -> choose on val -> refit -> predict test.
 
 `run_probe(workspace, dataset, head, backbone, config)` runs one probe on the cached features and writes its
 run folder (pipeline.runs); `ProbeConfig` holds every knob (defaults = the paper's protocol, here only).
@@ -25,8 +25,9 @@ import torch
 
 import pipeline
 from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
+from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
 from pipeline.probe.results import attention_maps, prediction_frame, survival_frame
 from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
@@ -140,6 +141,7 @@ def run_probe(
     _refuse_other_configuration(folder, previous, head_config, config, force)
     if force:
         shutil.rmtree(folder.partial_dir, ignore_errors=True)
+    clean_stray_temps(folder.root)  # files a killed run left half-written
 
     device = pick_device(config.device)
     train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
@@ -245,19 +247,10 @@ def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
-    """The named backbone, or the only feature store in the workspace (StoreError listing them otherwise)."""
-    root = workspace.root / "features"
-    stores = sorted(p.name for p in root.iterdir() if (p / "zarr.json").is_file()) if root.is_dir() else []
-    if backbone is not None:
-        if backbone not in stores:
-            listing = ", ".join(stores) or "none"
-            raise StoreError(f"no feature store {backbone!r} in {root} (stores: {listing}); run `chex embed` first")
-        return backbone
-    if len(stores) == 1:
-        return stores[0]
-    if not stores:
-        raise StoreError(f"no feature store in {root}; embed the images first with `chex embed`")
-    raise StoreError(f"several feature stores in {root}: {', '.join(stores)}; choose one with --backbone")
+    """The named backbone, else the workspace's default, else the only feature store (StoreError otherwise)."""
+    from pipeline.workspace_stores import choose_store
+
+    return choose_store(workspace, backbone)
 
 
 def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pipeline.errors import ChexError
-from pipeline.imageio import read_image
 from pipeline.report.collect import Collection, Run, dataset_name, head_name
 from pipeline.report.figures import COLUMN_WIDTH, FigureResult, paper_style, save_figure, synthetic_prefix
+from pipeline.report.source_image import ImageFinder, crop_as_model_saw, store_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +108,9 @@ def attention_figure(
     chosen = [f for f in chosen if f in maps.outputs][:max_panels]
     if not chosen:
         return None, notes
-    images = _image_paths(coll, run.dataset)
-    if images is None:
-        notes.append(f"{where}: no manifest/images for {run.dataset} in the workspace; attention maps drawn alone")
+    finder = ImageFinder(coll.workspace, run.dataset, getattr(coll, "image_roots", None))
+    preprocessing = store_preprocessing(coll.workspace, run.backbone)
+    drawn = {"image": 0, "cropped": 0}
     panels = [(f, *_pick_image(predictions, maps, f)) for f in chosen]
 
     n_cols = 2 if len(panels) > 1 else 1
@@ -122,9 +121,17 @@ def attention_figure(
         axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
         for ax, (finding, image_id, score, label) in zip(axes, panels, strict=False):
             attention = maps.maps[maps.image_ids.index(image_id), maps.outputs.index(finding)]
-            pixels = _read_pixels(images.get(image_id)) if images else None
-            if images is not None and pixels is None:
-                notes.append(f"{where}: image {image_id} not found under the workspace's images/{run.dataset}/")
+            pixels = finder.pixels(image_id)
+            if pixels is None:
+                searched = ", ".join(finder.searched) or "no image root or shards"
+                notes.append(
+                    f"{where}: test image {image_id} not found (searched {searched}); its map is drawn alone. "
+                    "Point `chex report --image-root DIR` at the images"
+                )
+            else:
+                pixels, cropped = crop_as_model_saw(pixels, preprocessing)  # the map covers only this region
+                drawn["image"] += 1
+                drawn["cropped"] += cropped
             _overlay(ax, pixels, attention)
             detail = "" if score is None else f"score {score:.2f}" + ("" if label is None else f", label {label:g}")
             ax.set_title("\n".join([textwrap.shorten(finding, 28), detail]).strip(), fontsize=6.5)
@@ -138,11 +145,17 @@ def attention_figure(
         )
         stem = f"attention_{run.dataset}_{run.backbone}"
         paths = save_figure(fig, out_dir, stem)
+    if drawn["image"] == 0:
+        shown = "shown alone (the test images were not found)"
+    elif drawn["cropped"] == drawn["image"]:
+        shown = "overlaid on the region of the test image the model saw (the centred square of the short side)"
+    else:
+        shown = "overlaid on the test image (preprocessing unknown: the map is stretched over the whole image)"
     caption = (
         f"{synthetic_prefix(synthetic)}GLoRI attention of each finding's query over the patch grid "
-        f"({maps.maps.shape[2]}x{maps.maps.shape[3]}), upsampled and overlaid on the test image with the highest "
-        f"predicted score among positives ({dataset_name(run.dataset)}, backbone {run.backbone}); each map is "
-        "scaled to its own range (bright = most attended)."
+        f"({maps.maps.shape[2]}x{maps.maps.shape[3]}), upsampled and {shown}, for the test image with the "
+        f"highest predicted score among positives ({dataset_name(run.dataset)}, backbone {run.backbone}); each "
+        "map is scaled to its own range (bright = most attended)."
     )
     title = f"{dataset_name(run.dataset)}: GLoRI attention maps ({run.backbone})"
     return FigureResult(stem, caption, paths, synthetic_prefix(synthetic) + title), notes
@@ -188,25 +201,6 @@ def _pick_image(predictions: pd.DataFrame | None, maps: AttentionMaps, finding: 
             label = None if pd.isna(best["label"]) else float(best["label"])
             return str(best["image_id"]), float(best["score"]), label
     return maps.image_ids[0], None, None
-
-
-def _image_paths(coll: Collection, dataset: str) -> dict[str, Path] | None:
-    workspace = coll.workspace
-    if workspace is None or not workspace.manifest_path(dataset).is_file():
-        return None
-    manifest = pd.read_parquet(workspace.manifest_path(dataset), columns=["image_id", "path"])
-    root = workspace.images_dir(dataset)
-    return {str(i): root / str(p) for i, p in zip(manifest["image_id"], manifest["path"], strict=True)}
-
-
-def _read_pixels(path: Path | None) -> np.ndarray | None:
-    if path is None or not path.is_file():
-        return None
-    try:
-        return np.asarray(read_image(path, max_side=1024), dtype=np.float32)
-    except ChexError as exc:  # an unreadable image: draw the map alone rather than lose the figure
-        log.warning("%s", exc)
-        return None
 
 
 def _overlay(ax, pixels: np.ndarray | None, attention: np.ndarray) -> None:

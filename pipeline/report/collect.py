@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = RECORD_FILE
 HEADS = ("linear", "glori", "mlp")  # report order; other heads follow by name
-FEW_POSITIVES = 5  # findings with fewer test positives get a warning: their AUROC and the macro CI are unstable
 
 
 @dataclass
@@ -96,6 +95,7 @@ class Collection:
     problems: list[str]
     workspace: Workspace | None = None
     expected_datasets: list[str] = field(default_factory=list)
+    image_roots: dict[str, Path] = field(default_factory=dict)  # `chex report --image-root`: dataset ("" = all)
 
     @property
     def datasets(self) -> list[str]:
@@ -249,25 +249,6 @@ def _identity(folder: Path, results: pd.DataFrame, record: RunRecord | None) -> 
         fraction = from_path["label_fraction"] or 1.0
     identity["label_fraction"] = float(fraction)
     return identity
-
-
-def few_positive_warnings(runs: list[Run]) -> list[str]:
-    """One line per data set whose test set has findings with fewer than FEW_POSITIVES positives (from the first
-    full run's defined AUROC rows; every run of a data set shares its test labels)."""
-    lines, seen = [], set()
-    for run in runs:
-        if not run.is_full or run.dataset in seen:
-            continue
-        seen.add(run.dataset)
-        rows = run.results[(run.results["metric"] == "auroc") & (run.results["output"] != "macro")]
-        rows = rows[rows["defined"].astype(bool) & (rows["n_pos"] < FEW_POSITIVES)]
-        if len(rows):
-            listed = ", ".join(f"{o} ({n})" for o, n in zip(rows["output"], rows["n_pos"], strict=True))
-            lines.append(
-                f"{run.dataset}: {len(rows)} finding(s) with fewer than {FEW_POSITIVES} test positives: {listed}; "
-                "their AUROC and the macro CI are unstable (the macro row's note counts the resamples left out)"
-            )
-    return lines
 
 
 def _dedupe(runs: list[Run], problems: list[str]) -> list[Run]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.report.collect import HEADS, RUN_FILE, Collection, few_positive_warnings, head_name
+from pipeline.report.collect import HEADS, RUN_FILE, Collection, head_name
 from pipeline.report.tables import ORACLE, fraction_name
 
 EFFICIENCY_FRACTIONS = (0.01, 0.1)
@@ -41,7 +41,6 @@ def missing_inputs(coll: Collection) -> list[str]:
                     hint = probe_hint(dataset, head, backbone if len(backbones) > 1 else None)
                     messages.append(f"no {head_name(head)} results for {where}: run {hint}")
     messages += _missing_fractions(coll)
-    messages += few_positive_warnings(coll.runs)
     for run in coll.full_runs():
         if coll.is_survival(run.dataset) and run.survival_path is None:
             messages.append(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
@@ -62,6 +63,7 @@ class ReportSummary:
     synthetic: bool = False
     tables: dict[str, ReportTable] = field(default_factory=dict)
     figures: list[FigureResult] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)  # e.g. findings with few test positives
 
     @property
     def index(self) -> Path:
@@ -89,6 +91,7 @@ def write_report(
     adjust: str = "holm",
     seed: int = 0,
     figures: bool = True,
+    image_roots: dict[str, Path] | None = None,
 ) -> ReportSummary:
     """Write the report's tables (`formats` of md/csv/tex), figures (PNG + PDF) and index to `out_dir`.
 
@@ -96,7 +99,8 @@ def write_report(
     files). `out_dir` defaults to the workspace's reports/. `n_resamples` is used for bootstrap CIs the
     report computes itself (prevalence bands; runs without results.parquet), `n_permutations` for the paired
     permutation tests of Table II's companion, adjusted with `adjust` (holm, fdr_bh, bonferroni).
-    `figures=False` writes the tables and index only.
+    `figures=False` writes the tables and index only. `image_roots` ({dataset or "": folder}) is where
+    attention figures look for test images first.
     """
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -108,6 +112,7 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else ws.reports_dir
     sources = [Path(p) for p in results] if results else None
     coll = collect_runs(sources, ws, n_resamples=n_resamples, seed=seed)
+    coll.image_roots = {k: Path(v) for k, v in (image_roots or {}).items()}
     summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
     summary.missing = [*coll.problems, *missing_inputs(coll)]
     steps = _figure_steps(coll) if figures else []
@@ -120,8 +125,12 @@ def write_report(
             summary.paths += [p for f in made for p in f.paths]
             advance()
     summary.missing = list(dict.fromkeys(summary.missing))
+    summary.cautions = report_notes(coll)  # findings with few test positives (pipeline/cautions.py)
     prov = provenance(coll, [str(p) for p in sources] if sources else [str(ws.root / "results")])
     markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out)
+    if summary.cautions:  # before the first section, where a reader of the tables sees it
+        head, sep, rest = markdown.partition("\n## ")
+        markdown = head + "\n## Cautions\n\n" + "".join(f"- {c}\n" for c in summary.cautions) + sep + rest
     summary.paths.append(write_text_atomic(out / "index.md", markdown))
     title = "chex report" + (" — SYNTHETIC" if summary.synthetic else "")
     summary.paths.append(write_text_atomic(out / "index.html", index_html(markdown, title)))

@@ -25,7 +25,12 @@ def write_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
     """A tensors-only state dict (loadable with `torch.load(..., weights_only=True)`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    return write_atomic(path, lambda tmp: torch.save(tensors, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: torch names the archive after a path, and tmp names hold a pid
+            torch.save(tensors, handle)
+
+    return write_atomic(path, write)
 
 
 def write_attention(path: Path, image_ids: list[str], outputs: list[str], maps: np.ndarray, scores: np.ndarray) -> Path:

@@ -17,6 +17,7 @@ from typing import Literal
 
 import pandas as pd
 
+from pipeline.cards import DatasetCard
 from pipeline.errors import ConfigError, disk_full_as_error
 from pipeline.imageio import MAX_PIXELS, VoiMode
 from pipeline.manifest import read_manifest, validate_manifest
@@ -71,13 +72,15 @@ def shard_dataset(
     voi: VoiMode = "auto",
     max_pixels: int = MAX_PIXELS,
     verify: str = "size",
+    card: DatasetCard | None = None,
 ) -> ShardSummary:
     """Pack the manifest's images into webdataset tar shards `<out_dir>/<name>-NNNNNN.tar` plus index.parquet,
     quarantine.csv and manifest.parquet. Resumable; unreadable images are quarantined, never fatal.
 
     `workers` > 1 uses a process pool; `executor="dask"` submits the shards to the dask.distributed scheduler
     at `dask_address` (None or "local": a LocalCluster of `workers` processes). `verify` ("size" or
-    "sha256") is how finished shards of an earlier run are checked before being reused.
+    "sha256") is how finished shards of an earlier run are checked before being reused. With the data set's
+    `card`, label values are checked too, so a bad label stops here rather than at probe time.
     """
     started = time.perf_counter()
     if workers < 1:
@@ -87,10 +90,10 @@ def shard_dataset(
     if verify not in ("size", "sha256"):
         raise ConfigError(f"verify must be 'size' or 'sha256', got {verify!r}")
     if isinstance(manifest, pd.DataFrame):
-        validate_manifest(manifest, source="manifest frame")
+        validate_manifest(manifest, card, source="manifest frame")
         frame = manifest
     else:
-        frame = read_manifest(manifest)
+        frame = read_manifest(manifest, card)
     image_root, out_dir = Path(image_root).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ImageReadError
-from pipeline.imageio import MAX_PIXELS, VoiMode, decode_image, read_bytes
+from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, decode_image, read_bytes
 from pipeline.shard.plan import ShardTask
 from pipeline.shard_format import IMAGE_EXT, META_EXT, encode_png, sanitize_key
 
@@ -37,6 +37,7 @@ class WriteOptions:
     max_side: int | None = None
     voi: VoiMode = "auto"
     max_pixels: int = MAX_PIXELS
+    decode: str = DECODE_POLICY  # recorded in each sidecar; a new decoding rule rewrites old shards
 
 
 @dataclass

@@ -98,12 +98,14 @@ def test_write_with_root_reports_missing_images(chexpert_files, tmp_path):
     first.parent.mkdir(parents=True)
     first.write_bytes(b"x")
     result = make_manifest("chexpert", [train, valid], tmp_path / "ws" / "chexpert.parquet", root=root)
-    assert result.missing_count == 3
+    assert result.missing_count == 2  # the lateral image is left out by the card's view filter
     assert result.relocated == 0
-    assert result.missing_examples[0] == "CheXpert-v1.0-small/train/patient00001/study1/view2_lateral.jpg"
+    assert "view2_lateral" not in " ".join(result.missing_examples)
     card = load_card(result.card_path)
     assert result.card_path.name == "chexpert.card.yaml" and not card.synthetic
-    assert len(read_manifest(result.manifest_path, card)) == 4
+    assert len(read_manifest(result.manifest_path, card)) == 3
+    assert any("left out 1 images {'LATERAL': 1}" in n for n in card.notes)
+    assert card.image_root == str(root.resolve())
 
 
 def _cxr14_files(tmp_path: Path, labels: list[str]) -> list[Path]:
@@ -315,3 +317,26 @@ def test_helpers():
     assert view_name("LL") == "LATERAL" and view_name("pa") == "PA" and view_name(float("nan")) is None
     assert view_from_filename("view1_frontal") == "FRONTAL" and view_from_filename("img_PA_01") == "PA"
     assert view_from_filename("chest-lateral") == "LATERAL" and view_from_filename("paper") is None
+
+
+def test_adapters_say_what_they_chose(chexpert_files, tmp_path, caplog):
+    # CheXpert given only train.csv, CXR14 without the official lists: each choice was silent
+    train, _ = chexpert_files
+    only_train = make_manifest("chexpert", [train], tmp_path / "a" / "chexpert.parquet")
+    assert any("no test split" in n for n in only_train.notes)
+    assert any("no test split" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert any("LATERAL" in n for n in load_card(only_train.card_path).notes)
+    files = _cxr14_files(tmp_path, ["Edema", "No Finding", "Hernia", "Mass", "Edema", "No Finding"])
+    seeded = make_manifest("cxr14", files[:1], tmp_path / "b" / "cxr14.parquet", seed=2)
+    text = " ".join(seeded.notes)
+    assert "seeded patient-level split (seed 2)" in text and "official: train 86,524, test 25,596" in text
+    assert "no val split" in text
+    official = make_manifest("cxr14", files, tmp_path / "c" / "cxr14.parquet")
+    assert any("official lists train_val_list.txt, test_list.txt" in n for n in official.notes)
+
+
+def test_sex_is_coded_f_m_in_every_adapter(chexpert_files, tmp_path):
+    train, valid = chexpert_files
+    assert set(build_manifest("chexpert", [train, valid])["sex"]) == {"F"}  # "Female" in the file
+    files = _cxr14_files(tmp_path, ["Edema", "No Finding"])
+    assert set(build_manifest("cxr14", files[:1])["sex"]) == {"M"}

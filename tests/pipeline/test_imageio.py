@@ -90,14 +90,16 @@ def test_dicom_radiograph_keeps_stored_values_inverted_for_monochrome1() -> None
     path = get_testdata_file("RG1_UNCR.dcm")
     ds = pydicom.dcmread(path)
     assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.BitsStored == 15
-    pixels = read_image(path)
-    assert pixels.dtype == np.uint16 and pixels.shape == (ds.Rows, ds.Columns)
-    assert np.array_equal(pixels, (2**15 - 1) - ds.pixel_array.astype(np.int64))
-    assert np.array_equal(read_image(path, voi="none"), pixels)  # auto: a linear window is not applied
+    stored = read_image(path, voi="none")  # the detector values, as stored
+    assert stored.dtype == np.uint16 and stored.shape == (ds.Rows, ds.Columns)
+    assert np.array_equal(stored, (2**15 - 1) - ds.pixel_array.astype(np.int64))
 
-    windowed = read_image(path, voi="window")
+    # the default applies the file's WindowCenter/Width, as a viewer shows the radiograph
+    assert "WindowCenter" in ds
+    windowed = read_image(path)
     expected = np.rint(apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=0))
     assert np.array_equal(windowed, ((2**15 - 1) - expected).astype(np.uint16))
+    assert np.array_equal(read_image(path, voi="window"), windowed)  # the old name
 
 
 def test_dicom_voi_lut_sequence_is_applied_in_auto(tmp_path: Path) -> None:
@@ -203,3 +205,16 @@ def test_max_side_resizes_long_side_keeping_dtype(tmp_path: Path) -> None:
     assert r16.max() > 255  # 16-bit precision survives the resize
     assert np.array_equal(read_image(tmp_path / "a8.png", max_side=500), a8)  # never upscaled
     assert not decode_image((tmp_path / "a8.png").read_bytes(), max_side=40).plain_png
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    pixels = _grey8(20, 40)  # stored wide; the tag says "rotate 90 CW" to view it
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    with Image.open(tmp_path / "rotated.jpg") as raw:
+        stored = np.asarray(raw)
+    upright = read_image(tmp_path / "rotated.jpg")
+    assert upright.shape == (40, 20)
+    assert np.array_equal(upright, np.rot90(stored, k=-1))

@@ -130,3 +130,9 @@ def test_preprocessing_eval_view_and_16_bit():
     # min-max to [0,1] then (v - 0.5) / 0.25: the dark half is -2, the bright half +2
     assert torch.isclose(x[0, 8, 0], torch.tensor(-2.0)) and torch.isclose(x[0, 8, -1], torch.tensor(2.0))
     assert torch.equal(pre(pixels, "a", 1), pre(pixels, "a", 1))
+
+
+def test_the_first_store_embedded_becomes_the_workspace_default(ws):
+    embed_datasets(ws, ["toy"], ws.checkpoints_dir("tiny"), backbone_name="first", options=OPTS)
+    embed_datasets(ws, ["toy"], ws.checkpoints_dir("tiny"), backbone_name="second", options=OPTS)
+    assert ws.default_backbone == "first"

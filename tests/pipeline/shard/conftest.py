@@ -54,7 +54,10 @@ def _write(root: Path, rng: np.random.Generator) -> tuple[list[dict], dict[str, 
             add(f"ds_p1_{k}", f"sub/p1_{k}.jpg", "p1", "val", 0.0, np.asarray(image))
     shutil.copy(get_testdata_file("RG1_UNCR.dcm"), root / "p2_0.dcm")
     ds = pydicom.dcmread(root / "p2_0.dcm")
-    add("ds.p2/0", "p2_0.dcm", "p2", "test", -1.0, (32767 - ds.pixel_array.astype(np.int64)).astype(np.uint16))
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    windowed = np.rint(apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=0))  # its WindowCenter/Width
+    add("ds.p2/0", "p2_0.dcm", "p2", "test", -1.0, (32767 - windowed).astype(np.uint16))
     rgb = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(root / "p2_1.png")
     add("ds p2 1", "p2_1.png", "p2", "test", 1.0, np.asarray(Image.fromarray(rgb).convert("L")))

@@ -1,0 +1,71 @@
+"""Start-up time of `chex --help` and `chex <cmd> --help` (target <= 0.5 s), next to a bare interpreter and a
+minimal typer app measured in the same run, so load on the machine shows in all columns alike.
+
+    python benchmarks/bench_startup.py [--runs 7]
+
+Each case runs in a fresh interpreter (subprocess); the median of the runs is printed, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHEX = (
+    "import sys\nsys.argv = ['chex', *{argv!r}]\nfrom pipeline.cli import main\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass"
+)
+MINIMAL_TYPER = (
+    "import typer\napp = typer.Typer(add_completion=False)\n@app.command()\ndef hello(name: str = 'x') -> None:\n"
+    "    pass\n@app.command()\ndef bye() -> None:\n    pass\nimport sys\nsys.argv = ['app', *{argv!r}]\n"
+    "try:\n    app()\nexcept SystemExit:\n    pass"
+)
+CASES = {
+    "python -c pass": "pass",
+    "minimal typer app --help": MINIMAL_TYPER.format(argv=["--help"]),
+    # typer 0.29 builds a pydantic TypeAdapter per option when a sub-command parses its options (even for
+    # --help), so this, not the line above, is the floor for `chex <cmd> --help`
+    "minimal typer app hello --help": MINIMAL_TYPER.format(argv=["hello", "--help"]),
+    "chex --help": CHEX.format(argv=["--help"]),
+    "chex manifest --help": CHEX.format(argv=["manifest", "--help"]),
+    "chex probe --help": CHEX.format(argv=["probe", "--help"]),
+    "chex embed --help": CHEX.format(argv=["embed", "--help"]),
+    "chex report --help": CHEX.format(argv=["report", "--help"]),
+}
+
+
+def time_case(code: str, runs: int) -> list[float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    time_case("pass", 1)  # warm the file cache
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.runs} runs per case")
+    print(f"{'case':<32} {'median s':>9} {'min s':>7} {'max s':>7}")
+    # interleave the cases run by run, so a change in load hits every case alike
+    results: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(args.runs):
+        for name, code in CASES.items():
+            results[name] += time_case(code, 1)
+    for name, times in results.items():
+        print(f"{name:<32} {statistics.median(times):>9.3f} {min(times):>7.3f} {max(times):>7.3f}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""GLoRI's cost said before training (issue 16, item 7)."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.probe import ProbeConfig, ProbeJob
+from pipeline.probe.estimate import announce_glori_costs, glori_cost
+from tests.pipeline.probe.conftest import make_workspace
+
+
+def _cost(width: int, ffn: int):
+    return glori_cost(16, 2, 16, 3, 100, 20, 150, 2, 3, 16, {"embed_dim": width, "ffn_dim": ffn})
+
+
+def test_a_wider_decoder_costs_more_memory_and_is_flagged():
+    narrow, wide = _cost(16, 32), _cost(768, 2048)
+    assert narrow.seconds > 0 and wide.seconds > 0
+    assert wide.peak_bytes > narrow.peak_bytes
+    assert wide.too_wide and not narrow.too_wide
+    assert (wide.decoder_dim, wide.ffn_dim, wide.backbone_dim) == (768, 2048, 16)
+
+
+def test_the_probe_announces_the_estimate_and_names_the_width_flags(tmp_path, caplog):
+    ws = make_workspace(tmp_path / "ws", n_patients=20)
+    jobs = [
+        ProbeJob("toy", "glori", None, ProbeConfig(lrs=(1e-3, 1e-4), epochs=1)),
+        ProbeJob("toy", "linear", None, ProbeConfig(epochs=1)),
+        ProbeJob("missing", "glori", None, ProbeConfig(epochs=1)),  # left for the probe to report
+    ]
+    with caplog.at_level(logging.INFO, logger="pipeline.probe.estimate"):
+        announce_glori_costs(ws, jobs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "toy / toy-vit / glori" in messages[0] and "GB peak memory" in messages[0]
+    assert "--glori-dim 16 --glori-ffn-dim 32" in messages[1]
