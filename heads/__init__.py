@@ -10,6 +10,7 @@ False) and returns logits (B, K). `HeadStack` runs one head per learning rate in
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from heads.registry import HeadOption, HeadOptionError, HeadSpec, head_names, head_spec, head_specs
@@ -56,7 +57,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'heads' has no attribute {name!r}")
 
 
-def build_head(name: str, *, dim: int, n_layers: int, n_outputs: int, **options: Any) -> Head:
-    """A head by registry name; `options` are checked and completed by its spec (e.g. avgpool=True)."""
+def build_head(
+    name: str, *, dim: int, n_layers: int, n_outputs: int, patch_dim: int | None = None, **options: Any
+) -> Head:
+    """A head by registry name; `options` are checked and completed by its spec (e.g. avgpool=True).
+
+    `patch_dim` is the width of stored patch tokens when the store holds them projected (rank R); it is a
+    property of the features, not an option, and reaches only heads whose class takes it."""
     spec = head_spec(name)
-    return spec.load()(dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options))
+    cls = spec.load()
+    extra = {"patch_dim": patch_dim} if patch_dim and "patch_dim" in inspect.signature(cls).parameters else {}
+    return cls(dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options), **extra)

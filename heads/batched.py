@@ -24,6 +24,7 @@ class HeadStack(nn.Module):
         if n < 1:
             raise ValueError("a HeadStack needs at least one head")
         self.members = nn.ModuleList([factory() for _ in range(n)])
+        self.active: list[int] = list(range(n))  # members that still train and predict (successive halving)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -38,11 +39,11 @@ class HeadStack(nn.Module):
 
     def stacked_parameters(self) -> dict[str, Tensor]:
         names = [name for name, _ in self.members[0].named_parameters()]
-        per_member = [dict(m.named_parameters()) for m in self.members]
+        per_member = [dict(self.members[i].named_parameters()) for i in self.active]
         return {name: torch.stack([params[name] for params in per_member]) for name in names}
 
     def forward(self, cls: Tensor, patch: Tensor | None = None) -> Tensor:
-        """Logits (H, B, K) of every member on the same batch."""
+        """Logits (H, B, K) of every active member (all, unless some were stopped) on the same batch."""
         return self.members[0].stacked_forward(self.stacked_parameters(), cls, patch, self.training)
 
     def param_groups(self, lrs: Sequence[float], weight_decay: float) -> list[dict]:
@@ -59,11 +60,12 @@ class HeadStack(nn.Module):
         ]
 
 
-def masked_bce(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+def masked_bce(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
     """Sum over heads of each head's mean BCE over known labels: logits (H, B, K), labels (B, K), NaN = masked.
 
     Every head of the sweep gets the same mask (CheXFound masks only its first head's loss). Summing the
     per-head means gives each head exactly its own gradient, since the heads share no parameters.
+    `reduction="sum"`: the sum over known labels instead of the mean (micro-batches divide once per step).
     """
     known = ~torch.isnan(labels)
     n_known = known.sum()
@@ -74,4 +76,5 @@ def masked_bce(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> 
         target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
     target = target.expand_as(logits)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return (loss * known).sum() / n_known
+    total = (loss * known).sum()
+    return total if reduction == "sum" else total / n_known

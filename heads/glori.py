@@ -8,6 +8,8 @@
         tgt = norm3(tgt + dropout(linear2(dropout(relu(linear1(tgt))))))  (FFN E -> 2048 -> E)
     logit_k = w_k · [tgt_k (E) ; cls_1 .. cls_L (L·D)] + b_k              (GroupFC: one classifier per output)
 
+On a projected store (pipeline/store/projection.py) the patch input is (B, 1, P, R) and the first Linear takes
+R inputs: W' = W U with bias b + W μ is the same model on the reconstructed tokens μ + U z.
 All dropouts are 0.1. The per-query attention weights (B, K, P), averaged over the 8 attention heads, are the
 interpretability maps (`forward(..., return_attention=True)`).
 """
@@ -40,14 +42,17 @@ class GloriHead(Head):
         ffn_dim: int = 2048,
         dropout: float = 0.1,
         train_queries: bool = False,
+        patch_dim: int | None = None,
     ) -> None:
         super().__init__(
             dim=dim, n_layers=n_layers, n_outputs=n_outputs, embed_dim=embed_dim, num_heads=num_heads,
             ffn_dim=ffn_dim, dropout=dropout, train_queries=train_queries,
+            **({"patch_dim": patch_dim} if patch_dim else {}),
         )  # fmt: skip
         self.dropout = dropout
         self.num_heads = num_heads
-        self.embed = nn.Linear(dim * n_layers, embed_dim)
+        # A projected store's patch rows are one R-dim token (B, 1, P, R): the first Linear then takes R inputs.
+        self.embed = nn.Linear(patch_dim or dim * n_layers, embed_dim)
         self.query_embed = nn.Embedding(n_outputs, embed_dim)  # N(0, 1) init, as ML-Decoder / CheXFound
         self.query_embed.weight.requires_grad_(train_queries)
         self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)

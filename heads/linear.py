@@ -2,6 +2,8 @@
 
 With `avgpool=True` the mean of the last block's patch tokens is appended (DINOv2's `use_avgpool`), so the
 input is L·D + D wide and the head reads patch tokens from the store; without it only the CLS tokens are read.
+On a projected store (patch rows (B, 1, P, R)) the appended feature is the mean projected token (R wide,
+`patch_dim`): W' = W_L U_L on it is the same model as W_L on the reconstructed last block's mean token.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ class LinearHead(Head):
 
     name = "linear"
 
-    def __init__(self, dim: int, n_layers: int, n_outputs: int, avgpool: bool = False) -> None:
-        super().__init__(dim=dim, n_layers=n_layers, n_outputs=n_outputs, avgpool=avgpool)
+    def __init__(
+        self, dim: int, n_layers: int, n_outputs: int, avgpool: bool = False, patch_dim: int | None = None
+    ) -> None:
+        extra = {"patch_dim": patch_dim} if avgpool and patch_dim else {}
+        super().__init__(dim=dim, n_layers=n_layers, n_outputs=n_outputs, avgpool=avgpool, **extra)
         self.avgpool = avgpool
         self.needs_patch = avgpool
-        in_features = dim * n_layers + (dim if avgpool else 0)
+        in_features = dim * n_layers + ((patch_dim or dim) if avgpool else 0)
         self.linear = nn.Linear(in_features, n_outputs)
         # DINOv2's linear classifier init: small normal weights, zero bias.
         nn.init.normal_(self.linear.weight, mean=0.0, std=0.01)

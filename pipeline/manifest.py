@@ -10,7 +10,7 @@ is a ManifestError naming the offending rows.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,8 +110,7 @@ def _check_ids(frame: pd.DataFrame, source: str) -> None:
 
 
 def _check_paths(frame: pd.DataFrame, source: str) -> None:
-    paths = frame["path"].astype(str)
-    escaping = paths.map(_escapes_root)
+    escaping = escapes_root(frame["path"])
     if escaping.any():
         raise ManifestError(
             f"{source}: path outside the image root at {rows_of(frame, escaping, 'path')}; "
@@ -119,9 +118,12 @@ def _check_paths(frame: pd.DataFrame, source: str) -> None:
         )
 
 
-def _escapes_root(path: str) -> bool:
-    posix = PurePosixPath(path.replace("\\", "/"))
-    return posix.is_absolute() or ".." in posix.parts or (len(path) > 1 and path[1] == ":")
+def escapes_root(paths: pd.Series) -> np.ndarray:
+    """Per path (vectorised): absolute ('/x', 'C:...', '\\\\server'), or a '..' component (either separator)."""
+    text = paths.astype(str).str.replace("\\", "/", regex=False)
+    absolute = text.str.startswith("/") | (text.str.slice(1, 2) == ":")
+    parent = text.str.contains(r"(?:^|/)\.\.(?:/|$)", regex=True)
+    return (absolute | parent).to_numpy(dtype=bool)
 
 
 def _check_splits(frame: pd.DataFrame, source: str) -> None:

@@ -106,6 +106,9 @@ def _apply_view_filter(frame: pd.DataFrame, card) -> tuple[pd.DataFrame, str | N
 
 def make_folder_manifest(root: str | Path, source: str, out: str | Path) -> ManifestResult:
     """Walk a folder of images into a pretraining-source manifest (split 'train', `source` column)."""
+    from pipeline.workspace import check_name
+
+    check_name(source, "source")  # it names the manifest file
     frame = build_folder(_root(root), source)
     out = write_manifest(frame, out)
     return ManifestResult(Path(out), None, frame)

@@ -21,7 +21,7 @@ from pipeline.cli.app import (
     pick,
     workspace_from,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StoreError
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -61,6 +61,11 @@ def embed_command(
     ] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", hidden=True)] = None,
     store: Annotated[Path | None, typer.Option("--store", hidden=True)] = None,
+    patch_rank: Annotated[
+        int, typer.Option("--rank", help="Project patch tokens on R principal directions (fitted on train images).")
+    ] = 0,
+    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    fit_images: Annotated[int, typer.Option(help="--rank: train images the basis is fitted on (0: all).")] = 8192,
     info: Annotated[Path | None, typer.Option("--info", help="Print a store's summary and exit.")] = None,
     quiet: QuietOption = False,
     no_progress: NoProgressAlias = False,
@@ -95,6 +100,9 @@ def embed_command(
         rank=rank,
         world_size=world,
         progress=rank == 0 and not (quiet or no_progress),
+        patch_rank=patch_rank,
+        pool=pool,
+        fit_images=fit_images,
     )
     summary = embed_datasets(
         ws,
@@ -173,6 +181,49 @@ def store_info_command(
     _print_info(path, as_json)
 
 
+@store_app.command(
+    "verify",
+    help="Check every finished unit of a store (files, sizes, sha256); the next `chex embed` redoes damaged units.",
+)
+@chex_command
+def store_verify_command(
+    name: Annotated[str | None, typer.Argument(help="Store folder or backbone name (default: every store).")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from pipeline.store.verify import verify_store
+
+    ws = workspace_from(workspace)
+    if name is None:
+        paths = sorted(p.parent for p in ws.root.glob("features/*/zarr.json"))
+        if not paths:
+            raise ConfigError(f"no feature stores under {ws.root / 'features'}; run `chex embed` first")
+    else:
+        paths = [Path(name) if Path(name).exists() else ws.features_dir(name)]
+    damaged = []
+    for path in paths:
+        report = verify_store(path)
+        typer.echo(
+            f"{path}: {len(report.intact)} units intact, {len(report.damaged)} damaged, "
+            f"{len(report.unverifiable)} unverifiable, {len(report.pending)} not finished"
+        )
+        if report.unverifiable:
+            typer.echo(
+                f"  unverifiable (written before chex recorded unit files): {_names(report.unverifiable)}; "
+                "re-embed into a new store to make them checkable"
+            )
+        damaged += [f"{path.name}/{unit} ({'; '.join(problems)})" for unit, problems in report.damaged.items()]
+    if damaged:
+        raise StoreError(
+            f"{len(damaged)} damaged units: {', '.join(damaged)}; their rows are hidden now, and a rerun of the "
+            "same `chex embed` embeds exactly these units again"
+        )
+
+
+def _names(units: list[str], shown: int = 10) -> str:
+    more = f" and {len(units) - shown} more" if len(units) > shown else ""
+    return ", ".join(units[:shown]) + more
+
+
 def _print_info(path: Path, as_json: bool = False) -> None:
     from pipeline.store import FeatureStore
 
@@ -186,8 +237,11 @@ def _print_info(path: Path, as_json: bool = False) -> None:
         f"rows        {info['rows']} ({info['images']} images, up to {info['max_views']} views)",
         *(f"{p:<11} {shape} {info['dtype']}" for p, shape in info["shapes"].items()),
         f"on disk     {info['bytes_on_disk'] / 1e6:.1f} MB ({info['bytes_per_row'] / 1e3:.1f} kB per row)",
+        f"per image   {info['bytes_per_image'] / 1e3:.1f} kB uncompressed",
+        *_projection_lines(info),
         f"chunks      {info['chunk_rows']} rows per chunk, {info['unit_rows']} rows per unit (Zarr shard)",
-        f"complete    {info['complete']} ({info['units_done']}/{info['units_planned']} units done)",
+        f"complete    {info['complete']} ({info['units_done']}/{info['units_planned']} units done)"
+        + (f"; damaged: {_names(info['damaged_units'])} (run `chex store verify`)" if info["damaged_units"] else ""),
         f"backbone    {prov.get('backbone_name')}  {json.dumps(prov.get('backbone'))}",
         f"checkpoint  {prov.get('checkpoint')}  sha256 {prov.get('checkpoint_sha256')}",
         f"layers      {prov.get('layers')}",
@@ -195,3 +249,54 @@ def _print_info(path: Path, as_json: bool = False) -> None:
         f"chex        {prov.get('chex_version')}  created {prov.get('created')}",
     ]
     typer.echo("\n".join(lines))
+
+
+def _projection_lines(info: dict) -> list[str]:
+    if not info["rank"] and info["pool"] == 1:
+        return ["patch       full tokens (no projection, no pooling)"]
+    lines = [f"pool        {info['pool']}x{info['pool']} average of the patch grid"] if info["pool"] > 1 else []
+    if info["rank"]:
+        fit = info["provenance"].get("projection", {}).get("fit", {})
+        lines.append(
+            f"projection  rank R={info['rank']}, variance kept {info['variance_kept']:.4f} "
+            f"(fitted on {fit.get('images')} {fit.get('split')} images, {fit.get('tokens')} tokens)"
+        )
+    return lines
+
+
+@store_app.command("compress", help="Make a projected (--rank) and/or pooled (--pool) store from a full one.")
+@chex_command
+def store_compress_command(
+    source: Annotated[Path, typer.Argument(help="Full store folder, or a backbone name in the workspace.")],
+    out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
+    patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
+    dtype: Annotated[str, typer.Option(help="float16 or int8 (per-token scale).")] = "float16",
+    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    dataset: Annotated[
+        str | None, typer.Option(help="Data sets whose train split fits the basis, comma-separated (default: all).")
+    ] = None,
+    fit_images: Annotated[int, typer.Option(help="Train images the basis is fitted on (0: all).")] = 8192,
+    unit_rows: Annotated[
+        int, typer.Option(help="Rows per write unit of the new store; 0: chosen from the row size.")
+    ] = 0,
+    verbose: VerboseOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from pipeline.embed.compress import compress_store, train_image_ids
+    from pipeline.workspace import check_name
+
+    configure_logging(verbose)
+    ws = workspace_from(workspace)
+    if not source.exists() and len(source.parts) == 1:
+        source = ws.features_dir(str(source))
+    if not out.exists() and len(out.parts) == 1:
+        out = ws.features_dir(check_name(str(out), "--out store"))
+    names = [t.strip() for t in dataset.split(",") if t.strip()] if dataset else None
+    summary = compress_store(source, out, train_image_ids(ws, names), patch_rank, dtype=dtype, pool=pool,
+                             fit_images=fit_images, unit_rows=unit_rows)  # fmt: skip
+    kept = "" if summary.variance_kept is None else f", variance kept {summary.variance_kept:.4f}"
+    console.print(
+        f"{summary.store_path}: {summary.rows} rows (this run wrote {summary.written}); rank {summary.rank}, "
+        f"pool {summary.pool}{kept}; {summary.bytes_per_image / 1e3:.1f} kB per image uncompressed",
+        highlight=False,
+    )

@@ -46,6 +46,12 @@ def _probe(
     train_views: Annotated[
         bool | None, typer.Option(help="Sample stored augmented views of training images (on).")
     ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="full (the paper's 9-lr sweep) or halving (successive halving over the lrs).")
+    ] = None,
+    micro_batch: Annotated[
+        int | None, typer.Option(help="Feed each batch to the heads in pieces of N images (bounded memory; 0: whole).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: DaskOption = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
@@ -58,6 +64,7 @@ def _probe(
     from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
     from pipeline.probe.estimate import announce_glori_costs
+    from pipeline.probe.protocol import head_config_of
 
     configure_logging(verbose)
     ws = workspace_from(workspace)
@@ -66,13 +73,14 @@ def _probe(
         raise ConfigError(f"no data sets in workspace {ws.root}; create one with `chex synth` or `chex manifest`")
     given = dict(lrs=tuple(_floats(lrs, "--lrs")) if lrs else None, epochs=epochs, batch_size=batch_size,
                  seed=seed, n_resamples=resamples, save_attention=save_attention, train_views=train_views,
-                 device=device)  # fmt: skip
+                 device=device, sweep=sweep, micro_batch=micro_batch)  # fmt: skip
     base = ProbeConfig(**{k: v for k, v in given.items() if v is not None})
     fractions = _floats(label_fraction, "--label-fraction") if label_fraction else [base.label_fraction]
     jobs = []
     for name in datasets:
         for head_name in _names(head):
             options = _head_options(head_name, head_flags)
+            head_config_of(head_name, options)  # a bad head or option fails here, before any estimate or run
             for fraction in fractions:
                 config = dataclasses.replace(base, label_fraction=fraction, head_options=options)
                 jobs.append(ProbeJob(name, head_name, backbone, config))

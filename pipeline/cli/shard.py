@@ -45,6 +45,9 @@ def shard_command(
     workers: Annotated[int, typer.Option(help="Worker processes (or dask workers for --dask local).")] = 1,
     dask: DaskOption = None,
     verify: Annotated[str, typer.Option(help="Check reused shards by 'size' or full 'sha256'.")] = "size",
+    min_readable: Annotated[
+        float, typer.Option(help="Refuse (exit 2) when fewer than this fraction of the images exist.")
+    ] = 0.5,
     voi: Annotated[
         str,
         typer.Option(help="DICOM: 'auto' applies the file's VOI LUT / WindowCenter-Width; 'none' keeps stored values."),
@@ -77,6 +80,7 @@ def shard_command(
         dask_address=dask,
         progress=not (quiet or no_progress),
         verify=verify,
+        min_readable=min_readable,
         card=card_beside(manifest),
         voi=_voi(voi),
     )

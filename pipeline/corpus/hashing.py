@@ -8,7 +8,8 @@
 
 `hash_manifest` hashes every row of a manifest in batches over worker processes (or a dask cluster) and
 caches the results as Parquet parts in a folder: a rerun after a kill reads the finished parts and hashes only
-what is left, and memory stays bounded by one batch plus the (small) hash table.
+what is left, and memory stays bounded by one batch plus the (small) hash table. A cached hash is reused only
+while the file's size and mtime_ns are those it was hashed at; a file that changed is hashed again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from pipeline.progress import progress_bar
 log = logging.getLogger(__name__)
 
 HASH_COLUMNS = ("image_id", "path", "content_hash", "phash", "height", "width", "dtype", "error")
+STAT_COLUMNS = ("size", "mtime_ns")  # what the file was when hashed: a cached row is valid while these match
+CACHE_COLUMNS = (*HASH_COLUMNS, *STAT_COLUMNS)
 CONSOLIDATED = "hashes.parquet"
 DEFAULT_BATCH = 1024
 EXECUTORS = ("process", "dask")
@@ -92,7 +95,8 @@ def hash_manifest(
     """Hash the images of a manifest (`image_id`, `path` under `root`); one row per manifest row, in order.
 
     Finished batches are cached under `cache_dir` (one Parquet part per batch, written atomically, merged
-    into `hashes.parquet` at the end), keyed by (image_id, path): a rerun hashes only rows not cached yet.
+    into `hashes.parquet` at the end), keyed by (image_id, path, file size, mtime_ns): a rerun hashes only rows
+    not cached yet, or whose file changed since.
     `executor` 'process' uses `workers` local processes; 'dask' maps over the dask.distributed cluster at
     `scheduler` (an address; None starts a local cluster with `workers` workers).
     """
@@ -100,14 +104,18 @@ def hash_manifest(
         raise ConfigError(f"--executor must be one of {EXECUTORS}, not {executor!r}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(root)
     keys = frame[["image_id", "path"]].astype(str).reset_index(drop=True)
+    stats = [_stat(root / p) for p in keys["path"]]
+    keys["size"] = np.array([st[0] for st in stats], dtype=np.int64)
+    keys["mtime_ns"] = np.array([st[1] for st in stats], dtype=np.int64)
     cached = read_hash_cache(cache_dir)
-    done = set(zip(cached["image_id"], cached["path"], strict=True))
-    todo = keys[[key not in done for key in zip(keys["image_id"], keys["path"], strict=True)]]
+    key_columns = ["image_id", "path", *STAT_COLUMNS]
+    done = set(zip(*(cached[c] for c in key_columns), strict=True))
+    todo = keys[[key not in done for key in zip(*(keys[c] for c in key_columns), strict=True)]]
     if len(cached):
         log.info("%s: %d of %d images already hashed in %s", description, len(keys) - len(todo), len(keys), cache_dir)
     if len(todo):
-        root = Path(root)
         next_part = _next_part_number(cache_dir)
         with (
             _mapper(executor, workers, scheduler) as mapper,
@@ -121,8 +129,8 @@ def hash_manifest(
                 next_part += 1
                 advance(len(batch))
     table = _consolidate(cache_dir)
-    table = table.drop_duplicates(["image_id", "path"], keep="last")
-    merged = keys.merge(table, on=["image_id", "path"], how="left", validate="one_to_one")
+    table = table.drop_duplicates(key_columns, keep="last")
+    merged = keys.merge(table, on=key_columns, how="left", validate="one_to_one")
     return merged[list(HASH_COLUMNS)]
 
 
@@ -133,8 +141,12 @@ def read_hash_cache(cache_dir: str | Path) -> pd.DataFrame:
     if (cache_dir / CONSOLIDATED).is_file():
         files.insert(0, cache_dir / CONSOLIDATED)
     if not files:
-        return _typed(pd.DataFrame({c: [] for c in HASH_COLUMNS}))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return _typed(pd.DataFrame({c: [] for c in CACHE_COLUMNS}))
+    table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    for column in STAT_COLUMNS:  # a cache from before files' stats were kept: every row counts as changed
+        if column not in table.columns:
+            table[column] = -2
+    return table
 
 
 def _consolidate(cache_dir: Path) -> pd.DataFrame:
@@ -152,15 +164,24 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in ("image_id", "path", "content_hash", "phash", "dtype", "error"):
         frame[column] = frame[column].astype(object)
-    for column in ("height", "width"):
+    for column in ("height", "width", *STAT_COLUMNS):
         frame[column] = frame[column].astype(np.int64)
-    return frame[list(HASH_COLUMNS)]
+    return frame[list(CACHE_COLUMNS)]
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file; (-1, -1) when it cannot be stat'ed (hashing then records the error)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
 
 
 def _next_part_number(cache_dir: Path) -> int:

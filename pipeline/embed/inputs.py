@@ -22,7 +22,7 @@ from pipeline.errors import ConfigError, ImageReadError, ShardError
 from pipeline.manifest import read_manifest
 from pipeline.shard_format import IMAGE_EXT, INDEX_FILE, META_EXT, decode_png
 from pipeline.store.writer import Item
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, check_name
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def dataset_input(
     """The workspace's inputs for `name`: shards when they exist (source 'auto'), else manifest + images."""
     if source not in ("auto", "shards", "manifest"):
         raise ConfigError(f"--source must be auto, shards or manifest, got {source!r}")
+    check_name(name, "data set")
     frame = read_manifest(workspace.manifest_path(name))
     shard_dir = workspace.shards_dir(name)
     has_shards = (shard_dir / INDEX_FILE).is_file()
@@ -95,6 +96,9 @@ def scan_ids(shard: Path) -> list[str]:
                     ids.append(str(meta["image_id"]))
     except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
         raise ShardError(f"cannot read shard {shard}: {exc}") from exc
+    from pipeline.shard.reader import check_shard
+
+    check_shard(shard, len(ids))  # a tar that lost members must not pass for a complete one
     return ids
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.embed.inputs import MANIFEST_GROUP, iter_group, read_pixels
 from pipeline.embed.preprocess import Preprocessing
-from pipeline.errors import StoreError
+from pipeline.errors import ImageReadError, StoreError
 from pipeline.store.ledger import Ledger, Unit
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,20 @@ class UnitRows(IterableDataset):
                     sources[image_id] = unit.sources[row]
         group = units[0].group
         if group.startswith(MANIFEST_GROUP):
-            samples = ((i, read_pixels(Path(sources[i]))) for i in list(wanted))
+            ledger = Ledger(self.store_path)
+            for image_id in list(wanted):
+                try:
+                    pixels = read_pixels(Path(sources[image_id]))
+                except ImageReadError as exc:  # quarantined like `chex shard` does: the run goes on
+                    for unit_index, row, _ in wanted.pop(image_id):
+                        unit = next(u for u in units if u.index == unit_index)
+                        ledger.quarantine(unit, image_id, sources[image_id], str(exc))
+                        size = self.preprocessing.image_size
+                        yield {"x": torch.zeros(3, size, size), "unit": unit_index, "row": row}
+                    continue
+                for unit_index, row, view in wanted.pop(image_id):
+                    yield {"x": self.preprocessing(pixels, image_id, view), "unit": unit_index, "row": row}
+            return
         else:
             samples = iter_group(group)
         for image_id, pixels in samples:

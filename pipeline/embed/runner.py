@@ -17,6 +17,7 @@ from pipeline.store.ledger import Unit
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 30.0
 
 
 @dataclass
@@ -35,11 +36,13 @@ def embed_batches(
     device: torch.device,
     on_rows: Callable[[int], None] | None = None,
     max_pending_writes: int = 2,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunStats:
     """Run `model` over batches {x, unit, row}; write each unit as soon as all its rows are in.
 
     Writing (fp16/int8 conversion, compression, flush, done marker) runs on one background thread so the
-    model never waits for the disk, with at most `max_pending_writes` units in flight.
+    model never waits for the disk, with at most `max_pending_writes` units in flight. `transform` maps the
+    full patch tokens (B, L, P, D) to the store's patch rows (pooled and/or projected, pipeline/store/projection.py).
     """
     stats = RunStats()
     start = time.perf_counter()
@@ -48,11 +51,14 @@ def embed_batches(
     buffer_dtype = torch.float32 if writer.layout.quantized else torch.float16
     parts = writer.layout.parts
     futures: list[Future] = []
+    beat = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chex-store-writer") as pool, torch.inference_mode():
         for batch in batches:
             x = batch["x"].to(device, non_blocking=True)
             with autocast(device):
                 tokens = dict(zip(("cls", "patch", "registers"), last_layer_tokens(model, x, n_layers), strict=True))
+            if transform is not None:
+                tokens["patch"] = transform(tokens["patch"].to("cpu", torch.float32))
             tokens = {p: tokens[p].to("cpu", buffer_dtype) for p in parts}
             for j, (u, r) in enumerate(zip(batch["unit"], batch["row"], strict=True)):
                 if u not in buffers:
@@ -71,6 +77,9 @@ def embed_batches(
                     del filled[u]
                     stats.units += 1
             stats.rows += len(batch["unit"])
+            if time.monotonic() - beat > HEARTBEAT_S:  # claims older than the ledger's timeout get taken over
+                writer.ledger.heartbeat(units.values())
+                beat = time.monotonic()
             if on_rows:
                 on_rows(len(batch["unit"]))
         for f in futures:

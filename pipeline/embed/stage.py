@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import time
@@ -9,8 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import write_text_atomic
 from pipeline.device import pick_device
+from pipeline.embed.compress import check_layout, check_request, ensure_projection
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
+from pipeline.embed.fit import fit_from_images, train_items
 from pipeline.embed.inputs import DatasetInput, dataset_input, plan_items
 from pipeline.embed.loader import UnitRows, make_loader
 from pipeline.embed.model import BackboneSpec
@@ -18,10 +23,13 @@ from pipeline.embed.preprocess import Preprocessing
 from pipeline.embed.runner import RunStats, embed_batches
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
+from pipeline.shard_format import QUARANTINE_FILE
 from pipeline.store.layout import StoreLayout
+from pipeline.store.ledger import Ledger
+from pipeline.store.projection import patch_transform
 from pipeline.store.reader import FeatureStore
 from pipeline.store.writer import StoreWriter, store_attrs
-from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace import Workspace, check_name, resolve_workspace
 from pipeline.workspace_stores import note_new_store
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,9 @@ class EmbedOptions:
     rank: int = 0
     world_size: int = 1
     progress: bool = True
+    patch_rank: int = 0  # > 0: store patch tokens projected on this many principal directions (`--rank`)
+    pool: int = 1  # > 1: average pool x pool neighbourhoods of the patch grid (`--pool`)
+    fit_images: int = 8192  # train images the projection is fitted on (0: all)
 
 
 def embed_datasets(
@@ -88,7 +99,7 @@ def embed_datasets(
         image_size=image_size,
         num_heads=num_heads,
     )
-    name = backbone_name or spec.default_name()
+    name = check_name(backbone_name or spec.default_name(), "backbone (the store folder; choose one with --backbone)")
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]
     summary = embed_inputs(inputs, Path(store_path) if store_path else ws.features_dir(name), spec, name, options)
     if store_path is None and (options or EmbedOptions()).rank == 0 and note_new_store(ws, name):
@@ -124,15 +135,25 @@ def embed_inputs(
     device = pick_device(opt.device)
     model.to(device)
     preprocessing = Preprocessing(config.img_size, config.mean, config.std)
-    layout = StoreLayout(
-        opt.n_layers,
-        config.embed_dim,
-        config.n_patches,
-        config.num_registers,
-        opt.dtype,
-        opt.chunk_rows,
-        opt.unit_rows,
-    )
+    check_request(opt.patch_rank, opt.pool, opt.dtype)
+    if (opt.patch_rank or opt.pool > 1) and opt.dask:
+        raise ConfigError(
+            "--rank / --pool are not available with --dask; embed a full store, then run `chex store compress`"
+        )
+    try:
+        layout = StoreLayout(
+            opt.n_layers,
+            config.embed_dim,
+            config.n_patches,
+            config.num_registers,
+            opt.dtype,
+            opt.chunk_rows,
+            opt.unit_rows,
+            rank=opt.patch_rank,
+            pool=opt.pool,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
     attrs = store_attrs(
         backbone_name,
         config.to_dict(),
@@ -144,7 +165,19 @@ def embed_inputs(
         norm="final LayerNorm applied to each layer (DINOv2 norm=True)",
     )
     writer = StoreWriter.open(store_path, layout, attrs)
+    damaged = writer.take_back_damaged()  # missing or shortened unit files: embed those units again
+    if damaged:
+        log.warning("%s: %d damaged units will be embedded again: %s", store_path, len(damaged), ", ".join(damaged))
+    check_layout(writer, layout)
     items = plan_items(inputs, opt.train_views)
+    projection = ensure_projection(
+        writer,
+        lambda: fit_from_images(
+            model, device, train_items(inputs, items, opt.fit_images, 0), preprocessing, opt.n_layers,
+            config.embed_dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers,
+        ),
+    )  # fmt: skip
+    transform = patch_transform(opt.pool, projection) if (opt.patch_rank or opt.pool > 1) else None
     new_units = writer.plan(items)
     skipped = len(items) - sum(len(u.image_ids) for u in new_units)
     # assign over all planned units (not just pending ones) so every rank computes the same split
@@ -165,12 +198,14 @@ def embed_inputs(
                 opt.dask, spec, store_path, mine, preprocessing, opt.n_layers, opt.batch_size, n_workers=opt.workers
             )
         else:
-            stats = _embed_local(model, device, writer, mine, preprocessing, opt)
+            stats = _embed_local(model, device, writer, mine, preprocessing, opt, transform)
     finally:
         for unit in mine:
             writer.ledger.release(unit, only_pid=os.getpid())
     if joined:
         barrier()
+    if opt.rank == 0:
+        write_quarantine(writer.ledger, store_path)
     store = FeatureStore.open(store_path)
     return StoreSummary(
         store_path=Path(store_path),
@@ -185,11 +220,35 @@ def embed_inputs(
     )
 
 
-def _embed_local(model, device, writer: StoreWriter, units, preprocessing: Preprocessing, opt: EmbedOptions):
+def write_quarantine(ledger: Ledger, store_path: Path) -> Path | None:
+    """List the store's unreadable images in `<store>/quarantine.csv` (image_id, path, reason, unit)."""
+    rows = [
+        (image_id, path, reason, unit.name)
+        for unit in ledger.units()
+        for image_id, (path, reason) in ledger.quarantined(unit).items()
+    ]
+    target = Path(store_path) / QUARANTINE_FILE
+    if not rows:
+        target.unlink(missing_ok=True)
+        return None
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("image_id", "path", "reason", "unit"), *rows])
+    write_text_atomic(target, text.getvalue())
+    log.warning(
+        "%s: %d images could not be read and were left out; they are listed in %s", store_path, len(rows), target
+    )
+    return target
+
+
+def _embed_local(
+    model, device, writer: StoreWriter, units, preprocessing: Preprocessing, opt: EmbedOptions, transform=None
+):
     if not units:
         return RunStats()
     dataset = UnitRows(writer.path, units, preprocessing, owner_pid=os.getpid())
     loader = make_loader(dataset, opt.batch_size, opt.workers, pin_memory=device.type == "cuda")
     total = sum(len(u.image_ids) for u in units)
     with progress_bar(f"embed {writer.path.name}", total, enabled=opt.progress) as advance:
-        return embed_batches(model, loader, {u.index: u for u in units}, writer, opt.n_layers, device, advance)
+        return embed_batches(
+            model, loader, {u.index: u for u in units}, writer, opt.n_layers, device, advance, transform=transform
+        )

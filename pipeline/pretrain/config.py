@@ -150,7 +150,92 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> PretrainConfig:
-        return _build(cls, data, source)
+        config = _build(cls, data, source)
+        validate_ranges(config, source)
+        return config
+
+
+# dotted key -> (low, high, low inclusive, high inclusive); None: unbounded on that side
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "model.drop_path_rate": (0, 1, True, False),
+    **{f"{h}.{k}": r for h in ("dino", "ibot") for k, r in (
+        ("loss_weight", (0, None, True, True)), ("n_prototypes", (1, None, True, True)),
+        ("bottleneck_dim", (1, None, True, True)), ("hidden_dim", (1, None, True, True)),
+        ("n_layers", (1, None, True, True)),
+    )},
+    "dino.koleo_loss_weight": (0, None, True, True),
+    "ibot.mask_sample_probability": (0, 1, True, True),
+    "ibot.mask_ratio_min_max": (0, 1, True, True),
+    "teacher.momentum_teacher": (0, 1, True, True),
+    "teacher.final_momentum_teacher": (0, 1, True, True),
+    "teacher.warmup_teacher_temp": (0, None, False, True),
+    "teacher.teacher_temp": (0, None, False, True),
+    "teacher.warmup_teacher_temp_epochs": (0, None, True, True),
+    "teacher.student_temp": (0, None, False, True),
+    "teacher.center_momentum": (0, 1, True, True),
+    "optim.epochs": (0, None, False, True),
+    "optim.base_lr": (0, None, False, True),
+    "optim.min_lr": (0, None, True, True),
+    "optim.warmup_epochs": (0, None, True, True),
+    "optim.weight_decay": (0, None, True, True),
+    "optim.weight_decay_end": (0, None, True, True),
+    "optim.clip_grad": (0, None, True, True),
+    "optim.freeze_last_layer_epochs": (0, None, True, True),
+    "optim.patch_embed_lr_mult": (0, None, True, True),
+    "optim.layerwise_decay": (0, 1, False, True),
+    "optim.betas": (0, 1, True, False),
+    "crops.global_crops_size": (1, None, True, True),
+    "crops.local_crops_size": (1, None, True, True),
+    "crops.local_crops_number": (0, None, True, True),
+    "crops.global_crops_scale": (0, 1, False, True),
+    "crops.local_crops_scale": (0, 1, False, True),
+    "crops.hflip_prob": (0, 1, True, True),
+    "crops.jitter_prob": (0, 1, True, True),
+    "crops.brightness": (0, None, True, True),
+    "crops.contrast": (0, None, True, True),
+    "crops.blur_prob": (0, 1, True, True),
+    "crops.solarize_prob": (0, 1, True, True),
+    "train.batch_size_per_rank": (1, None, True, True),
+    "train.epoch_length": (1, None, True, True),
+    "train.total_steps": (1, None, True, True),
+    "train.max_steps": (1, None, True, True),
+    "train.num_workers": (0, None, True, True),
+    "train.shuffle_buffer": (0, None, True, True),
+    "train.checkpoint_every": (1, None, True, True),
+    "train.keep_checkpoints": (1, None, True, True),
+    "train.log_every": (1, None, True, True),
+}  # fmt: skip
+_ORDERED_PAIRS = ("ibot.mask_ratio_min_max", "crops.global_crops_scale", "crops.local_crops_scale")
+
+
+def validate_ranges(config: PretrainConfig, source: str = "config") -> None:
+    """ConfigError naming the first setting outside its range (e.g. steps 0, a negative lr, a crop count < 0),
+    so a run never starts, or "finishes" untrained, on a value that cannot be meant."""
+    from pipeline.workspace import check_name
+
+    check_name(config.name, "pretrain run")  # it becomes checkpoints/<name>/
+    flat = _flatten(config.to_dict())
+    for key, (low, high, low_in, high_in) in _RANGES.items():
+        value = flat.get(key)
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            bad = (low is not None and (v < low if low_in else v <= low)) or (
+                high is not None and (v > high if high_in else v >= high)
+            )
+            if bad:
+                lo = "" if low is None else f"{'>=' if low_in else '>'} {low:g}"
+                hi = "" if high is None else f"{'<=' if high_in else '<'} {high:g}"
+                allowed = " and ".join(filter(None, (lo, hi)))
+                raise ConfigError(
+                    f"pretrain setting {key} = {value!r} ({source} + --set) is out of range; it must be {allowed}"
+                )
+    for key in _ORDERED_PAIRS:
+        low_v, high_v = flat[key]
+        if low_v > high_v:
+            raise ConfigError(
+                f"pretrain setting {key} = {flat[key]!r} ({source} + --set): the first value must not exceed the second"
+            )
 
 
 def load_config(

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import yaml
 
+from pipeline.safe_load import load_tensors_or_refuse
+
 STEP_PATTERN = re.compile(r"^step_(\d{6,})$")
 STATE_FILE = "train_state.pt"
 HEADS_FILE = "heads.pt"
@@ -76,7 +78,8 @@ def save_tensors(obj: Any, path: Path) -> None:
 
 
 def load_tensors(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A tensors-only file of the run folder; CheckpointError naming it when it is empty, damaged or pickled code."""
+    return load_tensors_or_refuse(path, "delete it (or the step folder holding it) and rerun")
 
 
 def write_config(out_dir: Path, config_dict: dict[str, Any]) -> None:

@@ -180,7 +180,7 @@ class Features:
         for v in range(self.rows.shape[0]):
             have = np.flatnonzero(self.views_per_image > v)
             self.rows[v, have] = store.rows([ids[k] for k in have], view=v)
-        per_row = 4 * store.n_layers * store.dim * (1 + (store.n_patches if "patch" in self.parts else 0))
+        per_row = 4 * sum(math.prod(store.layout.token_shape(p)) for p in self.parts)
         present = self.rows >= 0
         self.nbytes = per_row * int(present.sum())
         self.cached: dict[str, torch.Tensor] | None = None

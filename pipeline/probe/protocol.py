@@ -9,6 +9,7 @@ of another head or probe configuration is not replaced unless `force`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +29,9 @@ from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
 from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError
+from pipeline.locks import folder_lock
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
+from pipeline.probe.halving import SWEEPS, halving_sweep
 from pipeline.probe.results import attention_maps, prediction_frame, survival_frame
 from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
 from pipeline.runs import (
@@ -49,7 +52,7 @@ from pipeline.runs import (
     write_tensors,
 )
 from pipeline.store import FeatureStore
-from pipeline.workspace import Workspace, resolve_workspace
+from pipeline.workspace import Workspace, check_name, resolve_workspace
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class ProbeConfig:
     head_options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     cache_bytes: int = 2 << 30  # features up to this size are read once into memory
+    sweep: str = "full"  # "halving": successive halving over the lrs (pipeline/probe/halving.py)
+    micro_batch: int = 0  # > 0: heads see each batch in pieces of this many images (bounded memory)
 
     def __post_init__(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -85,6 +90,10 @@ class ProbeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least 1")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ConfigError(f"--label-fraction {self.label_fraction}: must be in (0, 1]")
+        if self.sweep not in SWEEPS:
+            raise ConfigError(f"--sweep {self.sweep!r}: must be one of {', '.join(SWEEPS)}")
+        if self.micro_batch < 0:
+            raise ConfigError(f"--micro-batch {self.micro_batch}: must be 0 (whole batches) or positive")
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a probe's result (not device or cache size; head options are hashed resolved,
@@ -92,6 +101,9 @@ class ProbeConfig:
         data = dataclasses.asdict(self)
         for name in ("device", "cache_bytes", "head_options"):  # the head's identity is its resolved head config
             data.pop(name)
+        for name, default in (("sweep", "full"), ("micro_batch", 0)):  # absent at their defaults: old keys hold
+            if data[name] == default:
+                data.pop(name)
         return data
 
 
@@ -112,6 +124,26 @@ class RunSummary:
     sweep: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _one_writer(func):
+    """Run `func` holding the run folder's lock (pipeline/locks.py): two probes of one run never interleave.
+    Names that become folders are checked first."""
+
+    @functools.wraps(func)
+    def wrapper(workspace, dataset, head, backbone=None, config=None, *args, **kwargs):
+        ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+        check_name(dataset, "data set")
+        check_name(head, "head")
+        if head not in head_names():
+            return func(ws, dataset, head, backbone, config, *args, **kwargs)  # refused there, with the known heads
+        name = resolve_backbone(ws, backbone)
+        fraction = (config or ProbeConfig()).label_fraction
+        with folder_lock(RunFolder.of(ws, dataset, name, head, fraction).root, "probe run folder"):
+            return func(ws, dataset, head, name, config, *args, **kwargs)
+
+    return wrapper
+
+
+@_one_writer
 def run_probe(
     workspace: Workspace | str | Path,
     dataset: str,
@@ -148,7 +180,7 @@ def run_probe(
     max_views = store.n_views(train_ids) if config.train_views else 1
     parts = ("cls", "patch") if head_spec(head).uses_patch(config.head_options) else ("cls",)
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
-    eval_batch = max(batch_size, 64)
+    eval_batch = config.micro_batch or max(batch_size, 64)
     skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
     by_reason: dict[str, list[str]] = {}
     for name, reason in skip_train.items():
@@ -164,12 +196,18 @@ def run_probe(
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     sweep = HeadStack(factory, len(config.lrs))
-    spec = TrainSpec(tuple(config.lrs), epochs, batch_size, config.weight_decay, config.seed, max_views > 1)
-    train_stack(sweep, features, data.train, data.labels, spec, device, folder.partial_dir / "sweep.pt", key,
-                f"{dataset}/{head} sweep ({len(config.lrs)} lrs)", progress)  # fmt: skip
-    val_probs = predict_stack(sweep, features, data.val, eval_batch, device)
+    spec = TrainSpec(tuple(config.lrs), epochs, batch_size, config.weight_decay, config.seed, max_views > 1,
+                     config.micro_batch)  # fmt: skip
     skip_idx = [data.outputs.index(name) for name in skip_train]
-    table = sweep_table(config.lrs, val_probs, data.labels[data.val], skip_idx)
+    what = f"{dataset}/{head} sweep ({len(config.lrs)} lrs{', halving' if config.sweep == 'halving' else ''})"
+    if config.sweep == "halving":
+        val_probs, table = halving_sweep(sweep, features, data.train, data.val, data.labels, skip_idx, spec, device,
+                                         eval_batch, folder.partial_dir / "sweep.pt", key, what, progress)  # fmt: skip
+    else:
+        train_stack(sweep, features, data.train, data.labels, spec, device, folder.partial_dir / "sweep.pt", key,
+                    what, progress)  # fmt: skip
+        val_probs = predict_stack(sweep, features, data.val, eval_batch, device)
+        table = sweep_table(config.lrs, val_probs, data.labels[data.val], skip_idx)
     chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
     chosen_lr = float(config.lrs[chosen])
     timings["sweep_s"] = time.perf_counter() - t0
@@ -261,7 +299,10 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
-    return lambda: build_head(head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, **options)
+    patch_dim = store.layout.rank or None  # heads read projected tokens natively (docs/architecture.md)
+    return lambda: build_head(
+        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, patch_dim=patch_dim, **options
+    )
 
 
 def _previous_record(folder: RunFolder) -> RunRecord | None:

@@ -8,6 +8,7 @@ the same result it would have had (the epoch's shuffling and dropout are seeded 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,8 +23,10 @@ from sklearn.metrics import roc_auc_score
 
 from heads import HeadStack, masked_bce
 from pipeline.device import autocast
+from pipeline.errors import ConfigError
 from pipeline.probe.data import Features
 from pipeline.progress import progress_bar
+from pipeline.safe_load import load_tensors_or_refuse
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,14 @@ class TrainSpec:
     weight_decay: float = 1e-4
     seed: int = 0
     sample_views: bool = False
+    micro_batch: int = 0  # > 0: each step's batch goes through the heads in pieces of this many images
+
+    def __post_init__(self) -> None:
+        if self.micro_batch and (self.micro_batch < 1 or self.batch_size % self.micro_batch):
+            raise ConfigError(
+                f"--micro-batch {self.micro_batch} must divide the batch size {self.batch_size}, so every step "
+                "sees the same images as without micro-batching"
+            )
 
 
 def train_stack(
@@ -53,44 +64,111 @@ def train_stack(
     progress: bool = True,
 ) -> HeadStack:
     """Train every member of `stack` on `positions` (indices into `labels` / the features' image list)."""
-    stack.to(device)
-    # fused: one kernel over every tensor of a group (CPU and CUDA); the heads of a sweep are many small tensors.
-    optimizer = torch.optim.AdamW(stack.param_groups(spec.lrs, spec.weight_decay), fused=True)
-    steps_per_epoch = math.ceil(len(positions) / spec.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, spec.epochs * steps_per_epoch))
-    first_epoch = _resume(resume_path, resume_key, stack, optimizer, scheduler)
-    label_tensor = torch.from_numpy(labels.astype(np.float32))
-    with progress_bar(description, spec.epochs * steps_per_epoch, progress) as advance:
-        advance(first_epoch * steps_per_epoch)
-        for epoch in range(first_epoch, spec.epochs):
-            stack.train()
-            torch.manual_seed(spec.seed * 100_003 + epoch)  # dropout masks: the same on a resumed run
-            total, n_batches = 0.0, 0
-            batches = features.batches(
-                positions, spec.batch_size, shuffle=True, seed=spec.seed * 1000 + epoch, sample_views=spec.sample_views
-            )
-            for batch_pos, tokens in batches:
-                target = label_tensor[torch.from_numpy(batch_pos)].to(device)
-                with autocast(device):
-                    logits = stack(*_inputs(tokens, stack.needs_patch, device))
-                loss = masked_bce(logits.float(), target, stack.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) / len(stack)
-                n_batches += 1
-                advance()
-            log.debug("%s epoch %d: mean loss per head %.4f", description, epoch, total / max(1, n_batches))
-            _checkpoint(resume_path, resume_key, epoch + 1, stack, optimizer, scheduler)
+    trainer = StackTrainer(stack, features, positions, labels, spec, device, resume_path, resume_key, description)
+    trainer.train_until(spec.epochs, progress)
     return stack
+
+
+class StackTrainer:
+    """AdamW (one param group per member) + per-iteration cosine schedule over `spec.epochs`, trained in segments
+    (`train_until`), checkpointed after every epoch with the stack's active members and a free-form `state`
+    (successive halving keeps its rung decisions there), so a killed run resumes where it stopped."""
+
+    def __init__(
+        self,
+        stack: HeadStack,
+        features: Features,
+        positions: np.ndarray,
+        labels: np.ndarray,
+        spec: TrainSpec,
+        device: torch.device,
+        resume_path: Path | None = None,
+        resume_key: str = "",
+        description: str = "train",
+    ) -> None:
+        self.stack, self.features, self.positions, self.spec, self.device = stack, features, positions, spec, device
+        self.resume_path, self.resume_key, self.description = resume_path, resume_key, description
+        stack.to(device)
+        # fused: one kernel over every tensor of a group (CPU and CUDA); the heads of a sweep are many small tensors.
+        self.optimizer = torch.optim.AdamW(stack.param_groups(spec.lrs, spec.weight_decay), fused=True)
+        self.steps_per_epoch = math.ceil(len(positions) / spec.batch_size)
+        total = max(1, spec.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        self.state: dict = {}
+        self.epoch = _resume(resume_path, resume_key, stack, self.optimizer, self.scheduler, self.state)
+        self.labels = torch.from_numpy(labels.astype(np.float32))
+
+    def train_until(self, last_epoch: int, progress: bool = True) -> None:
+        """Train the active members from the current epoch up to `last_epoch` (exclusive of none: epochs
+        current .. last_epoch - 1), checkpointing after each."""
+        spec, stack = self.spec, self.stack
+        with progress_bar(self.description, spec.epochs * self.steps_per_epoch, progress) as advance:
+            advance(self.epoch * self.steps_per_epoch)
+            while self.epoch < min(last_epoch, spec.epochs):
+                stack.train()
+                torch.manual_seed(spec.seed * 100_003 + self.epoch)  # dropout masks: the same on a resumed run
+                batches = self.features.batches(
+                    self.positions, spec.micro_batch or spec.batch_size, shuffle=True,
+                    seed=spec.seed * 1000 + self.epoch, sample_views=spec.sample_views,
+                )  # fmt: skip
+                per_step = spec.batch_size // spec.micro_batch if spec.micro_batch else 1
+                total, n_steps = self._epoch(batches, per_step, advance)
+                log.debug("%s epoch %d: mean loss per head %.4f", self.description, self.epoch, total / max(1, n_steps))
+                self.epoch += 1
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        _checkpoint(self.resume_path, self.resume_key, self.epoch, self.stack, self.optimizer, self.scheduler,
+                    self.state)  # fmt: skip
+
+    def _epoch(self, batches, per_step: int, advance) -> tuple[float, int]:
+        """One epoch of optimizer steps; with micro-batches, the gradients of `per_step` pieces are summed and
+        divided by the step's number of known labels: the gradient of the whole batch's mean loss."""
+        stack, optimizer, device = self.stack, self.optimizer, self.device
+        total, n_steps, k, known, loss_sum = 0.0, 0, 0, 0, 0.0
+        for batch_pos, tokens in batches:
+            target = self.labels[torch.from_numpy(batch_pos)].to(device)
+            if k % per_step == 0:
+                optimizer.zero_grad(set_to_none=True)
+                known, loss_sum = 0, 0.0
+            with autocast(device):
+                logits = stack(*_inputs(tokens, stack.needs_patch, device))
+            if per_step == 1:
+                loss = masked_bce(logits.float(), target, stack.label_smoothing)
+                loss.backward()
+                loss_sum, known = float(loss.detach()), 1
+            else:
+                loss = masked_bce(logits.float(), target, stack.label_smoothing, reduction="sum")
+                loss.backward()
+                loss_sum += float(loss.detach())
+                known += int((~torch.isnan(target)).sum())
+            k += 1
+            if k % per_step == 0:
+                total += self._step(per_step, known, loss_sum)
+                n_steps += 1
+                advance()
+        if k % per_step:
+            total += self._step(per_step, known, loss_sum)
+            n_steps += 1
+            advance()
+        return total, n_steps
+
+    def _step(self, per_step: int, known: int, loss_sum: float) -> float:
+        if per_step > 1 and known > 0:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.div_(known)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss_sum / max(1, known) / len(self.stack.active)
 
 
 @torch.no_grad()
 def predict_stack(
     stack: HeadStack, features: Features, positions: np.ndarray, batch_size: int, device: torch.device
 ) -> np.ndarray:
-    """Probabilities (H, N, K) of every member for `positions` (view 0, in the order given)."""
+    """Probabilities (H, N, K) of every active member for `positions` (view 0, in the order given)."""
     stack.eval().to(device)
     index = {int(p): k for k, p in enumerate(positions)}
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -99,7 +177,7 @@ def predict_stack(
             logits = stack(*_inputs(tokens, stack.needs_patch, device))
         chunks.append((batch_pos, torch.sigmoid(logits.float()).cpu().numpy()))
     n_outputs = chunks[0][1].shape[-1] if chunks else 0
-    out = np.empty((len(stack), len(positions), n_outputs), dtype=np.float32)
+    out = np.empty((len(stack.active), len(positions), n_outputs), dtype=np.float32)
     for batch_pos, probs in chunks:
         out[:, [index[int(p)] for p in batch_pos]] = probs
     return out
@@ -152,26 +230,33 @@ def _inputs(tokens: dict[str, torch.Tensor], needs_patch: bool, device: torch.de
     return cls, patch
 
 
-def _resume(path: Path | None, key: str, stack, optimizer, scheduler) -> int:
+def _resume(path: Path | None, key: str, stack, optimizer, scheduler, extra: dict | None = None) -> int:
     if path is None or not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("key") != key:
+    state = load_tensors_or_refuse(path, f"delete {path.parent} (or rerun with --force) to start the probe over")
+    if not isinstance(state, dict) or state.get("key") != key:
         log.info("ignoring %s: it belongs to another probe configuration", path)
         return 0
     stack.load_state_dict(state["stack"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if "active" in state:
+        stack.active = [int(i) for i in state["active"]]
+    if extra is not None and "extra" in state:
+        extra.update(json.loads(state["extra"]))
     log.info("resuming from %s at epoch %d", path, state["epoch"])
     return int(state["epoch"])
 
 
-def _checkpoint(path: Path | None, key: str, epoch: int, stack, optimizer, scheduler) -> None:
+def _checkpoint(
+    path: Path | None, key: str, epoch: int, stack, optimizer, scheduler, extra: dict | None = None
+) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     state = {"key": key, "epoch": epoch, "stack": stack.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict()}  # fmt: skip
+             "scheduler": scheduler.state_dict(), "active": list(stack.active),
+             "extra": json.dumps(extra or {})}  # fmt: skip
     torch.save(state, tmp)
     tmp.replace(path)

@@ -8,11 +8,12 @@ printed formats round.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 CellKind = Literal["metric", "pvalue", "ratio", "percent", "text"]
 MISSING = "–"
+UNDEFINED = "undefined"  # a run that exists but whose metric cannot be computed (reason in the cell's note)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Cell:
     kind: CellKind = "metric"
     bold: bool = False
     text: str = ""
+    note: str = ""  # why the cell is undefined, listed under the table
 
     @property
     def has_value(self) -> bool:
@@ -131,7 +133,16 @@ def mark_best(cells: list[Cell], higher_is_better: bool = True) -> list[Cell]:
     if not values:
         return cells
     best = max(values) if higher_is_better else min(values)
-    return [
-        Cell(c.value, c.low, c.high, c.kind, True, c.text) if c.has_value and not c.text and c.value == best else c
-        for c in cells
-    ]
+    return [replace(c, bold=True) if c.has_value and not c.text and c.value == best else c for c in cells]
+
+
+def undefined_notes(table: ReportTable) -> list[str]:
+    """One line per undefined cell of `table`: where it is and why (so 'undefined' is never unexplained)."""
+    notes = []
+    for panel in table.panels:
+        for row in panel.rows:
+            for column, cell in zip(table.columns, row.cells, strict=True):
+                if cell.text == UNDEFINED:
+                    where = " / ".join([*([panel.title] if panel.title else []), *row.labels, column])
+                    notes.append(f"{where}: undefined ({cell.note or 'no estimate in results.parquet'})")
+    return notes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,9 +107,18 @@ def index_markdown(
     return "\n".join(lines)
 
 
+_TRUSTED_LINES = ("<details><summary>Runs</summary>", "</details>")
+
+
 def index_html(markdown: str, title: str) -> str:
-    """The same page as HTML (markdown-it, tables enabled) with a small stylesheet."""
-    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    """The same page as HTML (markdown-it, tables enabled) with a small stylesheet.
+
+    Raw HTML in the markdown is escaped (html off): folder, backbone and data set names come from users. Only
+    the index's own <details> lines pass through as tags."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    pattern = "^(" + "|".join(re.escape(t) for t in _TRUSTED_LINES) + ")$"
+    chunks = re.split(pattern, markdown, flags=re.MULTILINE)
+    body = "".join(chunk + "\n" if chunk in _TRUSTED_LINES else md.render(chunk) for chunk in chunks)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
         "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}th,td{padding:2px 8px;"

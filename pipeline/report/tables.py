@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from pipeline.report.cells import Cell, Panel, ReportTable, Row, mark_best, missing_cell
+from pipeline.report.cells import UNDEFINED, Cell, Panel, ReportTable, Row, mark_best, missing_cell
 from pipeline.report.collect import Collection, dataset_name, head_name
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 
@@ -37,6 +37,10 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
     if not len(rows):
         return missing_cell(kind)  # type: ignore[arg-type]
     row = rows.iloc[0]
+    if pd.isna(row["estimate"]):  # the run exists; the metric cannot be computed (e.g. no positive test labels)
+        note = str(row["note"]) if "note" in row.index and pd.notna(row["note"]) else ""
+        reason = note.split("; ")[0].removeprefix("undefined: ")
+        return Cell(kind=kind, text=UNDEFINED, note=reason)  # type: ignore[arg-type]
     value = float(row["estimate"]) if pd.notna(row["estimate"]) else math.nan
     low = float(row["ci_low"]) if pd.notna(row["ci_low"]) else math.nan
     high = float(row["ci_high"]) if pd.notna(row["ci_high"]) else math.nan

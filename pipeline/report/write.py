@@ -2,23 +2,27 @@
 
 Layout under the output folder: tables/<name>.{md,csv,tex}, figures/<name>.{png,pdf}, index.md, index.html.
 Missing inputs are named in the summary and on the index page; whatever can be made is still written.
+The report is made in a temporary folder beside the output folder and swapped in whole at the end, so a
+run killed midway leaves the previous report as it was (never new tables under an old index).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 from rich.table import Table
 
+from pipeline.atomic import TEMP_SUFFIX, atomic_dir
 from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
-from pipeline.report.cells import ReportTable
+from pipeline.report.cells import ReportTable, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
 from pipeline.report.comparisons import best_vs_others
 from pipeline.report.figures import (
@@ -111,8 +115,32 @@ def write_report(
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     out = Path(out_dir) if out_dir is not None else ws.reports_dir
     sources = [Path(p) for p in results] if results else None
+    _check_report_folder(out)
     coll = collect_runs(sources, ws, n_resamples=n_resamples, seed=seed)
     coll.image_roots = {k: Path(v) for k, v in (image_roots or {}).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stray in out.parent.glob(f".{out.name}.*{TEMP_SUFFIX}"):  # half-made reports of killed runs
+        shutil.rmtree(stray, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        summary = _write_all(coll, ws, sources, tmp, formats, progress, n_resamples, n_permutations,
+                             attention_findings, adjust, seed, figures)  # fmt: skip
+    summary.out_dir = out
+    summary.paths = [out / p.relative_to(tmp) for p in summary.paths]
+    summary.figures = [replace(f, paths=[out / p.relative_to(tmp) for p in f.paths]) for f in summary.figures]
+    return summary
+
+
+def _check_report_folder(out: Path) -> None:
+    """The output folder is replaced whole: refuse one that holds something other than a chex report."""
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.md").is_file():
+        raise ConfigError(
+            f"{out} is not empty and holds no chex report (no index.md); the report replaces its output folder "
+            "whole, so give a new or empty folder with --out"
+        )
+
+
+def _write_all(coll, ws, sources, out, formats, progress, n_resamples, n_permutations, attention_findings,
+               adjust, seed, figures) -> ReportSummary:  # fmt: skip
     summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
     summary.missing = [*coll.problems, *missing_inputs(coll)]
     steps = _figure_steps(coll) if figures else []
@@ -180,6 +208,7 @@ def _write_tables(
         if table.is_empty:
             continue
         summary.tables[table.name] = table
+        table.notes += [n for n in undefined_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
         if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
             files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))

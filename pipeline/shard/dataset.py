@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,21 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from pipeline.cards import DatasetCard
-from pipeline.errors import ConfigError, disk_full_as_error
+from pipeline.errors import ConfigError, ShardError, disk_full_as_error
 from pipeline.imageio import MAX_PIXELS, VoiMode
 from pipeline.manifest import read_manifest, validate_manifest
 from pipeline.progress import progress_bar
 from pipeline.shard import writer
-from pipeline.shard.index import build_index
+from pipeline.shard.index import INDEX_COLUMNS, MANIFEST_FILE, QUARANTINE_COLUMNS, IndexSummary, build_index
 from pipeline.shard.plan import ShardTask, plan_shards
 from pipeline.shard.quarantine import report
 from pipeline.shard.writer import TMP_SUFFIX, ShardResult, WriteOptions, load_done
+from pipeline.shard_format import INDEX_FILE
+from pipeline.workspace import check_name
 
 log = logging.getLogger(__name__)
 Executor = Literal["process", "dask"]
+MIN_READABLE = 0.5  # refuse to shard when fewer than this fraction of the images exist
 
 
 @dataclass
@@ -72,6 +77,7 @@ def shard_dataset(
     voi: VoiMode = "auto",
     max_pixels: int = MAX_PIXELS,
     verify: str = "size",
+    min_readable: float = MIN_READABLE,
     card: DatasetCard | None = None,
 ) -> ShardSummary:
     """Pack the manifest's images into webdataset tar shards `<out_dir>/<name>-NNNNNN.tar` plus index.parquet,
@@ -79,10 +85,13 @@ def shard_dataset(
 
     `workers` > 1 uses a process pool; `executor="dask"` submits the shards to the dask.distributed scheduler
     at `dask_address` (None or "local": a LocalCluster of `workers` processes). `verify` ("size" or
-    "sha256") is how finished shards of an earlier run are checked before being reused. With the data set's
-    `card`, label values are checked too, so a bad label stops here rather than at probe time.
+    "sha256") is how finished shards of an earlier run are checked before being reused. Existence is checked
+    up front: when fewer than `min_readable` of the images exist (none at all, always), nothing is written and a
+    ShardError says so (a wrong --root is the usual cause). With the data set's `card`, label values are checked
+    too, so a bad label stops here rather than at probe time.
     """
     started = time.perf_counter()
+    check_name(name, "shard set")  # it names the tar files
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if executor not in ("process", "dask"):
@@ -98,6 +107,7 @@ def shard_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     options = WriteOptions(max_side, voi, max_pixels)
+    sizes = _check_readable(frame, image_root, order, min_readable, name)
     tasks = plan_shards(
         frame,
         image_root,
@@ -106,6 +116,7 @@ def shard_dataset(
         samples_per_shard=samples_per_shard,
         max_side=max_side,
         order=order,
+        sizes=np.maximum(sizes, 0),
     )
     results: dict[int, ShardResult] = {}
     for task in tasks:
@@ -127,7 +138,9 @@ def shard_dataset(
         for result in _run(pending, image_root, out_dir, options, workers, executor, dask_address):
             results[result.record["index"]] = result
             advance()
-        index = build_index(out_dir, tasks, frame, options, results=results, verify=verify)
+        index = _current_index(out_dir, tasks, results) if not pending else None
+        if index is None:  # a rerun with nothing to do leaves the index (and the sharded manifest) as they are
+            index = build_index(out_dir, tasks, frame, options, results=results, verify=verify)
     seconds = time.perf_counter() - started
     fresh = [r for r in results.values() if r.written]
     handled = sum(r.record["n_samples"] + len(r.quarantine) for r in fresh)
@@ -147,6 +160,52 @@ def shard_dataset(
         images_per_second=handled / seconds if seconds > 0 else 0.0,
         pending=index.pending,
     )
+
+
+def _check_readable(
+    frame: pd.DataFrame, image_root: Path, order: Sequence[int] | None, min_readable: float, name: str
+) -> np.ndarray:
+    """File sizes of the manifest rows (-1: missing); ShardError when too few of the (ordered) rows exist."""
+    if not 0.0 <= min_readable <= 1.0:
+        raise ConfigError(f"--min-readable must be a fraction in [0, 1], got {min_readable}")
+    paths = frame["path"].astype(str).to_numpy()
+    sizes = np.fromiter((_size(image_root / p) for p in paths), dtype=np.int64, count=len(paths))
+    chosen = sizes if order is None else sizes[np.asarray(order, dtype=np.int64)]
+    found = int((chosen >= 0).sum())
+    if len(chosen) and (found == 0 or found / len(chosen) < min_readable):
+        missing = [str(p) for p in (paths if order is None else paths[np.asarray(order)])[chosen < 0][:3]]
+        raise ShardError(
+            f"{name}: only {found} of {len(chosen)} images exist under {image_root} (e.g. missing {missing}); "
+            f"at least {min_readable:.0%} must (--min-readable). Check --root; nothing was written"
+        )
+    return sizes
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
+def _current_index(out_dir: Path, tasks: list[ShardTask], results: dict[int, ShardResult]) -> IndexSummary | None:
+    """The summary of the index already on disk when it lists exactly these finished shards (else None)."""
+    try:
+        index = pd.read_parquet(out_dir / INDEX_FILE)
+    except Exception:  # missing or unreadable: rebuild it
+        return None
+    records = sorted((r.record for r in results.values()), key=lambda r: r["index"])
+    on_disk = index.sort_values("index").to_dict("records")
+    same = len(records) == len(on_disk) and all(
+        {k: a[k] for k in INDEX_COLUMNS} == {k: (v.item() if hasattr(v, "item") else v) for k, v in b.items()}
+        for a, b in zip(records, on_disk, strict=True)
+    )
+    if not same or not (out_dir / MANIFEST_FILE).is_file():
+        return None
+    quarantine = pd.DataFrame(
+        [{**q, "shard": t.file} for t in tasks for q in results[t.index].quarantine], columns=QUARANTINE_COLUMNS
+    )
+    return IndexSummary(len(index), int(index["n_samples"].sum()), int(index["bytes"].sum()), quarantine)
 
 
 def _run(

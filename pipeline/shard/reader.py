@@ -1,9 +1,14 @@
 """Reading a shard set: exact, reproducible iteration (`iter_samples`) and a streaming webdataset pipeline for
-training (`training_stream`). PNGs are decoded with `pipeline.shard_format.decode_png`, keeping 16 bits."""
+training (`training_stream`). PNGs are decoded with `pipeline.shard_format.decode_png`, keeping 16 bits.
+
+Reading a whole tar compares what it held with the index: its number of samples (`n_samples`) and its sha256
+(computed while streaming). A tar that lost members (even one of the recorded size) is a ShardError naming it.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 import re
@@ -66,6 +71,54 @@ def shard_paths(shard_dir: str | Path) -> list[Path]:
         if int(row.n_samples) > 0:
             paths.append(path)
     return paths
+
+
+def index_record(shard: str | Path) -> dict[str, Any] | None:
+    """The index row of `shard` (None when its folder has no index, or the index does not list it)."""
+    shard = Path(shard)
+    try:
+        mtime = (shard.parent / INDEX_FILE).stat().st_mtime_ns
+    except OSError:
+        return None
+    return _index_rows(str(shard.parent), mtime).get(shard.name)
+
+
+@functools.lru_cache(maxsize=8)
+def _index_rows(folder: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
+    return {str(row["shard"]): row for row in read_index(folder).to_dict("records")}
+
+
+def check_shard(shard: str | Path, n_samples: int, sha256: str | None = None) -> None:
+    """ShardError naming `shard` if it held another number of samples (or sha256) than its index records."""
+    record = index_record(shard)
+    if record is None:
+        return
+    fix = "rewrite it: delete it and rerun `chex shard` (or rerun `chex shard --verify sha256`)"
+    if n_samples != int(record["n_samples"]):
+        raise ShardError(
+            f"{shard}: holds {n_samples} samples but the index records n_samples={int(record['n_samples'])}; "
+            f"the tar lost members or was replaced; {fix}"
+        )
+    want = record.get("sha256")
+    if sha256 is not None and isinstance(want, str) and want and sha256 != want:
+        raise ShardError(f"{shard}: its sha256 differs from the one the index records; the tar changed; {fix}")
+
+
+class _HashingReader:
+    """A file wrapper that hashes every byte read through it (tarfile's stream mode reads sequentially)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        while self.read(1 << 20):  # the end-of-archive padding tarfile does not read
+            pass
+        return self.digest.hexdigest()
 
 
 def iter_samples(shard_paths: Sequence[str | Path], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
@@ -136,8 +189,9 @@ def _read_tar(path: Path) -> Iterator[Sample]:
     """Samples of one tar: members `<key>.png` and `<key>.json`, adjacent per sample. Members are read as bytes,
     never extracted; any name or content that breaks the contract is a ShardError naming the tar."""
     pending: dict[str, dict[str, bytes]] = {}
+    count = 0
     try:
-        with tarfile.open(path, "r|") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=(reader := _HashingReader(raw)), mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -153,11 +207,14 @@ def _read_tar(path: Path) -> Iterator[Sample]:
                 parts[ext] = handle.read() if handle is not None else b""
                 if IMAGE_EXT in parts and META_EXT in parts:
                     del pending[key]
+                    count += 1
                     yield _sample(key, parts, path.name)
+            digest = reader.hexdigest()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ShardError(f"{path}: unreadable tar ({exc}); rewrite it with `chex shard`") from None
     if pending:
         raise ShardError(f"{path}: incomplete sample(s) {sorted(pending)[:5]} (a png without json or vice versa)")
+    check_shard(path, count, digest)
 
 
 def _sample(key: str, parts: dict[str, bytes], shard: str) -> Sample:

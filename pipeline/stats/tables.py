@@ -37,8 +37,8 @@ def pivot(frame: pd.DataFrame, what: str) -> Table:
     col = pd.Index(outputs).get_indexer(keys["output"])
     labels = np.full((len(image_ids), len(outputs)), np.nan)
     scores = np.full((len(image_ids), len(outputs)), np.nan)
-    labels[row, col] = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
-    scores[row, col] = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
+    labels[row, col] = _numeric(frame, "label", what)
+    scores[row, col] = _numeric(frame, "score", what)
     labels[labels == UNCERTAIN_LABEL] = np.nan  # uncertain: masked, the rule of every statistic (binary_labels)
     known = ~np.isnan(labels)
     odd = known & (labels != 0) & (labels != 1)
@@ -117,3 +117,16 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     frame["defined"] = frame["defined"].astype(bool)
     frame[["n", "n_pos"]] = frame[["n", "n_pos"]].astype("int64")
     return frame
+
+
+def _numeric(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """`column` as float64; PredictionsError naming the values that are not numbers (never read as missing)."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        shown = sorted({repr(v) for v in frame[column][bad].unique()[:5]})
+        raise PredictionsError(
+            f"{what}: column {column!r} holds {int(bad.sum())} values that are not numbers ({', '.join(shown)}); "
+            + ("labels must be 1, 0 or empty" if column == "label" else "scores must be numbers")
+        )
+    return values.to_numpy(dtype=np.float64)

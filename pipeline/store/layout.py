@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,17 @@ class StoreLayout:
     dtype: str = "float16"
     chunk_rows: int = 0  # 0: chosen from the bytes per image
     unit_rows: int = 0
+    rank: int = 0  # > 0: patch tokens projected on R principal directions (pipeline/store/projection.py)
+    pool: int = 1  # > 1: patch grid averaged over pool x pool neighbourhoods
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {DTYPES}, got {self.dtype!r}")
+        side = math.isqrt(self.n_patches)
+        if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
+            raise ValueError(f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches})")
+        if not 0 <= self.rank <= self.n_layers * self.dim:
+            raise ValueError(f"rank {self.rank} must be in 0..{self.n_layers * self.dim} (layers x dim)")
         per_image = self.bytes_per_image
         unit = self.unit_rows or max(1, min(_MAX_UNIT_ROWS, _TARGET_UNIT_BYTES // per_image))
         chunk = min(unit, self.chunk_rows or max(1, _TARGET_CHUNK_BYTES // per_image))
@@ -47,14 +55,35 @@ class StoreLayout:
     @property
     def bytes_per_image(self) -> int:
         """Uncompressed bytes of one row's tokens (+ scales when int8)."""
-        tokens = self.n_layers * (1 + self.n_patches + self.n_registers)
-        return tokens * (self.dim * np.dtype(self.dtype).itemsize + (4 if self.quantized else 0))
+        total = 0
+        for part in self.parts:
+            shape = self.token_shape(part)
+            scales = 4 * math.prod(shape[:-1]) if self.quantized else 0
+            total += math.prod(shape) * np.dtype(self.dtype).itemsize + scales
+        return total
+
+    @property
+    def stored_patches(self) -> int:
+        """Patch tokens per row as stored (after pooling)."""
+        return self.n_patches // (self.pool * self.pool)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the stored patch grid (square backbone grids only)."""
+        side = math.isqrt(self.stored_patches)
+        return (side, side) if side * side == self.stored_patches else (1, self.stored_patches)
+
+    @property
+    def patch_dim(self) -> int:
+        """Width of one stored patch token: R when projected (the L blocks mixed into one token), else D."""
+        return self.rank or self.dim
 
     def token_shape(self, part: str) -> tuple[int, ...]:
-        """Shape of one row of `part` (without N)."""
+        """Shape of one row of `part` (without N). A projected patch row is (1, P', R): one token of R dims."""
+        patch = (1, self.stored_patches, self.rank) if self.rank else (self.n_layers, self.stored_patches, self.dim)
         return {
             "cls": (self.n_layers, self.dim),
-            "patch": (self.n_layers, self.n_patches, self.dim),
+            "patch": patch,
             "registers": (self.n_layers, self.n_registers, self.dim),
         }[part]
 
@@ -67,4 +96,6 @@ class StoreLayout:
             dtype=self.dtype,
             chunk_rows=self.chunk_rows,
             unit_rows=self.unit_rows,
+            rank=self.rank,
+            pool=self.pool,
         )

@@ -3,20 +3,31 @@
 A write unit is one Zarr shard along N (a few hundred images), so two writers never touch the same file.
 Files under `<store>/ledger/`:
     plan/unit-000012.json   rows the unit holds: start row, image ids, views, input group (written once)
-    claims/unit-000012      O_EXCL claim of a writer (host, pid); removed once the unit is done
-    done/unit-000012.json   written (atomically) only after the unit's data is flushed: the truth for readers
+    claims/unit-000012      O_EXCL claim of a writer (host, pid, time); its mtime is the writer's heartbeat;
+                            removed once the unit is done
+    done/unit-000012.json   written (atomically) only after the unit's data is flushed: the truth for readers;
+                            lists the files the unit wrote with size and sha256 (`pipeline.store.integrity`)
+    quarantine/unit-000012.json  images of the unit that could not be read ({image_id: [path, reason]}); their
+                            rows are written empty (view -1) and hidden from readers
+    damaged/unit-000012.json  a done marker taken back because the unit's files were found damaged (with the
+                            problems); the unit is pending again, and the next `chex embed` rewrites it
     plan.lock               O_EXCL lock held while units are planned and the arrays resized
+
+Taking over a claim: a claim whose owner is a dead process on this host is taken over at once; any claim
+(from any host) whose heartbeat is older than CLAIM_TIMEOUT_S (env CHEX_CLAIM_TIMEOUT_S, default 15 min) is
+taken over too, so a writer killed on another machine never blocks a unit for ever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +35,18 @@ import psutil
 
 from pipeline.errors import StoreError
 
+log = logging.getLogger(__name__)
+
 LEDGER_DIR = "ledger"
+CLAIM_TIMEOUT_S = 900.0
+
+
+def claim_timeout_s() -> float:
+    """Seconds without a heartbeat after which any claim counts as abandoned."""
+    try:
+        return float(os.environ.get("CHEX_CLAIM_TIMEOUT_S", CLAIM_TIMEOUT_S))
+    except ValueError:
+        return CLAIM_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class Ledger:
     def __init__(self, store_path: str | Path) -> None:
         self.root = Path(store_path) / LEDGER_DIR
         self.plan_dir, self.claims_dir, self.done_dir = self.root / "plan", self.root / "claims", self.root / "done"
+        self.damaged_dir = self.root / "damaged"
 
     def ensure(self) -> None:
         for d in (self.plan_dir, self.claims_dir, self.done_dir):
@@ -103,7 +126,8 @@ class Ledger:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                if _stale(path):
+                if _stale(path) or _abandoned(path):
+                    log.warning("taking over the claim on %s left by %s", unit.name, _owner_text(path))
                     path.unlink(missing_ok=True)
                     continue
                 return False
@@ -117,6 +141,15 @@ class Ledger:
             return True
         return False
 
+    def heartbeat(self, units: Iterable[Unit], pid: int | None = None) -> None:
+        """Tell other writers the claims of `units` held by `pid` (default: this process) are alive."""
+        pid = pid or os.getpid()
+        for unit in units:
+            path = self.claims_dir / unit.name
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()).get("pid") == pid:
+                    os.utime(path)
+
     def release(self, unit: Unit, only_pid: int | None = None) -> None:
         """Drop the claim on `unit` (only if `only_pid` owns it, when given)."""
         path = self.claims_dir / unit.name
@@ -129,10 +162,12 @@ class Ledger:
         path.unlink(missing_ok=True)
 
     # ---- completion -----------------------------------------------------------------------------------------
-    def mark_done(self, unit: Unit, seconds: float) -> None:
-        """Record `unit` as complete; call only after its data is flushed to disk."""
+    def mark_done(self, unit: Unit, seconds: float, files: dict | None = None) -> None:
+        """Record `unit` as complete with the `files` it wrote; call only after its data is flushed to disk."""
         marker = {"unit": unit.index, "rows": len(unit.image_ids), "seconds": round(seconds, 3), "time": time.time()}
         marker |= {"host": socket.gethostname(), "pid": os.getpid()}
+        if files is not None:
+            marker["files"] = files
         _atomic_json(self.done_dir / f"{unit.name}.json", marker)
         self.release(unit)
 
@@ -140,6 +175,33 @@ class Ledger:
         if not self.done_dir.is_dir():
             return set()
         return {int(p.stem.split("-")[1]) for p in self.done_dir.glob("unit-*.json")}
+
+    def done_record(self, index: int) -> dict:
+        """The done marker of unit `index` ({} when absent or unreadable)."""
+        try:
+            return json.loads((self.done_dir / f"unit-{index:06d}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def quarantine(self, unit: Unit, image_id: str, path: str, reason: str) -> None:
+        """Note that `image_id` of `unit` could not be read; its row is written empty and stays hidden."""
+        entries = self.quarantined(unit)
+        entries[image_id] = [path, reason]
+        _atomic_json(self.root / "quarantine" / f"{unit.name}.json", entries)
+
+    def quarantined(self, unit: Unit) -> dict[str, list[str]]:
+        """{image_id: [path, reason]} of the unit's unreadable images."""
+        try:
+            return json.loads((self.root / "quarantine" / f"{unit.name}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def mark_damaged(self, unit: Unit, problems: list[str]) -> None:
+        """Take back the done marker of a damaged unit (kept under damaged/ with the problems), so it is pending
+        again and the next `chex embed` rewrites it."""
+        record = self.done_record(unit.index) | {"problems": problems, "found": time.time()}
+        _atomic_json(self.damaged_dir / f"{unit.name}.json", record)
+        (self.done_dir / f"{unit.name}.json").unlink(missing_ok=True)
 
     def _read_unit(self, path: Path) -> Unit:
         try:
@@ -158,6 +220,14 @@ def _owner_text(path: Path) -> str:
         return f"host {owner['host']}, pid {owner['pid']}"
     except (OSError, ValueError, KeyError):
         return "owner unknown"
+
+
+def _abandoned(path: Path) -> bool:
+    """A claim whose heartbeat (mtime) is older than the claim timeout, whatever host holds it."""
+    try:
+        return time.time() - path.stat().st_mtime > claim_timeout_s()
+    except FileNotFoundError:
+        return False
 
 
 def _stale(path: Path) -> bool:

@@ -1,7 +1,9 @@
 """Reading a feature store: select rows by image_id, read tokens as float32 torch tensors, batch or go dask.
 
 Only rows of units the ledger marks done are visible; a store still being written (or killed) is readable,
-and `rows()` names the ids that are missing and the command that embeds them.
+and `rows()` names the ids that are missing and the command that embeds them. Before a unit's rows are first
+read, its recorded files are checked (present, same size); a chunk that fails its crc32c is refused too. Either
+way the StoreError names the unit and file: damaged data is never read as data.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import torch
 import zarr
 
 from pipeline.errors import StoreError
+from pipeline.store.integrity import check_files
 from pipeline.store.layout import StoreLayout
 from pipeline.store.ledger import Ledger
+from pipeline.store.projection import Projection, load_projection
 from pipeline.store.quant import dequantize
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTS = ("cls", "patch")
+_REPAIR = "run `chex store verify` to list every damaged unit, then rerun `chex embed` to embed them again"
 _SPAN_BYTES = 16 << 20
 
 
@@ -37,12 +42,21 @@ class FeatureStore:
         self._group = group
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.layout = StoreLayout(**self.attrs["layout"])
-        self._rows = rows  # global row index of every complete row, ascending
-        ids = group["image_id"].get_orthogonal_selection((rows,)) if len(rows) else np.array([], dtype=str)
-        self.image_ids: np.ndarray = np.asarray(ids, dtype=object)
-        self.views: np.ndarray = np.asarray(
-            group["view"].get_orthogonal_selection((rows,)) if len(rows) else [], dtype=np.int64
-        )
+        self._checked: set[int] = set()  # units whose files were found intact (or have no record to check)
+        ids, views = (self._select(name, rows) for name in ("image_id", "view"))
+        keep = views >= 0  # view -1: a row left empty because its image could not be read (quarantined)
+        self._rows = rows[keep]  # global row index of every complete row, ascending
+        self.image_ids: np.ndarray = np.asarray(ids[keep], dtype=object)
+        self.views: np.ndarray = np.asarray(views[keep], dtype=np.int64)
+
+    def _select(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.array([], dtype=str if name == "image_id" else np.int64)
+        try:
+            return np.asarray(self._group[name].get_orthogonal_selection((rows,)))
+        except (ValueError, RuntimeError):
+            self._raise_damaged(name, int(rows[0]), int(rows[-1]) + 1)
+            raise
 
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
@@ -88,6 +102,11 @@ class FeatureStore:
     def n_registers(self) -> int:
         return self.layout.n_registers
 
+    @cached_property
+    def projection(self) -> Projection | None:
+        """The basis of a projected store (pipeline/store/projection.py), None for a full one."""
+        return load_projection(self.path, self._group) if self.layout.rank else None
+
     @property
     def complete(self) -> bool:
         """True when every planned unit is done."""
@@ -95,6 +114,11 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def row_numbers(self) -> np.ndarray:
+        """The global row index of every complete row, aligned with `image_ids` and `views`."""
+        return self._rows
 
     # ---- selection ------------------------------------------------------------------------------------------
     @cached_property
@@ -143,6 +167,7 @@ class FeatureStore:
             if part not in self.layout.parts:
                 raise StoreError(f"feature store {self.path} has no {part!r} tokens; it holds {self.layout.parts}")
         uniq, inverse = np.unique(rows, return_inverse=True)
+        self._check_units(uniq)
         spans = self._chunk_spans(uniq)
         out = {}
         for part in parts:
@@ -211,10 +236,52 @@ class FeatureStore:
         out = np.empty((len(uniq), *arr.shape[1:]), dtype=arr.dtype)
         k = 0
         for start, stop, rows in spans:
-            block = arr[start:stop]
+            try:
+                block = arr[start:stop]
+            except (ValueError, RuntimeError):  # crc32c mismatch, or bytes the codecs cannot decode
+                self._raise_damaged(name, start, stop)
             out[k : k + len(rows)] = block[rows - start]
             k += len(rows)
         return out
+
+    def _raise_damaged(self, name: str, start: int, stop: int) -> None:
+        """Find the file of rows [start, stop) of array `name` that fails to decode; raise naming it and its unit."""
+        arr = self._group[name]
+        block_rows = (arr.shards or arr.chunks)[0]
+        for first in range(start // block_rows * block_rows, stop, block_rows):
+            try:
+                arr[max(start, first) : min(stop, first + block_rows)]
+            except (ValueError, RuntimeError) as exc:
+                file = "/".join([name, "c", str(first // block_rows)] + ["0"] * (arr.ndim - 1))
+                raise StoreError(
+                    f"feature store {self.path}: unit-{first // self.layout.unit_rows:06d} is damaged: a chunk of "
+                    f"{file} fails to decode ({exc}); {_REPAIR}"
+                ) from None
+        raise StoreError(f"feature store {self.path}: rows {start}-{stop - 1} of {name} fail to decode; {_REPAIR}")
+
+    def _check_units(self, uniq: np.ndarray) -> None:
+        """Refuse to read rows of a unit whose recorded files are missing or changed size."""
+        ledger = Ledger(self.path)
+        for index in np.unique(uniq // self.layout.unit_rows).tolist():
+            if index in self._checked:
+                continue
+            files = ledger.done_record(index).get("files")
+            problems = check_files(self.path, files) if files else []
+            if problems:
+                raise StoreError(
+                    f"feature store {self.path}: unit-{index:06d} is damaged: {'; '.join(problems)}; {_REPAIR}"
+                )
+            self._checked.add(index)
+
+    def damaged_units(self) -> list[str]:
+        """Done units whose recorded files are missing or changed size (a quick check: no digests)."""
+        ledger = Ledger(self.path)
+        damaged = []
+        for index in sorted(ledger.done_indices()):
+            files = ledger.done_record(index).get("files")
+            if files and check_files(self.path, files):
+                damaged.append(f"unit-{index:06d}")
+        return damaged
 
     def _chunk_order(self, rows: np.ndarray, shuffle: bool, seed: int) -> np.ndarray:
         """`rows` grouped by inner chunk (chunks in order, or shuffled)."""
@@ -230,6 +297,7 @@ class FeatureStore:
     def info(self) -> dict[str, Any]:
         """Shape, dtype, size on disk, provenance and completeness (for `chex store info`)."""
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        damaged = self.damaged_units()
         return dict(
             path=str(self.path),
             rows=len(self),
@@ -241,8 +309,13 @@ class FeatureStore:
             unit_rows=self.layout.unit_rows,
             units_done=self.n_units - self.n_pending_units,
             units_planned=self.n_units,
-            complete=self.complete,
+            complete=self.complete and not damaged,
+            damaged_units=damaged,
             bytes_on_disk=size,
             bytes_per_row=size / max(1, len(self)),
             provenance={k: v for k, v in self.attrs.items() if k != "layout"},
+            rank=self.layout.rank,
+            pool=self.layout.pool,
+            variance_kept=self.projection.variance_kept if self.projection is not None else None,
+            bytes_per_image=self.layout.bytes_per_image,
         )

@@ -3,13 +3,13 @@
 Every array is chunked along N in `chunk_rows` (inner chunks) grouped into Zarr v3 shards of `unit_rows`;
 a write unit is exactly one shard, so concurrent writers (torchrun ranks, dask workers, a second `chex embed`)
 never write the same file. Growth appends whole units. The ledger (`pipeline.store.ledger`) is the truth.
+Every chunk ends in a crc32c (the last bytes-to-bytes codec), and each done marker records the unit's files
+with size and sha256 (`pipeline.store.integrity`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from pipeline import __version__
 from pipeline.errors import StoreError, disk_full_as_error
+from pipeline.store.integrity import record_files
 from pipeline.store.layout import STORE_FORMAT, StoreLayout
 from pipeline.store.ledger import Ledger, Unit
 from pipeline.store.quant import quantize_int8
@@ -129,10 +130,11 @@ class StoreWriter:
                 group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
             else:
                 group[part][unit.start : unit.stop] = x.to(torch.float16).numpy()
-        group["image_id"][unit.start : unit.stop] = np.array(unit.image_ids, dtype=str)
-        group["view"][unit.start : unit.stop] = np.asarray(unit.views, dtype=np.int16)
-        self._fsync_unit(unit)
-        self.ledger.mark_done(unit, seconds)
+        bad = self.ledger.quarantined(unit)  # unreadable images: their rows stay empty (view -1, hidden)
+        group["image_id"][unit.start : unit.stop] = np.array([i if i not in bad else "" for i in unit.image_ids], str)
+        views = [v if i not in bad else -1 for i, v in zip(unit.image_ids, unit.views, strict=True)]
+        group["view"][unit.start : unit.stop] = np.asarray(views, dtype=np.int16)
+        self.ledger.mark_done(unit, seconds, files=record_files(self.path, unit))
 
     def array_names(self) -> list[str]:
         names = [*self.layout.parts, "image_id", "view"]
@@ -147,17 +149,13 @@ class StoreWriter:
             if arr.shape[0] < n_rows:
                 arr.resize((n_rows, *arr.shape[1:]))
 
-    def _fsync_unit(self, unit: Unit) -> None:
-        """Force the unit's shard files to disk before the done marker says they are complete."""
-        for name in self.array_names():
-            ndim = len(json.loads((self.path / name / "zarr.json").read_text())["shape"])
-            shard = self.path / name / "c" / "/".join([str(unit.index)] + ["0"] * (ndim - 1))
-            if shard.is_file():
-                fd = os.open(shard, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+    def take_back_damaged(self) -> list[str]:
+        """Quick check (sizes) of every done unit's recorded files; a damaged unit loses its done marker and its
+        files, so this run embeds it again. Returns the damaged unit names."""
+        from pipeline.store.verify import verify_store
+
+        with self.ledger.planning_lock():
+            return list(verify_store(self.path, deep=False).damaged)
 
 
 def store_attrs(
@@ -189,7 +187,11 @@ def store_attrs(
 def _create(path: Path, layout: StoreLayout, attrs: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(path, mode="a", zarr_format=3)  # not "w": it would wipe the folder, ledger lock included
-    compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if layout.dtype == "int8" else "shuffle")
+    # crc32c last: a damaged chunk fails to decode instead of reading back as the fill value
+    compressor = [
+        BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if layout.dtype == "int8" else "shuffle"),
+        Crc32cCodec(),
+    ]
     c, u = layout.chunk_rows, layout.unit_rows
     for part in layout.parts:
         shape = layout.token_shape(part)
@@ -214,8 +216,11 @@ def _create(path: Path, layout: StoreLayout, attrs: dict[str, Any]) -> None:
                 fill_value=0,
                 overwrite=True,
             )
-    group.create_array("image_id", shape=(0,), chunks=(u,), dtype=str, overwrite=True)
-    group.create_array("view", shape=(0,), chunks=(u,), dtype="int16", fill_value=-1, overwrite=True)
+    checked = [ZstdCodec(level=3), Crc32cCodec()]
+    group.create_array("image_id", shape=(0,), chunks=(u,), dtype=str, compressors=checked, overwrite=True)
+    group.create_array(
+        "view", shape=(0,), chunks=(u,), dtype="int16", compressors=checked, fill_value=-1, overwrite=True
+    )
     group.attrs.update({**attrs, "layout": layout.to_dict()})
     Ledger(path).ensure()
 

@@ -320,9 +320,6 @@ CLI_CASES = [
     "checkpoint_pickled_code",
     "checkpoint_not_a_checkpoint",
     "checkpoint_does_not_exist",
-    "truncated_png",
-    "zero_byte_file",
-    "not_an_image",
     *ODD_TARS,
     "probe_store_without_the_images",
 ]
@@ -333,6 +330,24 @@ def test_cli_refuses_with_a_message_naming_the_item(cli, case):
     results, _ = cli
     result, needles = results[case]
     assert_user_error(result, *needles)
+
+
+@pytest.mark.parametrize("case", ["truncated_png", "zero_byte_file", "not_an_image"])
+def test_embed_from_a_manifest_quarantines_an_unreadable_image_and_goes_on(cli, case):
+    import csv
+
+    from pipeline.store import FeatureStore
+
+    results, tmp = cli
+    result, (file,) = results[case]
+    assert result.returncode == 0, result.stderr
+    assert "could not be read" in result.stderr and "quarantine.csv" in result.stderr, result.stderr
+    store_path = tmp / case / "features" / "tiny"
+    with open(store_path / "quarantine.csv") as handle:
+        listed = list(csv.DictReader(handle))
+    assert [Path(r["path"]).name for r in listed] == [file] and listed[0]["reason"], listed
+    store = FeatureStore.open(store_path)
+    assert listed[0]["image_id"] not in set(store.image_ids) and len(store) == 9  # the other 9 images are in
 
 
 def test_pickled_code_never_runs(cli):

@@ -48,9 +48,9 @@ def test_kill_9_then_rerun_recomputes_no_finished_unit(tmp_path):
         from pipeline.store.ledger import Ledger
         from pipeline.embed import EmbedOptions, embed_datasets
         original = Ledger.mark_done
-        def slow_mark_done(self, unit, seconds):
+        def slow_mark_done(self, unit, seconds, **kwargs):
             time.sleep(0.4)
-            original(self, unit, seconds)
+            original(self, unit, seconds, **kwargs)
         Ledger.mark_done = slow_mark_done
         embed_datasets({str(ws.root)!r}, ["toy"], {str(ws.checkpoints_dir("tiny"))!r},
                        options=EmbedOptions(workers=1, batch_size=4, unit_rows=4, progress=False))

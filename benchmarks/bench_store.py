@@ -1,0 +1,334 @@
+"""The projected (low-rank) and pooled patch store: size, read speed, GLoRI cost, and what it does to results.
+
+Four parts (figures, never asserts; a shared CPU makes timings noisy, so compare ratios from one run):
+
+  sizes       bytes per image at the ViT-L/16-512 shape (4 blocks x 1,024 patches x 1,024 dims), full fp16/int8
+              and projected R in {64,128,256,512} x {fp16,int8} x pool {1,2}: ARITHMETIC from StoreLayout, plus
+              the size of CXR-LT 24 (~260k images) and PLCO (190,700 images).
+  read        store read throughput (images/s, MB/s) of a full store vs projected ones, MEASURED on a small
+              store (--read-images images of a ViT-B/16-224-shaped row) written through the store's own writer.
+  cost        MODELLED protocol cost at ViT-L/16-512, as benchmarks/bench_probe.py part 2: measured unit costs
+              (backbone forward per image; stacked GLoRI step per image for 9 and 1 lrs on full, projected and
+              projected + pooled tokens) composed with the protocol's counts on the paper's splits.
+  quality     on a workspace with manifests and a full store (--workspace, --backbone): compress to each rank,
+              run GLoRI and the avgpool linear probe on every data set, and print test macro AUROC full vs R with
+              the paired difference, its 95% paired bootstrap CI and chex's paired permutation p; also the full
+              sweep vs --sweep halving (same lr? test AUROC difference when not).
+
+    python benchmarks/bench_store.py sizes read cost
+    python benchmarks/bench_store.py quality --workspace WS --backbone NAME --ranks 16,32,64,128 --pool-rank 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from heads import HeadStack, build_head, masked_bce
+from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter, store_attrs
+
+VITL = dict(n_layers=4, dim=1024, n_patches=1024, n_registers=0)
+DATASET_IMAGES = {"CXR-LT 24": 260_000, "PLCO": 190_700}
+PAPER_SPLITS = {  # train, val, test images; epochs (DESIGN.md)
+    "chexpert": (191_027, 202, 518, 10),
+    "plco": (133_543, 19_099, 38_058, 10),
+    "shenzhen": (463, 65, 134, 100),
+}
+LRS = 9
+BATCH = 256  # the paper's probe batch: the optimizer step's cost is shared by this many images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="+", choices=("sizes", "read", "cost", "quality"))
+    parser.add_argument("--read-images", type=int, default=256)
+    parser.add_argument("--read-stores", default=None, help="read: existing store folders (comma-separated) instead")
+    parser.add_argument("--fit-images", type=int, default=2048, help="cost: train images the basis is fitted on")
+    parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--backbone", default="full")
+    parser.add_argument("--datasets", default=None)
+    parser.add_argument("--ranks", default="16,32,64,128")
+    parser.add_argument("--pool-rank", type=int, default=64, help="quality: also this rank with pool 2 (0: skip)")
+    parser.add_argument("--lrs", default="1e-4,1e-3,5e-3")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--glori-dims", default="64,128")
+    parser.add_argument("--heads", default="glori,linear")
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {os.getloadavg()[0]:.1f}")
+    for part in args.parts:
+        {"sizes": sizes, "read": read, "cost": cost, "quality": quality}[part](args)
+
+
+# ---- sizes -----------------------------------------------------------------------------------------------------
+def sizes(args) -> None:
+    print("\n[sizes, ARITHMETIC from StoreLayout] ViT-L/16-512: 4 blocks x 1024 patches x 1024 dims (+ 4 CLS)")
+    rows = [("full", "float16", 0, 1), ("full", "int8", 0, 1)]
+    rows += [(f"R={r}", dt, r, pool) for pool in (1, 2) for r in (64, 128, 256, 512) for dt in ("float16", "int8")]
+    rows.insert(2, ("full pool 2", "float16", 0, 2))
+    print(f"  {'store':12s} {'dtype':8s} {'pool':>4s} {'MB/image':>9s} {'vs full fp16':>12s} "
+          + " ".join(f"{k:>10s}" for k in DATASET_IMAGES))  # fmt: skip
+    full = StoreLayout(**VITL).bytes_per_image
+    for name, dtype, rank, pool in rows:
+        b = StoreLayout(**VITL, dtype=dtype, rank=rank, pool=pool).bytes_per_image
+        totals = " ".join(f"{b * n / 1e12:8.2f}TB" if b * n > 1e12 else f"{b * n / 1e9:8.1f}GB"
+                          for n in DATASET_IMAGES.values())  # fmt: skip
+        print(f"  {name:12s} {dtype:8s} {pool:4d} {b / 1e6:9.3f} {full / b:11.1f}x {totals}")
+    print(f"  (R as a fraction of L*D = 4096: {', '.join(f'{r}: {r / 4096:.1%}' for r in (64, 128, 256, 512))})")
+
+
+# ---- read ------------------------------------------------------------------------------------------------------
+def read(args) -> None:
+    from pipeline.embed.compress import compress_store
+
+    if args.read_stores:
+        print("\n[read, MEASURED] existing stores, every row, shuffled batches of 64")
+        for path in args.read_stores.split(","):
+            _time_reads(Path(path).name, Path(path))
+        return
+    n, shape = args.read_images, dict(n_layers=4, dim=768, n_patches=196, n_registers=0)
+    print(f"\n[read, MEASURED] {n} rows of ViT-B/16-224 shape (4 x 196 x 768), low-rank tokens, read in batches of 64")
+    with tempfile.TemporaryDirectory() as tmp:
+        full_path = Path(tmp) / "full"
+        _write_synthetic_store(full_path, n, shape)
+        ids = {f"img{i}" for i in range(n)}
+        stores = {"full fp16": full_path}
+        for rank, dtype in ((64, "float16"), (256, "float16"), (64, "int8")):
+            out = Path(tmp) / f"r{rank}{dtype}"
+            t0 = time.perf_counter()
+            compress_store(full_path, out, ids, rank, dtype=dtype, fit_images=16, progress=False)
+            print(f"  compress to R={rank} {dtype} (basis fitted on 16 images): {time.perf_counter() - t0:.1f} s")
+            stores[f"R={rank} {dtype}"] = out
+        for name, path in stores.items():
+            _time_reads(name, path)
+
+
+def _time_reads(name: str, path: Path) -> None:
+    store = FeatureStore.open(path)
+    rows = np.sort(store.row_numbers)
+    n = len(rows)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in store.iter_batches(rows, 64, ("cls", "patch"), shuffle=True):
+            pass
+        best = min(best, time.perf_counter() - t0)
+    disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    raw = store.layout.bytes_per_image * n
+    print(f"  {name:14s}: {n / best:8.0f} images/s, {raw / best / 1e6:8.1f} MB/s of tokens "
+          f"({disk / n / 1e3:7.1f} kB/image on disk, {store.layout.bytes_per_image / 1e3:.1f} kB raw)")  # fmt: skip
+
+
+def _write_synthetic_store(path: Path, n: int, shape: dict) -> None:
+    layout = StoreLayout(**shape)
+    attrs = store_attrs("bench", {}, "random", "0" * 64, [-4, -3, -2, -1], "float16", {})
+    writer = StoreWriter.open(path, layout, attrs)
+    f = shape["n_layers"] * shape["dim"]
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(96, f, generator=g) / math.sqrt(96)
+    for unit in writer.plan(Item(f"img{i}", 0, group="g") for i in range(n)):
+        writer.claim(unit)
+        b, p = len(unit.image_ids), shape["n_patches"]
+        flat = torch.randn(b * p, 96, generator=g) @ mix + 0.05 * torch.randn(b * p, f, generator=g)
+        patch = flat.reshape(b, p, shape["n_layers"], shape["dim"]).permute(0, 2, 1, 3)
+        writer.write_unit(unit, {"cls": torch.randn(b, shape["n_layers"], shape["dim"], generator=g), "patch": patch})
+
+
+# ---- cost ------------------------------------------------------------------------------------------------------
+def cost(args) -> None:
+    from benchmarks.bench_probe import _best_of, _h, _no_grad
+    from pipeline.backbone import build_backbone, last_layer_tokens, preset
+
+    print("\n[cost, MODELLED from measured unit costs] ViT-L/16 at 512 px, GLoRI at the paper's width (768/2048)")
+    config = preset("vit_large_patch16", img_size=512)
+    backbone = build_backbone(config).eval()
+    fwd = _best_of(lambda: _no_grad(last_layer_tokens, backbone, torch.randn(1, 3, 512, 512), 4), reps=1)
+    backbone = None
+    print(f"  backbone forward: {fwd:.2f} s / image (load {os.getloadavg()[0]:.1f})")
+    variants = {"full": (0, 1), "full pool 2": (0, 2), "R=256": (256, 1), "R=256 pool 2": (256, 2),
+                "R=128 pool 2": (128, 2)}  # fmt: skip
+    step: dict[tuple[str, int], float] = {}
+    for name, (rank, pool) in variants.items():
+        for n_heads in (LRS, 1):
+            step[name, n_heads] = _glori_step(rank, pool, n_heads)
+        print(f"  GLoRI step per image, {name:13s}: {step[name, LRS]:.4f} s (9 lrs), {step[name, 1]:.4f} s (1 lr); "
+              f"9-lr step vs full: {step['full', LRS] / step[name, LRS]:.1f}x cheaper")  # fmt: skip
+    print("  (step per image = forward + backward per image, measured at batch 2, + one AdamW step / 256)")
+    print("  protocol: sweep E epochs x train (9 lrs) + refit E epochs x (train + val) (1 lr); the embed floor is one"
+          " forward per image; halving: 9 lrs for E/8, 4 to E/4, 2 to E/2, 1 to E (stack cost interpolated"
+          " linearly between the measured 1- and 9-lr steps)")  # fmt: skip
+    for ds, (n_tr, n_val, n_te, epochs) in PAPER_SPLITS.items():
+        n_all = n_tr + n_val + n_te
+        floor = fwd * n_all
+        fit = fwd * min(args.fit_images, n_tr)  # `chex embed --rank`: one extra forward per fit image
+        print(f"  {ds} ({n_tr:,}/{n_val:,}/{n_te:,}, {epochs} epochs): embed floor {_h(floor)}")
+
+        def heads(name, halving=False, n_tr=n_tr, n_val=n_val, epochs=epochs):
+            c9, c1 = step[name, LRS], step[name, 1]
+            if halving:
+                c = lambda h: c1 + (c9 - c1) * (h - 1) / (LRS - 1)  # noqa: E731
+                sweep = n_tr * epochs * (c(9) / 8 + c(4) / 8 + c(2) / 4 + c(1) / 2)
+            else:
+                sweep = c9 * epochs * n_tr
+            return sweep + c1 * epochs * (n_tr + n_val)
+
+        chexfound = fwd * (epochs * n_tr + n_val + epochs * (n_tr + n_val) + n_te) + heads("full")
+        ways = {
+            "CheXFound's way": chexfound,
+            "chex, full store": floor + heads("full"),
+            "chex, full store + halving": floor + heads("full", True),
+            "chex, full store pool 2": floor + heads("full pool 2"),
+            "chex, R=256": floor + fit + heads("R=256"),
+            "chex, R=256 pool 2": floor + fit + heads("R=256 pool 2"),
+            "chex, R=256 pool 2 + halving": floor + fit + heads("R=256 pool 2", True),
+            "chex, R=128 pool 2 + halving": floor + fit + heads("R=128 pool 2", True),
+        }
+        for way, t in ways.items():
+            print(f"    {way:30s} {_h(t):>9s}  CheXFound/this = {chexfound / t:5.1f}x  this/floor = {t / floor:5.2f}")
+
+
+def _glori_step(rank: int, pool: int, n_heads: int, b: int = 2, n_outputs: int = 14) -> float:
+    p = 1024 // (pool * pool)
+    cls = torch.randn(b, 4, 1024)
+    patch = torch.randn(b, 1, p, rank) if rank else torch.randn(b, 4, p, 1024)
+    y = (torch.rand(b, n_outputs) < 0.3).float()
+    options = {"patch_dim": rank} if rank else {}
+    stack = HeadStack(lambda: build_head("glori", dim=1024, n_layers=4, n_outputs=n_outputs, **options), n_heads)
+    opt = torch.optim.AdamW(stack.param_groups([1e-3] * n_heads, 1e-4), fused=True)
+
+    def forward_backward():
+        stack.zero_grad(set_to_none=True)
+        masked_bce(stack(cls, patch), y).backward()
+
+    from benchmarks.bench_probe import _best_of
+
+    per_image = _best_of(forward_backward, reps=2) / b
+    optimizer = _best_of(opt.step, reps=2)  # once per batch: amortised over the paper's batch of 256
+    return per_image + optimizer / BATCH
+
+
+# ---- quality ---------------------------------------------------------------------------------------------------
+def quality(args) -> None:
+    from pipeline.embed.compress import compress_store, train_image_ids
+    from pipeline.probe import ProbeConfig, run_probe
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    names = args.datasets.split(",") if args.datasets else ws.datasets()
+    full = args.backbone
+    source = FeatureStore.open(ws.features_dir(full))
+    f = source.n_layers * source.dim
+    variants = {f"{full}-r{r}": (int(r), 1) for r in args.ranks.split(",")}
+    if args.pool_rank:
+        variants[f"{full}-r{args.pool_rank}p2"] = (args.pool_rank, 2)
+    print(f"\n[quality, MEASURED] workspace {ws.root}, store {full} (L*D = {f}); load {os.getloadavg()[0]:.1f}")
+    train = train_image_ids(ws, names)
+    for name, (rank, pool) in variants.items():
+        t0 = time.perf_counter()
+        s = compress_store(ws.features_dir(full), ws.features_dir(name), train, rank, pool=pool, fit_images=0,
+                           progress=False)  # fmt: skip
+        print(f"  {name}: rank {rank} ({rank / f:.1%} of L*D), pool {pool}, variance kept {s.variance_kept:.4f}, "
+              f"{s.bytes_per_image / 1e3:.1f} kB/image vs {source.layout.bytes_per_image / 1e3:.1f} "
+              f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    e, ffn = (int(x) for x in args.glori_dims.split(","))
+    lrs = tuple(float(x) for x in args.lrs.split(","))
+    heads = {"glori": {"embed_dim": e, "ffn_dim": ffn}, "linear": {"avgpool": True}}
+    heads = {h: heads[h] for h in args.heads.split(",")}
+    rows, halving_rows = [], []
+    for ds in names:
+        for head, options in heads.items():
+            config = ProbeConfig(lrs=lrs, epochs=args.epochs, n_resamples=200, head_options=options, batch_size=32)
+            halved = _halving_run(ws, ds, head, full, config)  # first: it shares the full sweep's run folder
+            t0 = time.perf_counter()
+            base = run_probe(ws, ds, head, full, config, force=True, progress=False)
+            t_full = time.perf_counter() - t0
+            halving_rows.append({"dataset": ds, "head": head, "lr_full": base.chosen_lr, "lr_halving": halved.chosen_lr,
+                                 **_paired(base.folder, halved.folder, args)})  # fmt: skip
+            print("  " + _fmt_halving(halving_rows[-1]), flush=True)
+            for name in variants:
+                t0 = time.perf_counter()
+                run = run_probe(ws, ds, head, name, config, force=True, progress=False)
+                t_run = time.perf_counter() - t0
+                rows.append({"dataset": ds, "head": head, "store": name, **_paired(base.folder, run.folder, args),
+                             "seconds_full": t_full, "seconds": t_run})  # fmt: skip
+                print("  " + _fmt_row(rows[-1]), flush=True)
+    table = pd.DataFrame(rows)
+    print(
+        "\n  test macro AUROC, full store vs projected (diff = projected - full; paired 95% bootstrap CI, "
+        "permutation p)"
+    )
+    for r in rows:
+        print("  " + _fmt_row(r))
+    for name in variants:
+        sub = table[table["store"] == name]
+        ok = ((sub["ci_low"] <= 0) & (sub["ci_high"] >= 0) & (sub["diff"].abs() <= 0.005)).all()
+        covers = ((sub["ci_low"] <= 0) & (sub["ci_high"] >= 0)).mean()
+        print(
+            f"  {name:16s}: CI covers 0 in {covers:.0%} of runs, max |diff| {sub['diff'].abs().max():.4f}, "
+            f"mean diff {sub['diff'].mean():+.4f}; rule (CI covers 0 and |diff| <= 0.005 everywhere): {ok}"
+        )
+    print("\n  full sweep vs --sweep halving (same store, same lrs)")
+    same = 0
+    for r in halving_rows:
+        same += r["lr_full"] == r["lr_halving"]
+        print("  " + _fmt_halving(r))
+    print(f"  halving picked the full sweep's lr in {same} of {len(halving_rows)} runs")
+
+
+def _halving_run(ws, ds, head, backbone, config):
+    """A --sweep halving run, moved to a sibling folder (`<head>-halving`) so the full sweep's run can follow."""
+    import dataclasses
+
+    from pipeline.probe import run_probe
+
+    run = run_probe(ws, ds, head, backbone, dataclasses.replace(config, sweep="halving"), force=True, progress=False)
+    target = run.folder.with_name(run.folder.name + "-halving")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.move(run.folder, target)
+    return dataclasses.replace(run, folder=target)
+
+
+def _paired(folder_a: Path, folder_b: Path, args) -> dict:
+    """Test macro AUROC of both runs, paired bootstrap CI of b - a (same resamples), paired permutation p."""
+    from pipeline.stats.bootstrap import bootstrap_metrics
+    from pipeline.stats.evaluate import _pivot, compare_predictions
+
+    a = pd.read_parquet(folder_a / "predictions.parquet")
+    b = pd.read_parquet(folder_b / "predictions.parquet")
+    cmp = compare_predictions(b, a, n_permutations=args.resamples)
+    macro = cmp[(cmp["output"] == "macro") & (cmp["metric"] == "auroc")].iloc[0]
+    ta, tb = _pivot(a, "a"), _pivot(b, "b")
+    order = [tb.outputs.index(o) for o in ta.outputs]
+    rows_b = pd.Index(tb.image_ids).get_indexer(ta.image_ids)
+    clusters = a.drop_duplicates("image_id").set_index("image_id").loc[ta.image_ids, "patient_id"].to_numpy()
+    boot = {name: bootstrap_metrics(ta.labels, s, clusters, n_resamples=args.resamples, seed=0)
+            for name, s in (("a", ta.scores), ("b", tb.scores[rows_b][:, order]))}  # fmt: skip
+    diff = boot["b"].replicates["auroc"][:, -1] - boot["a"].replicates["auroc"][:, -1]
+    lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+    return {"auroc_a": float(macro["estimate_b"]), "auroc_b": float(macro["estimate_a"]), "diff": float(macro["diff"]),
+            "ci_low": float(lo), "ci_high": float(hi), "p": float(macro["p_value"])}  # fmt: skip
+
+
+def _fmt_halving(r: dict) -> str:
+    return (f"{r['dataset']:11s} {r['head']:6s} halving: lr full {r['lr_full']:g} halving {r['lr_halving']:g}  "
+            f"test AUROC {r['auroc_a']:.4f} vs {r['auroc_b']:.4f} diff {r['diff']:+.4f} "
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f}")  # fmt: skip
+
+
+def _fmt_row(r: dict) -> str:
+    return (f"{r['dataset']:11s} {r['head']:6s} {r['store']:16s} full {r['auroc_a']:.4f} proj {r['auroc_b']:.4f} "
+            f"diff {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f} "
+            f"({r['seconds_full']:.0f} s vs {r['seconds']:.0f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The projected (low-rank) patch store: pooling, the streamed PCA basis, and where it lives in the store.
+
+A projected store keeps each patch token as z = Uᵀ(x - μ), where x (F = L·D) is the patch's tokens of the L
+kept blocks side by side (GLoRI's input, `heads.base.concat_patch_blocks`), μ their mean and U (F, R) the top R
+principal directions, fitted on training-split images only. The store's `patch` array is then (N, 1, P', R):
+one R-dim token per (pooled) patch. CLS tokens stay full. μ + U z reconstructs x up to the rank limit, and a
+head whose first Linear is W on x equals one with W' = W U on z (bias b + W μ): nothing but the rank changes.
+
+Arrays beside the tokens: `projection_mean` (F,), `projection_basis` (F, R), `projection_variance` (R,) (the
+variance of each component on the fit tokens), all float64; attribute `projection` (rank, pool, total
+variance, variance kept, what it was fitted on), written last, so a store without it has no basis yet.
+
+Fitting streams tokens through a float64 covariance (`CovarianceAccumulator`): memory is 8·F² + 8·F bytes
+for the sums plus one block of at most `BLOCK_BYTES` of float32 tokens and its float64 copy, whatever the
+number of images (F = 4,096 at ViT-L: 134 MB + ~200 MB; eigh needs another ~2·8·F²).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from pipeline.errors import ConfigError, StoreError
+
+ARRAYS = ("projection_mean", "projection_basis", "projection_variance")
+BLOCK_BYTES = 64 << 20
+
+
+def pool_patches(patch: torch.Tensor, pool: int) -> torch.Tensor:
+    """(B, L, P, D) -> (B, L, P / pool², D): average over pool x pool neighbourhoods of the square patch grid."""
+    if pool == 1:
+        return patch
+    b, n_layers, p, d = patch.shape
+    side = math.isqrt(p)
+    if side * side != p or side % pool:
+        raise ConfigError(f"--pool {pool} must divide the side of the square patch grid ({p} patches)")
+    grid = patch.reshape(b * n_layers, side, side, d).permute(0, 3, 1, 2)
+    pooled = torch.nn.functional.avg_pool2d(grid, pool)
+    return pooled.permute(0, 2, 3, 1).reshape(b, n_layers, (side // pool) ** 2, d)
+
+
+def flat_tokens(patch: torch.Tensor) -> torch.Tensor:
+    """(B, L, P, D) -> (B·P, L·D): every patch's tokens of the L blocks side by side (the projection's x)."""
+    b, n_layers, p, d = patch.shape
+    return patch.permute(0, 2, 1, 3).reshape(b * p, n_layers * d)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A fitted basis: x ≈ mean + basis @ z, z = basisᵀ (x - mean)."""
+
+    mean: np.ndarray  # (F,)
+    basis: np.ndarray  # (F, R), columns = principal directions, by decreasing variance
+    variance: np.ndarray  # (R,) variance of each component on the fit tokens
+    total_variance: float  # trace of the fit tokens' covariance
+    pool: int = 1
+    fit: dict[str, Any] = field(default_factory=dict)  # what it was fitted on (split, images, tokens, source)
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def variance_kept(self) -> float:
+        return float(self.variance.sum() / self.total_variance) if self.total_variance > 0 else 1.0
+
+    def apply(self, patch: torch.Tensor) -> torch.Tensor:
+        """Full patch tokens (B, L, P, D) -> stored projected tokens (B, 1, P / pool², R), float32."""
+        pooled = pool_patches(patch.float(), self.pool)
+        b, p = pooled.shape[0], pooled.shape[2]
+        mean = torch.from_numpy(self.mean).float()
+        basis = torch.from_numpy(self.basis).float()
+        return ((flat_tokens(pooled) - mean) @ basis).reshape(b, 1, p, self.rank)
+
+    def reconstruct(self, z: torch.Tensor, n_layers: int) -> torch.Tensor:
+        """Projected tokens (B, 1, P, R) -> reconstructed full tokens (B, L, P, D) = mean + U z (dtype of z)."""
+        b, _, p, _ = z.shape
+        mean = torch.from_numpy(self.mean).to(z.dtype)
+        basis = torch.from_numpy(self.basis).to(z.dtype)
+        x = mean + z.reshape(b * p, self.rank) @ basis.T
+        return x.reshape(b, p, n_layers, -1).permute(0, 2, 1, 3)
+
+    def attrs(self) -> dict[str, Any]:
+        return dict(rank=self.rank, pool=self.pool, total_variance=self.total_variance,
+                    variance_kept=self.variance_kept, fit=self.fit)  # fmt: skip
+
+
+class CovarianceAccumulator:
+    """Streamed float64 mean and covariance of token rows (N, F); memory 8·F² + 8·F bytes + one block."""
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.shift: torch.Tensor | None = None  # first block's mean: sums of shifted data cancel less
+        self.sum = torch.zeros(n_features, dtype=torch.float64)
+        self.outer = torch.zeros(n_features, n_features, dtype=torch.float64)
+        self.n = 0
+
+    def add(self, tokens: torch.Tensor) -> None:
+        """Add rows (N, F) in blocks of at most BLOCK_BYTES (float32)."""
+        rows = max(1, BLOCK_BYTES // (4 * self.n_features))
+        for start in range(0, tokens.shape[0], rows):
+            x = tokens[start : start + rows].to(torch.float64)
+            if self.shift is None:
+                self.shift = x.mean(0)
+            x = x - self.shift
+            self.sum += x.sum(0)
+            self.outer.addmm_(x.T, x)
+            self.n += x.shape[0]
+
+    def fit(self, rank: int, pool: int = 1, fit: dict[str, Any] | None = None) -> Projection:
+        """The top-`rank` principal directions of everything added."""
+        if self.n < 2:
+            raise StoreError("cannot fit a projection on fewer than 2 patch tokens; embed more training images")
+        if rank > self.n_features:
+            raise ConfigError(f"--rank {rank} exceeds the patch token width {self.n_features} (layers x dim)")
+        mean_shifted = self.sum / self.n
+        cov = (self.outer - self.n * torch.outer(mean_shifted, mean_shifted)) / (self.n - 1)
+        values, vectors = torch.linalg.eigh(cov)  # ascending
+        values, vectors = values.flip(0)[:rank].clamp_min(0), vectors.flip(1)[:, :rank]
+        # a fixed sign per direction (largest entry positive), so the same data always give the same basis
+        sign = torch.sign(vectors.gather(0, vectors.abs().argmax(0, keepdim=True)))
+        vectors = vectors * torch.where(sign == 0, 1.0, sign)
+        total = float(torch.diagonal(cov).sum())
+        mean = (mean_shifted + self.shift).numpy()
+        info = {"tokens": self.n, **(fit or {})}
+        return Projection(mean, vectors.numpy().copy(), values.numpy().copy(), total, pool, info)
+
+
+def fit_projection(
+    batches: Iterable[torch.Tensor], n_features: int, rank: int, pool: int = 1, fit: dict[str, Any] | None = None
+) -> Projection:
+    """Fit a basis on full patch token batches (B, L, P, D), pooled first when `pool` > 1."""
+    acc = CovarianceAccumulator(n_features)
+    images = 0
+    for patch in batches:
+        acc.add(flat_tokens(pool_patches(patch.float(), pool)))
+        images += patch.shape[0]
+    return acc.fit(rank, pool, {"images": images, **(fit or {})})
+
+
+def save_projection(path: str | Path, projection: Projection) -> None:
+    """Write the basis arrays, then the `projection` attribute (last: its presence means complete)."""
+    group = zarr.open_group(path, mode="r+")
+    values = {"projection_mean": projection.mean, "projection_basis": projection.basis,
+              "projection_variance": projection.variance}  # fmt: skip
+    for name, value in values.items():
+        arr = group.create_array(name, shape=value.shape, dtype="float64", overwrite=True)
+        arr[...] = np.asarray(value, dtype=np.float64)
+    group.attrs["projection"] = projection.attrs()
+
+
+def load_projection(path: str | Path, group: zarr.Group | None = None) -> Projection | None:
+    """The store's basis, or None when it has none (yet)."""
+    group = group if group is not None else zarr.open_group(path, mode="r")
+    info = dict(group.attrs).get("projection")
+    if not info:
+        return None
+    try:
+        mean, basis, variance = (np.asarray(group[name][...]) for name in ARRAYS)
+    except KeyError as exc:
+        raise StoreError(f"feature store {path} lists a projection but lacks its array {exc}; recreate it") from exc
+    return Projection(mean, basis, variance, float(info["total_variance"]), int(info["pool"]), dict(info["fit"]))
+
+
+def patch_transform(pool: int, projection: Projection | None):
+    """Full patch tokens (B, L, P, D) -> the store's patch rows: projected (and pooled), or pooled only."""
+    if projection is not None:
+        return projection.apply
+    return lambda patch: pool_patches(patch, pool)

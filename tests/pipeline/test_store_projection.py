@@ -1,0 +1,155 @@
+"""Projected / pooled feature stores: the streamed PCA fit, compress, resume, int8, info and the reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.embed.compress import compress_store
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter, store_attrs
+from pipeline.store.projection import CovarianceAccumulator, flat_tokens, pool_patches
+
+L, D, P, NREG = 2, 8, 16, 1  # 4x4 patch grid
+TRAIN = {f"img{i}" for i in range(12)}
+
+
+def _tokens(ids):
+    """Tokens with a dominant 3-dim structure plus noise, deterministic per id."""
+    g = torch.Generator().manual_seed(7)
+    mix = torch.randn(3, L * D, generator=g) * 3
+    out = {"cls": [], "patch": [], "registers": []}
+    for i in ids:
+        gi = torch.Generator().manual_seed(int(i[3:]) + 100)
+        out["cls"].append(torch.randn(L, D, generator=gi))
+        flat = torch.randn(P, 3, generator=gi) @ mix + 0.1 * torch.randn(P, L * D, generator=gi) + 1.0
+        out["patch"].append(flat.reshape(P, L, D).permute(1, 0, 2))
+        out["registers"].append(torch.randn(L, NREG, D, generator=gi))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _full_store(path, n=20, unit_rows=4):
+    layout = StoreLayout(L, D, P, NREG, chunk_rows=2, unit_rows=unit_rows)
+    attrs = store_attrs("toy", {"embed_dim": D}, "ck", "a" * 64, [-2, -1], "float16", {})
+    writer = StoreWriter.open(path, layout, attrs)
+    for unit in writer.plan(Item(f"img{i}", 0, group="g") for i in range(n)):
+        assert writer.claim(unit)
+        writer.write_unit(unit, _tokens(unit.image_ids))
+    return FeatureStore.open(path)
+
+
+def test_covariance_accumulator_matches_numpy_pca_in_blocks(monkeypatch):
+    import pipeline.store.projection as projection
+
+    monkeypatch.setattr(projection, "BLOCK_BYTES", 4 * L * D * 7)  # force many blocks of 7 rows
+    x = flat_tokens(_tokens([f"img{i}" for i in range(5)])["patch"]).double()
+    acc = CovarianceAccumulator(L * D)
+    acc.add(x[:33])
+    acc.add(x[33:])
+    fit = acc.fit(4)
+    cov = np.cov(x.numpy(), rowvar=False)
+    values, vectors = np.linalg.eigh(cov)
+    np.testing.assert_allclose(fit.mean, x.numpy().mean(0), atol=1e-10)
+    np.testing.assert_allclose(fit.variance, values[::-1][:4], rtol=1e-8)
+    np.testing.assert_allclose(np.abs(fit.basis.T @ vectors[:, ::-1][:, :4]), np.eye(4), atol=1e-6)
+    assert fit.total_variance == pytest.approx(np.trace(cov))
+    assert fit.variance_kept == pytest.approx(values[::-1][:4].sum() / values.sum())
+
+
+def test_pool_patches_averages_grid_neighbourhoods():
+    patch = torch.arange(2 * 16 * 1, dtype=torch.float32).reshape(1, 2, 16, 1)
+    pooled = pool_patches(patch, 2)
+    assert pooled.shape == (1, 2, 4, 1)
+    grid = patch[0, 0, :, 0].reshape(4, 4)
+    assert pooled[0, 0, 0, 0] == grid[:2, :2].mean() and pooled[0, 0, 3, 0] == grid[2:, 2:].mean()
+    with pytest.raises(ConfigError, match="--pool 3"):
+        pool_patches(patch, 3)
+
+
+def test_compress_projects_with_a_basis_fitted_on_train_images_only(tmp_path):
+    source = _full_store(tmp_path / "full")
+    summary = compress_store(tmp_path / "full", tmp_path / "r3", TRAIN, rank=3, progress=False)
+    store = FeatureStore.open(tmp_path / "r3")
+    assert summary.rows == len(store) == 20 and store.complete
+    proj = store.projection
+    assert proj.rank == 3 and store.layout.token_shape("patch") == (1, P, 3)
+    assert proj.variance_kept > 0.99 and store.info()["variance_kept"] == pytest.approx(proj.variance_kept)
+    # the mean is the train images' mean, not all images'
+    train_rows = source.rows(sorted(TRAIN))
+    train_x = flat_tokens(source.read(train_rows, ("patch",))["patch"]).double().numpy()
+    np.testing.assert_allclose(proj.mean, train_x.mean(0), atol=1e-6)
+    assert proj.fit["images"] == 12 and proj.fit["split"] == "train" and proj.fit["tokens"] == 12 * P
+    # rows read through the same reader: CLS full, patch = U^T (x - mean) (fp16), reconstruction close
+    ids = ["img17", "img3"]
+    full = source.read(source.rows(ids))
+    got = store.read(store.rows(ids))
+    torch.testing.assert_close(got["cls"], full["cls"])
+    torch.testing.assert_close(got["patch"], proj.apply(full["patch"]), atol=2e-2, rtol=2e-3)
+    err = (proj.reconstruct(got["patch"], L) - full["patch"]).abs().max()
+    assert err < 0.6 and got["patch"].shape == (2, 1, P, 3)
+
+
+def test_compress_int8_pooled_and_pool_only(tmp_path):
+    _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "q", TRAIN, rank=4, dtype="int8", pool=2, progress=False)
+    store = FeatureStore.open(tmp_path / "q")
+    assert store.layout.quantized and store.layout.token_shape("patch") == (1, 4, 4)
+    assert store.read(store.rows(["img0"]))["patch"].shape == (1, 1, 4, 4)
+    assert store.layout.grid == (2, 2)
+    compress_store(tmp_path / "full", tmp_path / "p", TRAIN, rank=0, pool=2, progress=False)
+    pooled = FeatureStore.open(tmp_path / "p")
+    assert pooled.projection is None
+    full = FeatureStore.open(tmp_path / "full")
+    torch.testing.assert_close(
+        pooled.read(pooled.rows(["img5"]))["patch"],
+        pool_patches(full.read(full.rows(["img5"]))["patch"], 2), atol=2e-3, rtol=2e-3,
+    )  # fmt: skip
+
+
+def test_compress_resumes_after_a_failure_and_never_redoes_a_finished_unit(tmp_path, monkeypatch):
+    _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "ref", TRAIN, rank=3, unit_rows=4, progress=False)
+    calls = {"n": 0}
+    real = StoreWriter.write_unit
+
+    def failing(self, unit, tokens, seconds=0.0):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed mid-run
+        return real(self, unit, tokens, seconds)
+
+    monkeypatch.setattr(StoreWriter, "write_unit", failing)
+    with pytest.raises(KeyboardInterrupt):
+        compress_store(tmp_path / "full", tmp_path / "out", TRAIN, rank=3, unit_rows=4, progress=False)
+    monkeypatch.setattr(StoreWriter, "write_unit", real)
+    partial = FeatureStore.open(tmp_path / "out")
+    assert len(partial) == 8 and not partial.complete
+    summary = compress_store(tmp_path / "full", tmp_path / "out", TRAIN, rank=3, unit_rows=4, progress=False)
+    assert summary.written == 12
+    a, b = FeatureStore.open(tmp_path / "ref"), FeatureStore.open(tmp_path / "out")
+    ids = [f"img{i}" for i in range(20)]
+    torch.testing.assert_close(a.read(a.rows(ids)), b.read(b.rows(ids)))
+    np.testing.assert_array_equal(a.projection.basis, b.projection.basis)
+
+
+def test_compress_refuses_other_rank_into_same_store_and_test_only_fit(tmp_path):
+    _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "r3", TRAIN, rank=3, progress=False)
+    with pytest.raises(StoreError, match="holds rank 3"):
+        compress_store(tmp_path / "full", tmp_path / "r3", TRAIN, rank=5, progress=False)
+    with pytest.raises(ConfigError, match="train split"):
+        compress_store(tmp_path / "full", tmp_path / "none", {"other"}, rank=3, progress=False)
+    with pytest.raises(ConfigError, match="--rank"):
+        compress_store(tmp_path / "full", tmp_path / "big", TRAIN, rank=L * D + 1, progress=False)
+    with pytest.raises(StoreError, match="already projected"):
+        compress_store(tmp_path / "r3", tmp_path / "again", TRAIN, rank=2, progress=False)
+
+
+def test_layout_bytes_per_image_for_projected_and_pooled_rows():
+    full = StoreLayout(4, 1024, 1024, 0)
+    assert full.bytes_per_image == 4 * 1025 * 1024 * 2
+    proj = StoreLayout(4, 1024, 1024, 0, rank=256, pool=2)
+    assert proj.bytes_per_image == 4 * 1024 * 2 + 256 * 256 * 2
+    q = StoreLayout(4, 1024, 1024, 0, dtype="int8", rank=128)
+    assert q.bytes_per_image == 4 * (1024 + 4) + 1024 * (128 + 4)
