@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument(
         "--datasets", nargs="+", default=None, help="probe data sets (default: every classification one)"
     )
+    parser.add_argument(
+        "--variation", action="store_true", help="cohort with acquisition variation (chex synth --variation)"
+    )
     parser.add_argument("--config", default="cpu_small")
     parser.add_argument("--name", default=None, help="run folder under checkpoints/ (default: bench-<preset name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one pretraining run per seed")
@@ -79,7 +82,7 @@ def main() -> None:
 
         counts = {name: round(args.scale * image_count(SPECS[name], args.size)) for name in DATASETS}
         t0 = time.perf_counter()
-        generate_cohort(ws, size=args.size, n_images=counts, workers=2, progress=False)
+        generate_cohort(ws, size=args.size, n_images=counts, workers=2, progress=False, variation=args.variation)
         print(f"cohort generated in {time.perf_counter() - t0:.1f} s at {ws.root}: {counts}")
     datasets = args.datasets or _classification_datasets(ws)
     shard_dir = write_training_shards(ws, ws.root / "shards" / "bench-pretrain")

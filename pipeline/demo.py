@@ -143,6 +143,7 @@ def run_demo(
     workers: int = 2,
     progress: bool = True,
     null: bool = False,
+    variation: bool = False,
 ) -> DemoSummary:
     """Run (or resume) the whole pipeline on the synthetic cohort in `workspace` (the null cohort if `null`)."""
     if size not in SIZES:
@@ -153,7 +154,9 @@ def run_demo(
     stages: list[tuple[str, Callable[[], None]]] = []
 
     def synth() -> None:
-        cohort = generate_cohort(workspace, size=plan.cohort, seed=seed, null=null, workers=workers, progress=False)
+        cohort = generate_cohort(
+            workspace, size=plan.cohort, seed=seed, null=null, workers=workers, progress=False, variation=variation
+        )
         datasets.extend(cohort)
 
     def shard() -> None:

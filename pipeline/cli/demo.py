@@ -25,6 +25,9 @@ def demo_command(
             "AUROC (the oracle's too) should be near 0.5 and log-rank p spread over (0, 1).",
         ),
     ] = False,
+    variation: Annotated[
+        bool, typer.Option("--variation", help="Synthetic cohort with acquisition variation (see `chex synth`).")
+    ] = False,
     workspace: WorkspaceOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
 ) -> None:
@@ -32,7 +35,7 @@ def demo_command(
     from pipeline.demo import run_demo
 
     ws = workspace_from(workspace)
-    summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null)
+    summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null, variation=variation)
     from rich.console import Console
     from rich.table import Table
 

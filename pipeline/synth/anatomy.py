@@ -101,16 +101,20 @@ def segment(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], p1: tuple[flo
     return np.exp(-0.5 * dist2 / width**2)
 
 
-def new_chest(size: int, anatomy: Anatomy, rng: np.random.Generator, habitus: Habitus | None = None) -> Chest:
-    """Render the normal anatomy of one image with a random pose."""
+def new_chest(
+    size: int, anatomy: Anatomy, rng: np.random.Generator, habitus: Habitus | None = None, variation: bool = True
+) -> Chest:
+    """Render the normal anatomy of one image with a random pose (the wider positioning ranges, and snaps/ECG
+    buttons, only with `variation`)."""
     habitus = habitus or Habitus()
     v, u = np.mgrid[0:size, 0:size].astype(np.float32)
     u = u * (2.0 / (size - 1)) - 1.0
     v = v * (2.0 / (size - 1)) - 1.0
     # Python floats keep the float32 grids float32 (numpy scalars would promote them to float64).
-    scale = float(rng.uniform(0.86, 1.06))  # field of view: how much of the patient the detector takes in
-    theta = float(rng.normal(0.0, 0.05))
-    shift_x, shift_y = rng.normal(0.0, 0.05, size=2).tolist()
+    wide = 1.0 if variation else 0.0
+    scale = float(rng.uniform(0.9 - 0.04 * wide, 1.05 + 0.01 * wide))  # field of view
+    theta = float(rng.normal(0.0, 0.035 + 0.015 * wide))
+    shift_x, shift_y = rng.normal(0.0, 0.035 + 0.015 * wide, size=2).tolist()
     cos, sin = float(np.cos(theta)), float(np.sin(theta))
     x = ((cos * u + sin * v) / scale - shift_x) / habitus.width
     y = (-sin * u + cos * v) / scale - shift_y
@@ -160,7 +164,8 @@ def new_chest(size: int, anatomy: Anatomy, rng: np.random.Generator, habitus: Ha
         for f, t, p in zip(freq, angle, phases, strict=True)
     )
     image = image + a.texture * texture / 3.0 * lungs_raw
-    image = image + _buttons(x, y, rng)
+    if variation:
+        image = image + _buttons(x, y, rng)
     return Chest(x=x, y=y, image=image.astype(np.float32), body=body, lung_right=lr, lung_left=ll, anatomy=a, rng=rng)
 
 
@@ -211,11 +216,17 @@ def _overlays(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return values, mask
 
 
-def expose(chest: Chest, rng: np.random.Generator, bit_depth: int = 8) -> np.ndarray:
+def expose(chest: Chest, rng: np.random.Generator, bit_depth: int = 8, variation: bool = True) -> np.ndarray:
     """Exposure (contrast, brightness, gamma, heel-effect gradient), collimation, markers and quantum noise,
-    then quantise to uint8 or uint16."""
+    then quantise to uint8 or uint16. Without `variation`: the milder exposure of generator v1, no gradient,
+    collimation or markers."""
     image = chest.image
     size = image.shape[0]
+    if not variation:
+        contrast, brightness, gamma = rng.uniform(0.88, 1.12), rng.normal(0.0, 0.035), rng.uniform(0.88, 1.12)
+        image = np.clip((image - 0.35) * contrast + 0.35 + brightness, 0.0, 1.0) ** gamma
+        image = np.clip(image + rng.normal(0.0, rng.uniform(0.008, 0.025), size=image.shape), 0.0, 1.0)
+        return _quantise(image, bit_depth)
     contrast = rng.uniform(0.8, 1.2)
     brightness = rng.normal(0.0, 0.045)
     gamma = rng.uniform(0.82, 1.2)
@@ -228,7 +239,10 @@ def expose(chest: Chest, rng: np.random.Generator, bit_depth: int = 8) -> np.nda
     values, mask = _overlays(size, rng)
     image = image * (1.0 - mask) + values * mask
     image = image + rng.normal(0.0, rng.uniform(0.008, 0.03), size=image.shape)
-    image = np.clip(image, 0.0, 1.0)
+    return _quantise(np.clip(image, 0.0, 1.0), bit_depth)
+
+
+def _quantise(image: np.ndarray, bit_depth: int) -> np.ndarray:
     if bit_depth == 16:
         return np.round(image * 65535.0).astype(np.uint16)
     return np.round(image * 255.0).astype(np.uint8)

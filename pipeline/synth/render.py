@@ -40,6 +40,7 @@ class PatientJob:
     bit_depth: int
     out_dir: str
     skip_existing: bool = False
+    variation: bool = False  # label-independent acquisition variation (docs/architecture.md, the cohort)
 
 
 def render_patient(job: PatientJob) -> int:
@@ -63,7 +64,7 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
     bone0 = float(np.clip(1.0 - BONE_EFFECT * job.z_frailty, 0.4, 1.6))
     texture0 = float(0.03 * np.exp(TEXTURE_EFFECT * job.z_frailty))
     lungs0 = float(patient_rng.uniform(0.95, 1.05))
-    habitus = Habitus.draw(patient_rng)
+    habitus = Habitus.draw(patient_rng) if job.variation else Habitus()
     images = []
     for k in range(len(job.image_ids)) if which is None else which:
         rng = np.random.default_rng([*base, 2, k])
@@ -75,12 +76,12 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
             view=job.views[k],
         )
         shown = list(job.shown[k])
-        chest = new_chest(job.image_size, apply_modifiers(anatomy, shown), rng, habitus)
+        chest = new_chest(job.image_size, apply_modifiers(anatomy, shown), rng, habitus, job.variation)
         # One generator per finding seeded by patient and finding only: it sits in the same place on every
         # image of the patient (per-image jitter comes from the image's generator).
         finding_rngs = {name: np.random.default_rng([*base, 1, _FINDING_IDS.get(name, 999)]) for name in shown}
         paint(chest, shown, finding_rngs)
-        images.append(expose(chest, rng, job.bit_depth))
+        images.append(expose(chest, rng, job.bit_depth, job.variation))
     return images
 
 
