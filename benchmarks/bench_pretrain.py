@@ -39,7 +39,7 @@ from pipeline.backbone.tokens import last_layer_tokens
 from pipeline.cards import load_card
 from pipeline.embed.preprocess import Preprocessing
 from pipeline.pretrain import load_config, pretrain
-from pipeline.pretrain.run_folder import read_metrics
+from pipeline.pretrain.run_folder import read_metrics, step_dir
 from pipeline.shard_format import encode_png, sanitize_key
 from pipeline.workspace import Workspace
 
@@ -56,11 +56,20 @@ def main() -> None:
     parser.add_argument(
         "--datasets", nargs="+", default=None, help="probe data sets (default: every classification one)"
     )
+    parser.add_argument(
+        "--variation", action="store_true", help="cohort with acquisition variation (chex synth --variation)"
+    )
     parser.add_argument("--config", default="cpu_small")
     parser.add_argument("--name", default=None, help="run folder under checkpoints/ (default: bench-<preset name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one pretraining run per seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="probe the teacher saved at this step of an existing run (no pretraining): a learning curve point",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -73,7 +82,7 @@ def main() -> None:
 
         counts = {name: round(args.scale * image_count(SPECS[name], args.size)) for name in DATASETS}
         t0 = time.perf_counter()
-        generate_cohort(ws, size=args.size, n_images=counts, workers=2, progress=False)
+        generate_cohort(ws, size=args.size, n_images=counts, workers=2, progress=False, variation=args.variation)
         print(f"cohort generated in {time.perf_counter() - t0:.1f} s at {ws.root}: {counts}")
     datasets = args.datasets or _classification_datasets(ws)
     shard_dir = write_training_shards(ws, ws.root / "shards" / "bench-pretrain")
@@ -84,19 +93,30 @@ def main() -> None:
     for seed in args.seeds:
         cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}"])
         run_name = name if len(args.seeds) == 1 else f"{name}-seed{seed}"
-        per_seed[seed] = pretrain_and_probe(ws, cfg, shard_dir, datasets, ws.checkpoints_dir(run_name))
+        out = ws.checkpoints_dir(run_name)
+        per_seed[seed] = pretrain_and_probe(ws, cfg, shard_dir, datasets, out, step=args.step)
         print_seed(ws, cfg, seed, per_seed[seed], datasets, n_train_images)
     if len(per_seed) > 1:
         print_over_seeds(per_seed, datasets)
 
 
-def pretrain_and_probe(ws: Workspace, cfg, shard_dir: Path, datasets: list[str], out: Path) -> dict:
-    """Pretrain (or resume) into `out`, then probe the random-init and pretrained backbones on `datasets`."""
-    resume = (out / "pretrain_config.yaml").exists()
+def pretrain_and_probe(
+    ws: Workspace, cfg, shard_dir: Path, datasets: list[str], out: Path, step: int | None = None
+) -> dict:
+    """Pretrain (or resume) into `out`, then probe the random-init and pretrained backbones on `datasets`.
+    With `step`, no pretraining: the teacher saved at that step of the run in `out` is probed."""
     t0 = time.perf_counter()
-    pretrain(cfg, sorted(shard_dir.glob("*.tar")), out, resume=resume, progress=True)
+    if step is None:
+        pretrain(
+            cfg, sorted(shard_dir.glob("*.tar")), out, resume=(out / "pretrain_config.yaml").exists(), progress=True
+        )
+        weights = out
+    else:
+        weights = step_dir(out, step)
+        if not (weights / "model.pt").is_file():
+            raise SystemExit(f"--step {step}: no saved teacher in {weights}")
     wall = time.perf_counter() - t0
-    pretrained, bconfig, _ = load_backbone(out)
+    pretrained, bconfig, _ = load_backbone(weights)
     torch.manual_seed(cfg.train.seed)  # the student's initial weights: same config, same seed, same draw
     random_init = build_backbone(
         preset(cfg.model.backbone, img_size=cfg.crops.global_crops_size, **cfg.model.backbone_overrides),
@@ -112,7 +132,8 @@ def pretrain_and_probe(ws: Workspace, cfg, shard_dir: Path, datasets: list[str],
             results[(dataset, label, "cls")] = probe(cls, manifest, card)["macro"]
             both = np.concatenate([cls, avgpool], axis=1)
             results[(dataset, label, "cls+avgpool")] = probe(both, manifest, card)["macro"]
-    return {"wall": wall, "metrics": read_metrics(out / "metrics.jsonl"), "auroc": results}
+    metrics = [m for m in read_metrics(out / "metrics.jsonl") if step is None or m["step"] <= step]
+    return {"wall": wall, "metrics": metrics, "auroc": results}
 
 
 def print_seed(ws: Workspace, cfg, seed: int, run: dict, datasets: list[str], n_train_images: int) -> None:

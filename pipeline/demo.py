@@ -1,7 +1,9 @@
 """`chex demo`: the whole pipeline on a synthetic cohort, in one command.
 
 synth -> shard -> pretrain (CPU preset) -> embed (pretrained and random-init backbones of the same
-architecture) -> probe (linear and GLoRI on every data set, label efficiency on one) -> report.
+architecture) -> probe (linear and GLoRI on every data set, label efficiency on one) -> oracle (the planted
+features' ceiling, pipeline/synth/oracle.py) -> report. `null=True` runs the same on the null cohort (same
+pixels, labels and outcomes drawn independently of them): every row, the oracle's included, should sit at chance.
 
 Every stage is resumable and idempotent, so a rerun reuses whatever finished: the cohort is not regenerated,
 finished shards and store units are kept, a finished pretraining run is loaded, identical probes are no-ops.
@@ -30,6 +32,7 @@ from pipeline.progress import make_progress, note
 from pipeline.report.write import ReportSummary, write_report
 from pipeline.shard.dataset import shard_dataset
 from pipeline.synth import generate_cohort
+from pipeline.synth.oracle import write_oracle_runs
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -134,9 +137,15 @@ class DemoSummary:
 
 
 def run_demo(
-    workspace: Workspace, size: str = "small", seed: int = 0, workers: int = 2, progress: bool = True
+    workspace: Workspace,
+    size: str = "small",
+    seed: int = 0,
+    workers: int = 2,
+    progress: bool = True,
+    null: bool = False,
+    variation: bool = False,
 ) -> DemoSummary:
-    """Run (or resume) the whole pipeline on the synthetic cohort in `workspace`."""
+    """Run (or resume) the whole pipeline on the synthetic cohort in `workspace` (the null cohort if `null`)."""
     if size not in SIZES:
         raise ConfigError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
     plan = SIZES[size]
@@ -145,7 +154,10 @@ def run_demo(
     stages: list[tuple[str, Callable[[], None]]] = []
 
     def synth() -> None:
-        datasets.extend(generate_cohort(workspace, size=plan.cohort, seed=seed, workers=workers, progress=False))
+        cohort = generate_cohort(
+            workspace, size=plan.cohort, seed=seed, null=null, workers=workers, progress=False, variation=variation
+        )
+        datasets.extend(cohort)
 
     def shard() -> None:
         for dataset in datasets:
@@ -191,6 +203,9 @@ def run_demo(
             )
             run_probe(workspace, dataset, head, backbone, config, progress=False)
 
+    def oracle() -> None:
+        write_oracle_runs(workspace, datasets, n_resamples=plan.n_resamples, seed=seed)
+
     def report() -> None:
         summary.report = write_report(
             workspace,
@@ -206,6 +221,7 @@ def run_demo(
         ("pretrain (DINOv2, CPU preset)", pretrain_stage),
         ("embed once (pretrained + random init)", embed),
         ("probe (linear + GLoRI, every data set)", probe),
+        ("oracle (planted features)", oracle),
         ("report", report),
     ]
     with make_progress(progress) as bar:

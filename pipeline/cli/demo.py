@@ -17,6 +17,17 @@ def demo_command(
     size: Annotated[str, typer.Option(help=f"Cohort and protocol size: {', '.join(DEMO_SIZES)}.")] = "small",
     seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes for synth, shard and embed.")] = 2,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            help="Null control: the same images with labels and outcomes drawn independently of them; every "
+            "AUROC (the oracle's too) should be near 0.5 and log-rank p spread over (0, 1).",
+        ),
+    ] = False,
+    variation: Annotated[
+        bool, typer.Option("--variation", help="Synthetic cohort with acquisition variation (see `chex synth`).")
+    ] = False,
     workspace: WorkspaceOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
 ) -> None:
@@ -24,12 +35,13 @@ def demo_command(
     from pipeline.demo import run_demo
 
     ws = workspace_from(workspace)
-    summary = run_demo(ws, size=size, seed=seed, workers=workers)
+    summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null, variation=variation)
     from rich.console import Console
     from rich.table import Table
 
     out = Console()
-    timings = Table(title="chex demo: stage timings (SYNTHETIC cohort)")
+    cohort = "SYNTHETIC null cohort: labels independent of the images" if null else "SYNTHETIC cohort"
+    timings = Table(title=f"chex demo: stage timings ({cohort})")
     timings.add_column("stage")
     timings.add_column("seconds", justify="right")
     for stage, seconds in summary.seconds.items():

@@ -17,6 +17,14 @@ def synth_command(
     size: Annotated[str, typer.Option(help="tiny (CI, 64 px), small (demo, 128 px) or medium (10x small).")] = "small",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
     null: Annotated[bool, typer.Option("--null", help="Labels and survival independent of the pixels.")] = False,
+    variation: Annotated[
+        bool,
+        typer.Option(
+            "--variation",
+            help="Label-independent acquisition variation (habitus, positioning, exposure gradients, collimation, "
+            "markers, buttons); off by default (it costs CPU-scale frozen features more than pretraining gains).",
+        ),
+    ] = False,
     datasets: Annotated[
         str | None, typer.Option(help=f"Comma-separated subset of {','.join(DATASETS)} (default all).")
     ] = None,
@@ -35,7 +43,15 @@ def synth_command(
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
     started = time.perf_counter()
     manifests = generate_cohort(
-        ws, size=size, seed=seed, null=null, datasets=names, image_size=image_size, workers=workers, progress=True
+        ws,
+        size=size,
+        seed=seed,
+        null=null,
+        datasets=names,
+        image_size=image_size,
+        workers=workers,
+        progress=True,
+        variation=variation,
     )
     table = Table(title=f"synthetic cohort ({size}{', NULL labels' if null else ''}, seed {seed}) in {ws.root}")
     for column in ("dataset", "images", "patients", "train", "val", "test"):

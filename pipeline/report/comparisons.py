@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline.errors import ChexError
 from pipeline.progress import track
 from pipeline.report.collect import Collection, head_name
-from pipeline.report.tables import TABLE2_METRICS, classification_datasets, result_cell
+from pipeline.report.tables import TABLE2_METRICS, classification_datasets, is_oracle, result_cell
 from pipeline.runs import CompareConfig, compare_runs
 from pipeline.stats import adjust_pvalues
 
@@ -51,7 +51,7 @@ def best_vs_others(
     plan = []
     for dataset in classification_datasets(coll):
         runs = coll.full_runs(dataset)
-        models = coll.models(runs)
+        models = [m for m in coll.models(runs) if not is_oracle(m)]  # the oracle is a reference, not a rival
         for metric in TABLE2_METRICS:
             estimates = {m: result_cell(coll.run(dataset, m).results, metric).value for m in models}
             ranked = [m for m in models if not np.isnan(estimates[m])]

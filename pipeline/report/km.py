@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from pipeline.report.cells import format_p
 from pipeline.report.collect import Collection, Run, dataset_name
 from pipeline.report.figures import COLUMN_WIDTH, FigureResult, model_label, paper_style, save_figure, synthetic_prefix
-from pipeline.report.tables import ENDPOINT_NAMES, result_cell
+from pipeline.report.tables import ENDPOINT_NAMES, is_oracle, result_cell
 from pipeline.stats import KMGroups, kaplan_meier_groups, risk_groups
 
 GROUP_COLORS = {"low": "#1f77b4", "high": "#d62728"}
@@ -32,7 +32,9 @@ def best_survival_run(coll: Collection, dataset: str, endpoint: str) -> Run | No
     runs = [
         r
         for r in coll.full_runs(dataset)
-        if r.survival_path is not None and result_cell(r.results, "logrank_p", endpoint, kind="pvalue").has_value
+        if r.survival_path is not None
+        and not is_oracle(r.model)
+        and result_cell(r.results, "logrank_p", endpoint, kind="pvalue").has_value
     ]
     if not runs:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.report.collect import HEADS, RUN_FILE, Collection, head_name
-from pipeline.report.tables import fraction_name
+from pipeline.report.tables import ORACLE, fraction_name
 
 EFFICIENCY_FRACTIONS = (0.01, 0.1)
 
@@ -26,7 +26,7 @@ def missing_inputs(coll: Collection) -> list[str]:
             f"no probe results found: run {probe_hint(d, 'linear')} (and --head glori, --head mlp)" for d in datasets
         ]
     messages = []
-    backbones = coll.backbones
+    backbones = [b for b in coll.backbones if b != ORACLE[0]]  # the synthetic oracle has its own head only
     for dataset in coll.datasets:
         if not any(r.dataset == dataset for r in coll.runs):
             messages.append(

@@ -15,11 +15,14 @@ import pandas as pd
 
 from pipeline.report.cells import UNDEFINED, Cell, Panel, ReportTable, Row, mark_best, missing_cell
 from pipeline.report.collect import Collection, dataset_name, head_name
+from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 
 MACRO = "macro"
 TABLE2_METRICS = ("auprc", "auroc")
 METRIC_NAMES = {"auprc": "AUPRC", "auroc": "AUROC", "c_index": "C-index"}
 ENDPOINT_NAMES = {"cvd": "CVD mortality", "all_cause": "All-cause mortality"}
+ORACLE = (ORACLE_BACKBONE, ORACLE_HEAD)
+ORACLE_LABELS = ("planted features (oracle)", "SYNTHETIC ceiling")
 SURVIVAL_COLUMNS = ("AUPRC", "AUROC", "C-index", "HR (95% CI)", "Log-rank p", "Surv. low (%)", "Surv. high (%)")
 
 
@@ -45,7 +48,25 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
 
 
 def model_labels(model: tuple[str, str]) -> tuple[str, str]:
-    return (model[0], head_name(model[1]))
+    return ORACLE_LABELS if model == ORACLE else (model[0], head_name(model[1]))
+
+
+def is_oracle(model: tuple[str, str]) -> bool:
+    """The synthetic cohort's planted-features reference row (pipeline/synth/oracle.py), not a model."""
+    return tuple(model) == ORACLE
+
+
+def ranked_models(coll: Collection, runs) -> list[tuple[str, str]]:
+    """Report order with the oracle row first (a reference to read the others against)."""
+    models = coll.models(runs)
+    return [m for m in models if is_oracle(m)] + [m for m in models if not is_oracle(m)]
+
+
+def oracle_run(coll: Collection, dataset: str, model: tuple[str, str]):
+    """The run of `model` on `dataset`; an oracle run counts only on a synthetic data set."""
+    if is_oracle(model) and not coll.is_synthetic([dataset]):
+        return None
+    return coll.run(dataset, model)
 
 
 def classification_datasets(coll: Collection) -> list[str]:
@@ -56,17 +77,17 @@ def classification_datasets(coll: Collection) -> list[str]:
 def performance_table(coll: Collection) -> ReportTable:
     """Table II: macro AUPRC and AUROC (95% CI) per backbone x head and data set, best per column bold."""
     datasets = classification_datasets(coll)
-    models = coll.models([r for d in datasets for r in coll.full_runs(d)])
+    models = ranked_models(coll, [r for d in datasets for r in coll.full_runs(d)])
     panels = []
     for metric in TABLE2_METRICS:
         rows = []
         for model in models:
             cells = []
             for dataset in datasets:
-                run = coll.run(dataset, model)
+                run = oracle_run(coll, dataset, model)
                 cells.append(result_cell(run.results, metric) if run else missing_cell())
             rows.append(Row(model_labels(model), cells))
-        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows)))
+        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows, oracle=[is_oracle(m) for m in models])))
     return ReportTable(
         name="table2_performance",
         number="Table II",
@@ -74,6 +95,8 @@ def performance_table(coll: Collection) -> ReportTable:
         caption=(
             "Macro-averaged AUPRC and AUROC over each data set's findings on its test split, with 95% bootstrap "
             "confidence intervals in parentheses. Best model per column in bold; – marks a run that is missing."
+            + ORACLE_NOTE
+            * any(is_oracle(m) for m in models)
         ),
         row_header=["Backbone", "Head"],
         columns=[dataset_name(d) for d in datasets],
@@ -83,10 +106,17 @@ def performance_table(coll: Collection) -> ReportTable:
     )
 
 
+ORACLE_NOTE = (
+    " SYNTHETIC data: the 'planted features (oracle)' row is a logistic regression (Cox model for survival) on "
+    "the features the generator planted in each image, fitted on train + val and scored like every other row: "
+    "the ceiling a perfect reader of the images could reach. It is never bold and never compared."
+)
+
+
 def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: int, adjust: str) -> ReportTable:
     """Companion of Table II: adjusted paired-permutation p of each column's best model vs each other model."""
     datasets = classification_datasets(coll)
-    models = coll.models([r for d in datasets for r in coll.full_runs(d)])
+    models = [m for m in coll.models([r for d in datasets for r in coll.full_runs(d)]) if not is_oracle(m)]
     panels = []
     for metric in TABLE2_METRICS:
         rows = []
@@ -134,9 +164,10 @@ def survival_table(coll: Collection) -> ReportTable:
     panels = []
     for dataset in datasets:
         runs = coll.full_runs(dataset)
+        models = [m for m in ranked_models(coll, runs) if oracle_run(coll, dataset, m) is not None]
         for endpoint in endpoints_of(coll, dataset):
             rows = []
-            for model in coll.models(runs):
+            for model in models:
                 results = coll.run(dataset, model).results
                 output = endpoint_output(coll, dataset, endpoint, results)
                 cells = [
@@ -152,7 +183,8 @@ def survival_table(coll: Collection) -> ReportTable:
             title = ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " "))
             if len(datasets) > 1:
                 title = f"{dataset_name(dataset)}: {title}"
-            panels.append(Panel(title, _bold_columns(rows, columns=(0, 1, 2))))
+            oracle = [is_oracle(m) for m in models]
+            panels.append(Panel(title, _bold_columns(rows, columns=(0, 1, 2), oracle=oracle)))
     horizon = _horizon(coll, datasets)
     return ReportTable(
         name="table4_survival",
@@ -164,6 +196,8 @@ def survival_table(coll: Collection) -> ReportTable:
             "log-rank p of the two groups' Kaplan-Meier curves; end-of-follow-up Kaplan-Meier survival (%) of the "
             "low- and high-risk groups (95% band). Subjects are split at the median predicted risk. Best AUPRC, "
             "AUROC and C-index per panel in bold."
+            + ORACLE_NOTE
+            * any(is_oracle(m) for d in datasets for m in coll.models(coll.full_runs(d)))
         ),
         row_header=["Backbone", "Head"],
         columns=list(SURVIVAL_COLUMNS),
@@ -192,7 +226,7 @@ def label_efficiency_table(coll: Collection) -> ReportTable:
     panels = []
     for dataset in datasets:
         rows = []
-        for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
+        for model in [m for m in coll.models([r for r in coll.runs if r.dataset == dataset]) if not is_oracle(m)]:
             cells = []
             for fraction in fractions:
                 run = coll.run(dataset, model, fraction)
@@ -246,15 +280,19 @@ def _horizon(coll: Collection, datasets: list[str]) -> str:
     return "the horizon"
 
 
-def _bold_columns(rows: list[Row], columns: tuple[int, ...] | None = None) -> list[Row]:
+def _bold_columns(
+    rows: list[Row], columns: tuple[int, ...] | None = None, oracle: list[bool] | None = None
+) -> list[Row]:
+    """Best per column in bold; reference rows (`oracle` True) take no part."""
     if not rows:
         return rows
     n = len(rows[0].cells)
     grid = [list(r.cells) for r in rows]
+    ranked = [i for i in range(len(rows)) if not (oracle and oracle[i])]
     for k in range(n) if columns is None else columns:
-        marked = mark_best([g[k] for g in grid])
-        for g, cell in zip(grid, marked, strict=True):
-            g[k] = cell
+        marked = mark_best([grid[i][k] for i in ranked])
+        for i, cell in zip(ranked, marked, strict=True):
+            grid[i][k] = cell
     return [Row(r.labels, g) for r, g in zip(rows, grid, strict=True)]
 
 

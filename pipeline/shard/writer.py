@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import fsync_dir
 from pipeline.errors import ImageReadError
 from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, decode_image, read_bytes
 from pipeline.shard.plan import ShardTask
@@ -94,7 +95,7 @@ def write_shard(
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, final)
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
 
     record = {
         "shard": task.file,
@@ -207,17 +208,4 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some file systems (and Windows) cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

@@ -4,6 +4,12 @@ Coordinates are anatomical and normalised: x from -1 (image left = the patient's
 y from -1 (top) to 1 (bottom). A random pose (scale, shift, small rotation, rare left/right flip) maps image
 pixels to these coordinates, so every structure and every planted finding moves with the patient. Values are
 X-ray attenuation-like in [0, 1] (air dark, bone bright) before exposure and noise are applied.
+
+Label-independent variation (`Habitus` per patient, the rest per image) makes two views of one image tell it
+apart from other images, as real radiographs do: body width and soft tissue, positioning (scale = field of
+view, shift, rotation), exposure (contrast, brightness, gamma, a heel-effect gradient, noise), collimation
+edges, a side marker and burned-in text, and snaps/ECG buttons on the chest wall (never over the lungs, so they
+do not mimic nodules or devices).
 """
 
 from __future__ import annotations
@@ -31,6 +37,23 @@ class Anatomy:
     spine_curve: float = 0.0  # lateral spine curvature
     aorta: float = 1.0  # aortic knob scale
     view: str = "PA"
+
+
+@dataclass(frozen=True)
+class Habitus:
+    """A patient's build, independent of every label: thorax width and soft-tissue thickness."""
+
+    width: float = 1.0  # horizontal scale of the whole thorax (heart-to-thorax ratio unchanged)
+    soft_tissue: float = 0.0  # extra soft-tissue density of the body outline (obesity, breast shadows)
+    body_width: float = 1.0  # body outline width relative to the thorax
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Habitus:
+        return cls(
+            width=float(rng.uniform(0.93, 1.07)),
+            soft_tissue=float(rng.uniform(0.0, 0.08)),
+            body_width=float(rng.uniform(0.97, 1.12)),
+        )
 
 
 @dataclass
@@ -78,24 +101,29 @@ def segment(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], p1: tuple[flo
     return np.exp(-0.5 * dist2 / width**2)
 
 
-def new_chest(size: int, anatomy: Anatomy, rng: np.random.Generator) -> Chest:
-    """Render the normal anatomy of one image with a random pose."""
+def new_chest(
+    size: int, anatomy: Anatomy, rng: np.random.Generator, habitus: Habitus | None = None, variation: bool = True
+) -> Chest:
+    """Render the normal anatomy of one image with a random pose (the wider positioning ranges, and snaps/ECG
+    buttons, only with `variation`)."""
+    habitus = habitus or Habitus()
     v, u = np.mgrid[0:size, 0:size].astype(np.float32)
     u = u * (2.0 / (size - 1)) - 1.0
     v = v * (2.0 / (size - 1)) - 1.0
     # Python floats keep the float32 grids float32 (numpy scalars would promote them to float64).
-    scale = float(rng.uniform(0.9, 1.05))
-    theta = float(rng.normal(0.0, 0.035))
-    shift_x, shift_y = rng.normal(0.0, 0.035, size=2).tolist()
+    wide = 1.0 if variation else 0.0
+    scale = float(rng.uniform(0.9 - 0.04 * wide, 1.05 + 0.01 * wide))  # field of view
+    theta = float(rng.normal(0.0, 0.035 + 0.015 * wide))
+    shift_x, shift_y = rng.normal(0.0, 0.035 + 0.015 * wide, size=2).tolist()
     cos, sin = float(np.cos(theta)), float(np.sin(theta))
-    x = (cos * u + sin * v) / scale - shift_x
+    x = ((cos * u + sin * v) / scale - shift_x) / habitus.width
     y = (-sin * u + cos * v) / scale - shift_y
     if rng.random() < 0.03:  # rare mirrored image (situs / flipped acquisition)
         x = -x
     a = anatomy
     heart_scale = a.heart * (1.08 if a.view == "AP" else 1.0)
 
-    body = ellipse(x, y, 0.0, 0.18, 0.95, 1.22, edge=0.03)
+    body = ellipse(x, y, 0.0, 0.18, 0.95 * habitus.body_width, 1.22, edge=0.03)
     lr = ellipse(x, y, RIGHT_LUNG[0] * a.lungs, RIGHT_LUNG[1], RIGHT_LUNG[2] * a.lungs, RIGHT_LUNG[3] * a.lungs)
     ll = ellipse(x, y, LEFT_LUNG[0] * a.lungs, LEFT_LUNG[1], LEFT_LUNG[2] * a.lungs, LEFT_LUNG[3] * a.lungs)
     hcx, hcy, hrx, hry = HEART
@@ -105,7 +133,7 @@ def new_chest(size: int, anatomy: Anatomy, rng: np.random.Generator) -> Chest:
     open_lung = (1.0 - heart) * (1.0 - mediastinum)
     lr, ll = lr * open_lung, ll * open_lung
 
-    image = 0.06 + 0.44 * body
+    image = 0.06 + (0.44 + habitus.soft_tissue) * body
     image = image - (0.28 + a.lucency) * (lr + ll) + 0.10 * heart + 0.06 * mediastinum
     knob = ellipse(
         x,
@@ -136,19 +164,85 @@ def new_chest(size: int, anatomy: Anatomy, rng: np.random.Generator) -> Chest:
         for f, t, p in zip(freq, angle, phases, strict=True)
     )
     image = image + a.texture * texture / 3.0 * lungs_raw
+    if variation:
+        image = image + _buttons(x, y, rng)
     return Chest(x=x, y=y, image=image.astype(np.float32), body=body, lung_right=lr, lung_left=ll, anatomy=a, rng=rng)
 
 
-def expose(chest: Chest, rng: np.random.Generator, bit_depth: int = 8) -> np.ndarray:
-    """Exposure (contrast, brightness, gamma) and quantum noise, then quantise to uint8 or uint16."""
+def _buttons(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Snaps / ECG electrodes: small bright rings on the lateral chest wall and shoulders (none, often)."""
+    out = np.zeros_like(x)
+    for _ in range(int(rng.choice([0, 0, 1, 2, 3]))):
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        cx, cy = side * float(rng.uniform(0.74, 0.9)), float(rng.uniform(-0.85, 0.7))
+        d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
+        out += 0.3 * np.exp(-0.5 * ((d - 0.035) / 0.01) ** 2)
+    return out
+
+
+def _overlays(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Detector-frame overlays (fixed to the image, not the patient): a side marker ("L"/"R" block letter in a
+    corner), sometimes a burned-in text strip, and collimation edges. Returns (values, mask) to blend in."""
+    values = np.zeros((size, size), dtype=np.float32)
+    mask = np.zeros((size, size), dtype=np.float32)
+    unit = max(2, size // 40)
+    # side marker: an L-shaped (or R-ish: L plus a bar) block in one of the four corners
+    top, left = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    r0 = int(rng.integers(unit, 4 * unit)) if top else size - int(rng.integers(5 * unit, 8 * unit))
+    c0 = int(rng.integers(unit, 4 * unit)) if left else size - int(rng.integers(5 * unit, 8 * unit))
+    h, w = 4 * unit, 3 * unit
+    mask[r0 : r0 + h, c0 : c0 + unit] = 1.0
+    mask[r0 + h - unit : r0 + h, c0 : c0 + w] = 1.0
+    if rng.random() < 0.5:
+        mask[r0 : r0 + unit, c0 : c0 + w] = 1.0
+    values[mask > 0] = float(rng.uniform(0.85, 1.0))
+    if rng.random() < 0.5:  # burned-in text: a row of small blocks along the top or bottom edge
+        row = int(rng.integers(unit, 3 * unit)) if rng.random() < 0.5 else size - int(rng.integers(2 * unit, 4 * unit))
+        start = int(rng.integers(unit, size // 2))
+        for k in range(int(rng.integers(4, 10))):
+            if rng.random() < 0.8:
+                col = start + k * (unit + unit // 2 + 1)
+                mask[row : row + unit, col : col + unit] = 1.0
+                values[row : row + unit, col : col + unit] = 0.9
+    # collimation: unexposed (bright) bands on some edges
+    level = float(rng.uniform(0.75, 0.95))
+    for edge in range(4):
+        if rng.random() < 0.5:
+            width = int(rng.uniform(0.02, 0.09) * size)
+            band = (slice(0, width), slice(None)), (slice(size - width, size), slice(None))
+            band += (slice(None), slice(0, width)), (slice(None), slice(size - width, size))
+            mask[band[edge]] = 1.0
+            values[band[edge]] = level
+    return values, mask
+
+
+def expose(chest: Chest, rng: np.random.Generator, bit_depth: int = 8, variation: bool = True) -> np.ndarray:
+    """Exposure (contrast, brightness, gamma, heel-effect gradient), collimation, markers and quantum noise,
+    then quantise to uint8 or uint16. Without `variation`: the milder exposure of generator v1, no gradient,
+    collimation or markers."""
     image = chest.image
-    contrast = rng.uniform(0.88, 1.12)
-    brightness = rng.normal(0.0, 0.035)
-    gamma = rng.uniform(0.88, 1.12)
+    size = image.shape[0]
+    if not variation:
+        contrast, brightness, gamma = rng.uniform(0.88, 1.12), rng.normal(0.0, 0.035), rng.uniform(0.88, 1.12)
+        image = np.clip((image - 0.35) * contrast + 0.35 + brightness, 0.0, 1.0) ** gamma
+        image = np.clip(image + rng.normal(0.0, rng.uniform(0.008, 0.025), size=image.shape), 0.0, 1.0)
+        return _quantise(image, bit_depth)
+    contrast = rng.uniform(0.8, 1.2)
+    brightness = rng.normal(0.0, 0.045)
+    gamma = rng.uniform(0.82, 1.2)
     image = (image - 0.35) * contrast + 0.35 + brightness
+    ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    angle = float(rng.uniform(0.0, 2 * np.pi))
+    heel = float(rng.uniform(0.0, 0.06))
+    image = image + heel * (float(np.cos(angle)) * ramp[None, :] + float(np.sin(angle)) * ramp[:, None])
     image = np.clip(image, 0.0, 1.0) ** gamma
-    image = image + rng.normal(0.0, rng.uniform(0.008, 0.025), size=image.shape)
-    image = np.clip(image, 0.0, 1.0)
+    values, mask = _overlays(size, rng)
+    image = image * (1.0 - mask) + values * mask
+    image = image + rng.normal(0.0, rng.uniform(0.008, 0.03), size=image.shape)
+    return _quantise(np.clip(image, 0.0, 1.0), bit_depth)
+
+
+def _quantise(image: np.ndarray, bit_depth: int) -> np.ndarray:
     if bit_depth == 16:
         return np.round(image * 65535.0).astype(np.uint16)
     return np.round(image * 255.0).astype(np.uint8)

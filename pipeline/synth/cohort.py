@@ -33,7 +33,7 @@ from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: label-independent variation (habitus, positioning, overlays), stronger survival
 CHUNK_PATIENTS = 32
 
 
@@ -47,6 +47,7 @@ class SynthParams:
     null: bool
     image_size: int
     n_images: int
+    variation: bool = False
     version: int = GENERATOR_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,10 +64,14 @@ def generate_cohort(
     workers: int = 1,
     progress: bool = True,
     n_images: dict[str, int] | None = None,
+    variation: bool = False,
 ) -> dict[str, Path]:
     """Generate (or reuse) the synthetic data sets; returns data set -> manifest path.
 
     `n_images` overrides the preset's image count per data set; `image_size` its image side in pixels.
+    `variation` adds label-independent acquisition variation (habitus, wider positioning, exposure gradients,
+    collimation, markers, buttons); off by default because at CPU scale it costs the frozen features more than
+    pretraining gains (docs/architecture.md).
     """
     chosen = preset(size)
     side = image_size or chosen.image_size
@@ -78,7 +83,7 @@ def generate_cohort(
     for name in resolve_datasets(list(datasets) if datasets else None):
         spec = SPECS[name]
         count = (n_images or {}).get(name) or image_count(spec, size)
-        params = SynthParams(name, size, seed, null, side, count)
+        params = SynthParams(name, size, seed, null, side, count, variation)
         out[name] = _generate_dataset(workspace, params, chosen.force_rare, workers, progress)
     return out
 
@@ -203,6 +208,7 @@ def _jobs(
             bit_depth=bit_depth,
             out_dir=str(out_dir),
             skip_existing=skip_existing,
+            variation=params.variation,
         )
 
 

@@ -18,7 +18,7 @@ from pipeline.synth.anatomy import AORTIC_KNOB, HEART, LEFT_LUNG, RIGHT_LUNG, An
 Painter = Callable[[Chest, np.random.Generator], None]
 
 MODIFIERS: dict[str, Callable[[Anatomy], Anatomy]] = {
-    "Cardiomegaly": lambda a: replace(a, heart=a.heart * 1.22),
+    "Cardiomegaly": lambda a: replace(a, heart=a.heart * 1.3),
     "Enlarged Cardiomediastinum": lambda a: replace(a, mediastinum=a.mediastinum * 1.7, heart=a.heart * 1.08),
     "Emphysema": lambda a: replace(a, lungs=a.lungs * 1.08, lucency=a.lucency + 0.07),
     "Kyphosis": lambda a: replace(a, spine_curve=a.spine_curve + 0.09, lungs=a.lungs * 0.95),
@@ -70,9 +70,14 @@ def _jitter(chest: Chest, point: tuple[float, float], sd: float = 0.02) -> tuple
     return point[0] + dx, point[1] + dy
 
 
+# Findings are drawn 20% stronger than at generator version 1, against the label-independent variation
+# (positioning, exposure, overlays) the images now carry.
+GAIN = 1.2
+
+
 def _strength(chest: Chest) -> float:
     """Per-image strength variation of a finding."""
-    return float(chest.rng.uniform(0.8, 1.2))
+    return GAIN * float(chest.rng.uniform(0.8, 1.2))
 
 
 def _patch(chest: Chest, rng: np.random.Generator, side: int, zone: str, radius: float, amp: float, n: int) -> None:
@@ -141,7 +146,7 @@ def _atelectasis(chest: Chest, rng: np.random.Generator) -> None:
         yl = cy + ry * rng.uniform(0.3, 0.6)
         tilt = rng.normal(0, 0.08)
         p0, p1 = (cx - 0.7 * rx, yl - tilt), (cx + 0.7 * rx, yl + tilt)
-        chest.add(0.25 * _strength(chest) * segment(chest.x, chest.y, p0, p1, 0.035) * chest.lung(side))
+        chest.add(0.32 * _strength(chest) * segment(chest.x, chest.y, p0, p1, 0.04) * chest.lung(side))
     chest.add(0.1 * _base(chest, side, 0.25))
 
 
@@ -154,7 +159,7 @@ def _edema(chest: Chest, rng: np.random.Generator) -> None:
 
 
 def _pneumonia(chest: Chest, rng: np.random.Generator) -> None:
-    _patch(chest, rng, _side(rng), "lower", 0.15, 0.19, 8)
+    _patch(chest, rng, _side(rng), "lower", 0.16, 0.3, 8)
 
 
 def _consolidation(chest: Chest, rng: np.random.Generator) -> None:

@@ -10,10 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.shard_format import encode_png
-from pipeline.synth.anatomy import Anatomy, expose, new_chest
+from pipeline.synth.anatomy import Anatomy, Habitus, expose, new_chest
 from pipeline.synth.findings import apply_modifiers, paint
 from pipeline.synth.plan import dataset_code
 from pipeline.synth.specs import CXRLT24_PREVALENCE
+
+# How strongly the survival latents show, per SD: heart silhouette scale (log), bone brightness, lung texture (log).
+HEART_EFFECT = 0.12
+BONE_EFFECT = 0.15
+TEXTURE_EFFECT = 0.4
 
 # Stable per-finding stream ids (position in this sorted list), independent of which data set uses them.
 _FINDING_IDS = {name: i for i, name in enumerate(sorted({*CXRLT24_PREVALENCE, "Tuberculosis", "Nodule"}))}
@@ -35,6 +40,7 @@ class PatientJob:
     bit_depth: int
     out_dir: str
     skip_existing: bool = False
+    variation: bool = False  # label-independent acquisition variation (docs/architecture.md, the cohort)
 
 
 def render_patient(job: PatientJob) -> int:
@@ -54,10 +60,11 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
     """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16."""
     base = [job.seed, dataset_code(job.dataset), job.patient_index + 1]
     patient_rng = np.random.default_rng([*base, 3])
-    heart0 = float(np.exp(0.1 * job.z_heart))
-    bone0 = float(np.clip(1.0 - 0.12 * job.z_frailty, 0.5, 1.5))
-    texture0 = float(0.03 * np.exp(0.35 * job.z_frailty))
+    heart0 = float(np.exp(HEART_EFFECT * job.z_heart))
+    bone0 = float(np.clip(1.0 - BONE_EFFECT * job.z_frailty, 0.4, 1.6))
+    texture0 = float(0.03 * np.exp(TEXTURE_EFFECT * job.z_frailty))
     lungs0 = float(patient_rng.uniform(0.95, 1.05))
+    habitus = Habitus.draw(patient_rng) if job.variation else Habitus()
     images = []
     for k in range(len(job.image_ids)) if which is None else which:
         rng = np.random.default_rng([*base, 2, k])
@@ -69,12 +76,12 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
             view=job.views[k],
         )
         shown = list(job.shown[k])
-        chest = new_chest(job.image_size, apply_modifiers(anatomy, shown), rng)
+        chest = new_chest(job.image_size, apply_modifiers(anatomy, shown), rng, habitus, job.variation)
         # One generator per finding seeded by patient and finding only: it sits in the same place on every
         # image of the patient (per-image jitter comes from the image's generator).
         finding_rngs = {name: np.random.default_rng([*base, 1, _FINDING_IDS.get(name, 999)]) for name in shown}
         paint(chest, shown, finding_rngs)
-        images.append(expose(chest, rng, job.bit_depth))
+        images.append(expose(chest, rng, job.bit_depth, job.variation))
     return images
 
 

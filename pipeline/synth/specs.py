@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError
 
+# The oracle's run folder (pipeline/synth/oracle.py): a reference row of the report, never a real backbone.
+ORACLE_BACKBONE = "oracle"
+ORACLE_HEAD = "planted"
+
 DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco")
 
 # CXR-LT 24's 40 findings with MIMIC-like, long-tailed per-patient prevalences (30% down to 0.1%).
@@ -114,7 +118,7 @@ SPECS: dict[str, SynthSpec] = {
     "shenzhen": SynthSpec(
         name="shenzhen",
         prevalence={"Tuberculosis": 0.5},
-        images=330,
+        images=400,
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 463, "val": 65, "test": 134}),
         background_prevalence=_BACKGROUND,
@@ -122,7 +126,7 @@ SPECS: dict[str, SynthSpec] = {
     "montgomery": SynthSpec(
         name="montgomery",
         prevalence={"Tuberculosis": 0.42},
-        images=138,
+        images=300,  # more subjects than the real 138: a test split that can show a difference from chance
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 96, "val": 14, "test": 28}),
         background_prevalence=_BACKGROUND,
@@ -130,7 +134,7 @@ SPECS: dict[str, SynthSpec] = {
     "jsrt": SynthSpec(
         name="jsrt",
         prevalence={"Nodule": 0.62},
-        images=247,
+        images=400,
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 171, "val": 24, "test": 50}),
         bit_depth=16,
@@ -138,8 +142,8 @@ SPECS: dict[str, SynthSpec] = {
     "plco": SynthSpec(
         name="plco",
         prevalence={},
-        images=600,
-        images_per_patient=2.0,
+        images=1200,  # ~230 test subjects: the planted hazard separates the risk groups at p < 0.001
+        images_per_patient=1.0,
         split_fractions=_fractions({"train": 133543, "val": 19099, "test": 38058}),
         survival=True,
         background_prevalence=_BACKGROUND,

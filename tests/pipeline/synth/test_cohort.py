@@ -176,3 +176,20 @@ def test_small_cxrlt24_test_split_has_every_finding(small64):
     missing = [c for c in columns if (test[c] == 1).sum() == 0]
     assert missing == []
     assert re.fullmatch(r"\d+", str(len(manifest))) and 1000 <= len(manifest) <= 1200
+
+
+def test_acquisition_variation_is_opt_in_and_label_independent(tmp_path):
+    import dataclasses
+
+    plain = PatientJob("cxrlt24", 0, 7, ("x", "y"), ("PA", "PA"), ((), ()), 0.0, 0.0, 96, 8, "")
+    varied = dataclasses.replace(plain, variation=True)
+    mild, wide = render_pixels(plain), render_pixels(varied)
+    assert not np.array_equal(mild[0], wide[0])
+    ws = Workspace(tmp_path / "ws")
+    generate_cohort(ws, size="tiny", seed=0, datasets=["jsrt"], progress=False)
+    before = image_bytes(ws, "jsrt")
+    labels = pd.read_parquet(ws.manifest_path("jsrt"))
+    generate_cohort(ws, size="tiny", seed=0, datasets=["jsrt"], progress=False, variation=True)
+    assert read_params(ws, "jsrt")["params"]["variation"] is True
+    assert image_bytes(ws, "jsrt") != before  # other parameters: the images are made again
+    assert pd.read_parquet(ws.manifest_path("jsrt")).equals(labels)  # the labels do not depend on it
