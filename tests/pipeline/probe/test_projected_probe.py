@@ -25,7 +25,8 @@ def test_glori_and_avgpool_linear_run_the_protocol_on_a_projected_pooled_store(t
     weights = torch.load(glori.folder / "head.pt", weights_only=True)
     assert weights["embed.weight"].shape == (32, 8)  # GLoRI's first Linear takes R = 8 inputs
     run = json.loads((glori.folder / "run.json").read_text())
-    assert run["head_config"]["patch_dim"] == 8
+    # the rank is the store's (recorded with it, and in the run key); the head config holds declared options only
+    assert run["store_attrs"]["projection"]["rank"] == 8 and "patch_dim" not in run["head_config"]
     maps = np.load(glori.folder / "attention" / "attention.npz")
     assert maps["attention"].shape == (4, 3, 4) and list(maps["grid"]) == [2, 2]  # 4x4 grid pooled by 2
     config = ProbeConfig(n_resamples=30, epochs=8, lrs=(1e-3, 5e-3), head_options={"avgpool": True})
