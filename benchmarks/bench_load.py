@@ -1,7 +1,7 @@
 """Load: a real-size manifest through validation, split checks and shard planning; a 100k-row store read out of core;
 `chex shard` with every image missing, and a rerun of a finished shard set with nothing to do.
 
-Run: /work/venv/bin/python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16
+Run: python benchmarks/bench_load.py [--rows 200000 --store-rows 100000 --dim 16 --patches 16
      --shard-rows 200000 --images 2000]
 
 Figures (issue 15; 2 shared cores under a load average of 15-23, so compare ratios measured side by side):

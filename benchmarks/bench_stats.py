@@ -7,7 +7,7 @@ average_precision_score per finding) on the *same* resample indices; it takes ~2
 resamples, so by default a few resamples are timed and extrapolated (said so in the output), and their
 replicates are compared with chex's. `--loop-resamples 1000` runs it in full (then the CI difference is exact).
 
-    /work/venv/bin/python benchmarks/bench_stats.py [--loop-resamples 5] [--resamples 1000]
+    python benchmarks/bench_stats.py [--loop-resamples 5] [--resamples 1000]
 
 Prints figures and ratios; asserts nothing. Timings on a shared machine are noisy.
 """

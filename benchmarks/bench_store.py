@@ -34,15 +34,21 @@ import pandas as pd
 import torch
 
 from heads import HeadStack, build_head, masked_bce
+from pipeline.cards import packaged_card
 from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter, store_attrs
 
 VITL = dict(n_layers=4, dim=1024, n_patches=1024, n_registers=0)
 DATASET_IMAGES = {"CXR-LT 24": 260_000, "PLCO": 190_700}
-PAPER_SPLITS = {  # train, val, test images; epochs (DESIGN.md)
-    "chexpert": (191_027, 202, 518, 10),
-    "plco": (133_543, 19_099, 38_058, 10),
-    "shenzhen": (463, 65, 134, 100),
-}
+COST_DATASETS = ("chexpert", "plco", "shenzhen")
+
+
+def paper_splits() -> dict[str, tuple[int, int, int, int]]:
+    """Train, val, test images and probe epochs per data set, from the data set cards (data_manifests/<ds>.yaml)."""
+    cards = {ds: packaged_card(ds) for ds in COST_DATASETS}
+    return {
+        ds: (c.paper_splits["train"], c.paper_splits["val"], c.paper_splits["test"], int(c.probe["epochs"]))
+        for ds, c in cards.items()
+    }
 LRS = 9
 BATCH = 256  # the paper's probe batch: the optimizer step's cost is shared by this many images
 
@@ -166,7 +172,7 @@ def cost(args) -> None:
     print("  protocol: sweep E epochs x train (9 lrs) + refit E epochs x (train + val) (1 lr); the embed floor is one"
           " forward per image; halving: 9 lrs for E/8, 4 to E/4, 2 to E/2, 1 to E (stack cost interpolated"
           " linearly between the measured 1- and 9-lr steps)")  # fmt: skip
-    for ds, (n_tr, n_val, n_te, epochs) in PAPER_SPLITS.items():
+    for ds, (n_tr, n_val, n_te, epochs) in paper_splits().items():
         n_all = n_tr + n_val + n_te
         floor = fwd * n_all
         fit = fwd * min(args.fit_images, n_tr)  # `chex embed --rank`: one extra forward per fit image
