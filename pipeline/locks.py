@@ -87,6 +87,17 @@ def _abandoned(path: Path, owner: dict, stale_s: float) -> bool:
     if not owner:  # being written right now, or garbage: live unless old
         return age > 60
     if owner.get("host") == socket.gethostname():
-        pid = owner.get("pid")
-        return not (isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid))
+        return owner_gone(owner)
     return age > stale_s
+
+
+def owner_gone(owner: dict) -> bool:
+    """Whether the process named by `owner` ({"host", "pid"}), on this host, no longer runs (False elsewhere:
+    another host's processes cannot be seen)."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    try:
+        return not (isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid))
+    except (OverflowError, ValueError):
+        return True

@@ -31,9 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import psutil
-
 from pipeline.errors import StoreError
+from pipeline.locks import owner_gone
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +238,7 @@ def _stale(path: Path) -> bool:
     except (OSError, ValueError):
         # written between O_EXCL create and the owner bytes; treat as live unless old
         return time.time() - path.stat().st_mtime > 60
-    if owner.get("host") != socket.gethostname():
-        return False
-    pid = owner.get("pid")
-    try:
-        return not (isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid))
-    except (OverflowError, ValueError):
-        return True
+    return owner_gone(owner)
 
 
 def _atomic_json(target: Path, data: object) -> None:
