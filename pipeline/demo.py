@@ -225,7 +225,7 @@ def run_demo(
         ("report", report),
     ]
     with make_progress(progress) as bar:
-        task = bar.add_task("chex demo", total=len(stages))
+        task = bar.add_task("chex demo", total=len(stages), eta=False)  # stages differ in length
         for label, stage in stages:
             bar.update(task, description=label)
             if progress:

@@ -13,7 +13,19 @@ import pandas as pd
 
 from pipeline.cards import DatasetCard
 from pipeline.errors import ManifestError
-from pipeline.manifest import LABEL_VALUES, REQUIRED_COLUMNS, SPLITS, rows_of
+from pipeline.manifest import (
+    REQUIRED_COLUMNS,
+    SPLITS,
+    bad_event_mask,
+    bad_label_mask,
+    bad_split_mask,
+    bad_time_mask,
+    duplicate_mask,
+    empty_mask,
+    escapes_root,
+    rows_of,
+    split_leaks,
+)
 
 
 def manifest_problems(frame: pd.DataFrame, card: DatasetCard | None = None, root: Path | None = None) -> list[str]:
@@ -30,31 +42,31 @@ def manifest_problems(frame: pd.DataFrame, card: DatasetCard | None = None, root
         return [*problems, "the manifest has no rows"]
     for column in ("image_id", "patient_id", "path"):
         if column in frame.columns:
-            empty = frame[column].isna() | (frame[column].astype(str).str.len() == 0)
+            empty = empty_mask(frame[column])
             if empty.any():
                 problems.append(f"empty {column} at {rows_of(frame, empty)}")
     if "image_id" in frame.columns:
-        duplicated = frame["image_id"].duplicated(keep=False) & frame["image_id"].notna()
+        duplicated = duplicate_mask(frame["image_id"])
         if duplicated.any():
             n = int(frame["image_id"][duplicated].nunique())
             problems.append(f"{n} duplicate image_id value(s) at {rows_of(frame, duplicated, 'image_id')}")
     if "path" in frame.columns:
-        paths = frame["path"].astype(str).str.replace("\\", "/", regex=False)
-        escaping = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.\.(?:/|$)") | paths.str.match(r"^.:")
+        escaping = escapes_root(frame["path"])
         if escaping.any():
             problems.append(f"path outside the image root at {rows_of(frame, escaping, 'path')}")
     if "split" in frame.columns:
-        bad = ~frame["split"].isin(SPLITS)
+        bad = bad_split_mask(frame["split"])
         if bad.any():
             problems.append(f"split must be one of {SPLITS} at {rows_of(frame, bad, 'split')}")
         if "patient_id" in frame.columns:
-            per_patient = frame.groupby("patient_id", sort=False)["split"].nunique()
-            leaking = per_patient[per_patient > 1]
+            known = ~bad
+            leaking, mask = split_leaks(frame["patient_id"][known], frame["split"][known])
             if len(leaking):
-                mask = frame["patient_id"].isin(leaking.index)
+                rows = np.zeros(len(frame), dtype=bool)
+                rows[np.flatnonzero(known)[mask]] = True
                 problems.append(
-                    f"{len(leaking)} patient(s) in more than one split (e.g. {list(leaking.index[:5])}) at "
-                    f"{rows_of(frame, mask, 'split')}; assign splits per patient"
+                    f"{len(leaking)} patient(s) in more than one split (e.g. {leaking[:5]}) at "
+                    f"{rows_of(frame, rows, 'split')}; assign splits per patient"
                 )
     if card is not None:
         problems += _label_problems(frame, card)
@@ -74,30 +86,15 @@ def check_manifest(frame: pd.DataFrame, card: DatasetCard | None, root: Path | N
 def _label_problems(frame: pd.DataFrame, card: DatasetCard) -> list[str]:
     problems = []
     for column in card.label_columns:
-        if column not in frame.columns:
-            continue
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = (values.isna() & frame[column].notna()) | (values.notna() & ~values.isin(LABEL_VALUES))
-        if bad.any():
+        if column in frame.columns and (bad := bad_label_mask(frame[column])).any():
             problems.append(f"label {column!r} outside {{1, 0, -1, blank}} at {rows_of(frame, bad, column)}")
     for task in card.survival_tasks:
         for endpoint in task.endpoints:
-            if endpoint.time_column in frame.columns:
-                time = pd.to_numeric(frame[endpoint.time_column], errors="coerce")
-                bad = time.isna() | (time < 0)
-                if bad.any():
-                    problems.append(
-                        f"survival time {endpoint.time_column!r} must be years >= 0 at "
-                        f"{rows_of(frame, bad, endpoint.time_column)}"
-                    )
-            if endpoint.event_column in frame.columns:
-                event = pd.to_numeric(frame[endpoint.event_column], errors="coerce")
-                bad = ~event.isin((0.0, 1.0))
-                if bad.any():
-                    problems.append(
-                        f"event {endpoint.event_column!r} must be 0 or 1 at "
-                        f"{rows_of(frame, bad, endpoint.event_column)}"
-                    )
+            time, event = endpoint.time_column, endpoint.event_column
+            if time in frame.columns and (bad := bad_time_mask(frame[time])).any():
+                problems.append(f"survival time {time!r} must be years >= 0 at {rows_of(frame, bad, time)}")
+            if event in frame.columns and (bad := bad_event_mask(frame[event])).any():
+                problems.append(f"event {event!r} must be 0 or 1 at {rows_of(frame, bad, event)}")
     return problems
 
 

@@ -56,11 +56,20 @@ def make_progress(enabled: bool = True) -> Progress | LineProgress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        _TimeLeftColumn(),
         console=_console,
         disable=not enabled,
         transient=False,
     )
+
+
+class _TimeLeftColumn(TimeRemainingColumn):
+    """rich's time-left column, blank for a task added with eta=False."""
+
+    def render(self, task: Any) -> Any:
+        if task.fields.get("eta", True) is False:
+            return ""
+        return super().render(task)
 
 
 @dataclass
@@ -70,6 +79,7 @@ class _Task:
     completed: float
     started: float
     finished: bool = False
+    eta: bool = True
 
 
 class LineProgress:
@@ -95,9 +105,12 @@ class LineProgress:
             for task in self._tasks:
                 self._finish(task)
 
-    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_: Any) -> int:
+    def add_task(
+        self, description: str, total: float | None = None, completed: float = 0, eta: bool = True, **_: Any
+    ) -> int:
+        """`eta=False` for steps of unequal length (a command's stages), where a time-left guess misleads."""
         with self._lock:
-            self._tasks.append(_Task(description, total, completed, time.perf_counter()))
+            self._tasks.append(_Task(description, total, completed, time.perf_counter(), eta=eta))
             _write(f"start: {description}" + (f" ({_count(total)} steps)" if total else ""))
             return len(self._tasks) - 1
 
@@ -145,7 +158,7 @@ def _status(task: _Task) -> str:
     if not task.total:
         return f"{task.description}: {_count(task.completed)} steps, {_clock(task)} elapsed"
     share = task.completed / task.total
-    eta = f", about {_duration(elapsed * (1 - share) / share)} left" if share > 0 else ""
+    eta = f", about {_duration(elapsed * (1 - share) / share)} left" if share > 0 and task.eta else ""
     return (
         f"{task.description}: {_count(task.completed)}/{_count(task.total)} ({100 * share:.0f}%), "
         f"{_clock(task)} elapsed{eta}"

@@ -47,7 +47,7 @@ def stats_command(
     ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from pipeline.runs import StatsConfig, evaluate_run, evaluate_tables, read_record, write_parquet
+    from pipeline.runs import StatsConfig, evaluate_run, evaluate_tables, read_record, read_table, write_parquet
 
     path = _resolve(predictions, PREDICTIONS_FILE, workspace)
     folder = path if path.is_dir() else path.parent
@@ -59,8 +59,8 @@ def stats_command(
     if in_run and survival is None:
         results = evaluate_run(folder, config, record)
     else:
-        table = _read(path / PREDICTIONS_FILE if path.is_dir() else path)
-        surv = _read(_resolve(survival, "survival.parquet", workspace)) if survival else None
+        table = read_table(path / PREDICTIONS_FILE if path.is_dir() else path, text_as_categories=True)
+        surv = read_table(_resolve(survival, "survival.parquet", workspace)) if survival else None
         results = evaluate_tables(table, None, surv, record.skipped_train if record else {}, config, "score")
     _print_results(results)
     target = out
@@ -113,15 +113,6 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(f"no {file_name} at {path} (nor under the workspace's results/); run `chex probe` first")
-
-
-def _read(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
 
 
 def _fmt(estimate: float, low: float, high: float) -> str:

@@ -11,7 +11,7 @@
 - evaluation: `evaluate_run(folder, config=None, record=None)` -> results.parquet rows, the same for the probe,
   `chex stats`, `chex compare` and the report; `evaluate_tables` (the same rules on in-memory tables);
   `compare_runs(a, b, config)`; `StatsConfig` / `CompareConfig` (defaults live there); `run_predictions`.
-- writers: `write_parquet`, `write_tensors`, `write_attention` (atomic, pipeline.atomic).
+- files: `write_parquet`, `write_tensors`, `write_attention` (atomic, pipeline.atomic); `read_table`.
 """
 
 from pipeline.runs.evaluate import (
@@ -22,7 +22,7 @@ from pipeline.runs.evaluate import (
     evaluate_tables,
     run_predictions,
 )
-from pipeline.runs.io import write_attention, write_parquet, write_tensors
+from pipeline.runs.io import read_table, write_attention, write_parquet, write_tensors
 from pipeline.runs.layout import (
     ATTENTION_DIR,
     ATTENTION_FILE,
@@ -65,6 +65,7 @@ __all__ = [
     "fraction_folder",
     "parse_fraction",
     "read_record",
+    "read_table",
     "run_predictions",
     "write_attention",
     "write_parquet",

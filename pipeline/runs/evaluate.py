@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConfigError, PredictionsError
+from pipeline.runs.io import read_table
 from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE, VAL_PREDICTIONS_FILE
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
@@ -59,11 +60,11 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
     folder = Path(folder)
     record = record if record is not None else read_record(folder)
     config = config or StatsConfig.for_run(record)
-    predictions = _read(folder / PREDICTIONS_FILE)
-    survival = _read(folder / SURVIVAL_FILE)
+    predictions = read_table(folder / PREDICTIONS_FILE, text_as_categories=True)
+    survival = read_table(folder / SURVIVAL_FILE)
     if predictions is None and survival is None:
         raise PredictionsError(f"no {PREDICTIONS_FILE} or {SURVIVAL_FILE} in {folder}; run `chex probe` first")
-    val = _read(folder / VAL_PREDICTIONS_FILE)
+    val = read_table(folder / VAL_PREDICTIONS_FILE, text_as_categories=True)
     transfer = record.threshold_transfer if record is not None else ("quantile" if val is not None else "score")
     skipped = record.skipped_train if record is not None else {}
     results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
@@ -85,14 +86,12 @@ def evaluate_tables(
     stay out of the macro; survival endpoints add their rows."""
     parts: list[pd.DataFrame] = []
     if predictions is not None and len(predictions):
-        keep = ~predictions["output"].astype(str).isin(list(skipped))
-        if keep.any():
-            val = val_predictions
-            if val is not None:
-                val = val[~val["output"].astype(str).isin(list(skipped))]
+        keep = _without_outputs(predictions, skipped)
+        if len(keep):
+            val = val_predictions if val_predictions is None else _without_outputs(val_predictions, skipped)
             parts.append(
                 evaluate_predictions(
-                    predictions[keep],
+                    keep,
                     n_resamples=config.n_resamples,
                     seed=config.seed,
                     ci_method=config.ci_method,
@@ -108,7 +107,7 @@ def evaluate_tables(
         for output, reason in skipped.items():
             labels = predictions.loc[predictions["output"].astype(str) == output, "label"]
             rows += [_undefined_row(run, output, m, labels, f"skipped: {reason} in train") for m in METRICS]
-        if not keep.any():
+        if not len(keep):
             rows += [_undefined_row(run, "macro", m, predictions["label"], "no output to average") for m in METRICS]
         if rows:
             parts.append(pd.DataFrame(rows))
@@ -125,7 +124,7 @@ def run_predictions(path: Path) -> tuple[pd.DataFrame, RunRecord | None]:
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     file = path / PREDICTIONS_FILE if path.is_dir() else path
-    frame = _read(file)
+    frame = read_table(file, text_as_categories=True)
     if frame is None:
         raise ConfigError(f"no {PREDICTIONS_FILE} at {path}; run `chex probe` first")
     return frame, read_record(folder) if file.name == PREDICTIONS_FILE else None
@@ -139,8 +138,7 @@ def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) 
     pred_b, record_b = run_predictions(run_b)
     skipped = sorted({*(record_a.skipped_train if record_a else {}), *(record_b.skipped_train if record_b else {})})
     if skipped:
-        pred_a = pred_a[~pred_a["output"].astype(str).isin(skipped)]
-        pred_b = pred_b[~pred_b["output"].astype(str).isin(skipped)]
+        pred_a, pred_b = _without_outputs(pred_a, skipped), _without_outputs(pred_b, skipped)
         if not len(pred_a):
             raise PredictionsError(f"every output of {run_a} is skipped in train; nothing to compare")
     result = compare_predictions(
@@ -156,13 +154,12 @@ def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) 
     return result
 
 
-def _read(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
+def _without_outputs(frame: pd.DataFrame, outputs: dict[str, str] | list[str]) -> pd.DataFrame:
+    """The rows of other outputs; the frame itself (no copy: it may hold millions of rows) when none is dropped."""
+    if not outputs:
+        return frame
+    drop = frame["output"].astype(str).isin(list(outputs)).to_numpy()
+    return frame[~drop] if drop.any() else frame
 
 
 def _undefined_row(run: pd.Series, output: str, metric: str, labels: pd.Series, note: str) -> dict[str, object]:

@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.atomic import write_atomic
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def read_table(path: Path, text_as_categories: bool = False) -> pd.DataFrame | None:
+    """A run's Parquet table, or None when the file is absent; ConfigError naming a file that is not Parquet.
+
+    `text_as_categories` reads every text column as a pandas Categorical, one column at a time: a predictions
+    table of 200k images x 40 findings is 8M rows, whose text as Python strings (and Arrow's buffers, which its
+    allocator keeps) would take ~1 GB; as codes it is ~200 MB (benchmarks/bench_load.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        if not text_as_categories:
+            return pd.read_parquet(path)
+        schema = pq.read_schema(path)
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        file = pq.ParquetFile(path, read_dictionary=text)
+        columns = {}
+        for name in schema.names:
+            columns[name] = file.read(columns=[name]).column(0).to_pandas()
+            pa.default_memory_pool().release_unused()  # hand the column's read buffers back to the OS
+        return pd.DataFrame(columns, columns=schema.names)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise ConfigError(f"cannot read {path} as Parquet: {exc}") from exc
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
@@ -23,6 +54,8 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
 
 def write_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
     """A tensors-only state dict (loadable with `torch.load(..., weights_only=True)`)."""
+    import torch  # here, not at import: `chex stats` reads run tables without torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ from pipeline.manifest import read_manifest, validate_manifest
 from pipeline.progress import progress_bar
 from pipeline.shard import writer
 from pipeline.shard.index import INDEX_COLUMNS, MANIFEST_FILE, QUARANTINE_COLUMNS, IndexSummary, build_index
-from pipeline.shard.plan import ShardTask, plan_shards
+from pipeline.shard.plan import ShardTask, file_sizes, plan_shards
 from pipeline.shard.quarantine import report
 from pipeline.shard.writer import TMP_SUFFIX, ShardResult, WriteOptions, load_done
 from pipeline.shard_format import INDEX_FILE
@@ -169,7 +168,7 @@ def _check_readable(
     if not 0.0 <= min_readable <= 1.0:
         raise ConfigError(f"--min-readable must be a fraction in [0, 1], got {min_readable}")
     paths = frame["path"].astype(str).to_numpy()
-    sizes = np.fromiter((_size(image_root / p) for p in paths), dtype=np.int64, count=len(paths))
+    sizes = file_sizes(image_root, paths)
     chosen = sizes if order is None else sizes[np.asarray(order, dtype=np.int64)]
     found = int((chosen >= 0).sum())
     if len(chosen) and (found == 0 or found / len(chosen) < min_readable):
@@ -179,13 +178,6 @@ def _check_readable(
             f"at least {min_readable:.0%} must (--min-readable). Check --root; nothing was written"
         )
     return sizes
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
 
 
 def _current_index(out_dir: Path, tasks: list[ShardTask], results: dict[int, ShardResult]) -> IndexSummary | None:

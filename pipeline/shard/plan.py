@@ -60,9 +60,7 @@ def plan_shards(
     positions = _positions(order, len(manifest))
     rows = json_rows(manifest.iloc[positions])
     if sizes is None:
-        root = Path(image_root)
-        estimates = np.fromiter((_file_size(root / p) for p in manifest["path"].astype(str).to_numpy()[positions]),
-                                dtype=np.int64, count=len(positions))  # fmt: skip
+        estimates = np.maximum(file_sizes(image_root, manifest["path"].astype(str).to_numpy()[positions]), 0)
     else:
         if len(sizes) != len(manifest):
             raise ValueError(f"sizes has {len(sizes)} values for {len(manifest)} manifest rows")
@@ -139,11 +137,19 @@ def _positions(order: Sequence[int] | None, n_rows: int) -> list[int]:
     return positions
 
 
-def _file_size(path: Path) -> int:
+def file_sizes(image_root: Path | str, paths: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Size in bytes of each file under `image_root` (-1: missing or unreadable). The paths are the manifest's,
+    checked relative and free of '..' (pipeline.manifest.escapes_root), so plain string joins do: 3x faster
+    than pathlib at a million rows."""
+    prefix = os.path.join(str(image_root), "")
+    return np.fromiter((_size(prefix + p) for p in paths), dtype=np.int64, count=len(paths))
+
+
+def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
     except OSError:
-        return 0
+        return -1
 
 
 def _task(index: int, name: str, rows: list[dict[str, Any]], est_bytes: int) -> ShardTask:

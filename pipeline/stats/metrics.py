@@ -99,7 +99,8 @@ def build_levels(
         n_units = int(units.max()) + 1 if n else 0
     thresholds = np.full(n_outputs, np.inf) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
 
-    parts = []  # (block, row within block, unit) per output
+    parts = []  # (block, row within block, unit) per output, in the narrowest dtypes: 8M rows are common
+    index = np.int32 if 3 * n * n_outputs + 2 * n_outputs + n_units < 2**31 else np.int64
     offsets = np.zeros(n_outputs + 1, dtype=np.int64)
     n_above = np.zeros(n_outputs, dtype=np.int64)
     for k in range(n_outputs):
@@ -111,13 +112,15 @@ def build_levels(
             scores[valid, k][order], labels[valid, k][order] > 0.5, thresholds[k]
         )
         offsets[k + 1] = offsets[k] + n_levels_k
-        parts.append((block, np.where(block < 3, row + offsets[k], k), units[valid][order][item]))
+        row = np.where(block < 3, row + offsets[k], k).astype(index)
+        parts.append((block.astype(np.int8), row, units[valid][order][item].astype(index)))
 
     n_levels = int(offsets[-1])
-    block_start = np.array([0, n_levels, 2 * n_levels, 3 * n_levels, 3 * n_levels + n_outputs])
-    rows = np.concatenate([block_start[b] + r for b, r, _ in parts]) if parts else np.zeros(0, np.int64)
-    cols = np.concatenate([u for _, _, u in parts]) if parts else np.zeros(0, np.int64)
+    block_start = np.array([0, n_levels, 2 * n_levels, 3 * n_levels, 3 * n_levels + n_outputs], dtype=index)
+    rows = np.concatenate([block_start[b] + r for b, r, _ in parts]) if parts else np.zeros(0, index)
+    cols = np.concatenate([u for _, _, u in parts]) if parts else np.zeros(0, index)
     has_ties = any((b == 2).any() for b, _, _ in parts)
+    del parts
     # Largest possible weight sum of one row: every unit drawn, each holding up to its image count.
     per_unit = np.bincount(units, minlength=max(n_units, 1)) if n else np.zeros(1, np.int64)
     dtype = np.float32 if n_units * max(int(per_unit.max()), 1) < _FLOAT32_EXACT else np.float64

@@ -6,7 +6,18 @@ import pytest
 
 from pipeline.cards import packaged_card
 from pipeline.errors import ManifestError
-from pipeline.manifest import read_manifest, validate_manifest, within_horizon, write_manifest
+from pipeline.manifest import (
+    bad_split_mask,
+    duplicate_mask,
+    empty_mask,
+    escapes_root,
+    read_manifest,
+    split_leaks,
+    validate_manifest,
+    within_horizon,
+    write_manifest,
+)
+from pipeline.manifest_check import manifest_problems
 
 
 def _frame(n: int = 6) -> pd.DataFrame:
@@ -57,3 +68,44 @@ def test_uncertain_policy_is_applied_for_training():
     labels = card.labels_for_training(frame)
     assert labels.shape == (4, 5)
     np.testing.assert_array_equal(labels[:, 0], [1.0, np.nan, np.nan, 0.0])
+
+
+def test_split_leaks_name_patients_in_first_seen_order_and_mark_all_their_rows():
+    frame = _frame().assign(
+        patient_id=["b", "a", "b", "c", "a", "d"], split=["train", "val", "test", "test", "val", "test"]
+    )
+    names, rows = split_leaks(frame["patient_id"], frame["split"])
+    assert names == ["b"]
+    assert rows.tolist() == [True, False, True, False, False, False]
+    frame.loc[5, "patient_id"] = "a"  # a: val, val, test
+    names, rows = split_leaks(frame["patient_id"], frame["split"])
+    assert names == ["b", "a"]
+    assert rows.tolist() == [True, True, True, False, True, True]
+
+
+def test_column_rules_on_numbers_missing_values_and_mixed_types():
+    ids = pd.Series([1, "1", 2, None, "", 3], dtype=object)  # 1 and "1" are the same text: a duplicate
+    assert empty_mask(ids).tolist() == [False, False, False, True, True, False]
+    assert duplicate_mask(ids).tolist() == [True, True, False, False, False, False]
+    assert duplicate_mask(pd.Series(["a", "b", "a", None, None])).tolist() == [True, False, True, False, False]
+    assert duplicate_mask(pd.Series([1, 2, 3])).tolist() == [False, False, False]
+    assert escapes_root(pd.Series(["a/b.png", "/abs.png", "C:\\x.png", "a\\..\\b.png", None, "..x/y"])).tolist() == [
+        False, True, True, True, False, False,
+    ]  # fmt: skip
+    assert bad_split_mask(pd.Series(["train", "valid", None, "test"])).tolist() == [False, True, True, False]
+
+
+def test_every_problem_at_once_agrees_with_the_first_problem_rule():
+    """`chex manifest validate` lists what `validate_manifest` stops at: the same rules, row for row."""
+    broken = _frame().assign(
+        image_id=["a", "a", "b", "c", "d", "e"],
+        split=["train", "test", "val", "val", "test", "test"],
+        path=["../x.png", "a.png", "b.png", "c.png", "d.png", "e.png"],
+    )
+    problems = manifest_problems(broken, packaged_card("shenzhen"))
+    assert [p.split(" at ")[0] for p in problems] == [
+        "1 duplicate image_id value(s)",
+        "path outside the image root",
+        "1 patient(s) in more than one split (e.g. ['p0'])",
+    ]
+    assert "rows 0, 1" in problems[0] and "row 0 " in problems[1] and "rows 0, 1" in problems[2]

@@ -31,3 +31,23 @@ def test_a_terminal_gets_the_rich_bar_and_disabled_stays_silent(monkeypatch, cap
     with progress_bar("quiet", total=2, enabled=False) as advance:
         advance(2)
     assert capsys.readouterr().err == ""
+
+
+def test_stages_of_unequal_length_get_no_time_left_guess(monkeypatch, capsys):
+    """`chex demo`'s stage line once said "2/7 (29%), about 6m15s left" while one stage took minutes."""
+    monkeypatch.setenv("CHEX_PROGRESS", "lines")
+    with LineProgress(0.05) as progress:
+        task = progress.add_task("chex demo", total=7, eta=False)
+        progress.advance(task, 2)
+        time.sleep(0.2)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "2/7" in line]
+    assert lines and not any("left" in line for line in lines)
+    monkeypatch.setenv("CHEX_PROGRESS", "bar")
+    bar = make_progress(True)
+    stages = bar.add_task("chex demo", total=7, eta=False)
+    steps = bar.add_task("embed", total=7)
+    bar.advance(stages, 2)
+    bar.advance(steps, 2)
+    time_left = bar.columns[-1]
+    assert time_left.render(bar.tasks[stages]) == ""
+    assert time_left.render(bar.tasks[steps]) != ""
