@@ -57,6 +57,7 @@ class StoreView:
         ids = [str(i) for i, v in zip(store.image_ids, store.views, strict=True) if int(v) == view]
         self.image_ids: np.ndarray = np.asarray(ids, dtype=object)
         self._rows = store.rows(ids, view) if ids else np.empty(0, dtype=np.int64)
+        self._projection = store.projection  # None for a full store
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -94,10 +95,14 @@ class StoreView:
 
     def numpy(self, kind: Kind = "cls", image_ids: Sequence[str] | None = None, batch_size: int = 256) -> np.ndarray:
         """float32 tokens in `image_ids` order (default: all, `self.image_ids` order):
-        cls (N, L, D), pooled = mean patch token (N, L, D), patch (N, L, P, D)."""
+        cls (N, L, D), pooled = mean patch token (N, L, D), patch as stored: (N, L, P, D) in a full store,
+        (N, 1, P', R) in a projected one (P' = P / pool², R = rank; `projection.reconstruct` maps them back).
+        A projected store's pooled token is the mean patch token reconstructed through its basis, so it has
+        the full (L, D) shape: the projection is affine, so the mean of reconstructions is the reconstruction
+        of the mean."""
         rows = self._select(image_ids)
         shape = {"cls": (self.n_layers, self.dim), "pooled": (self.n_layers, self.dim)}
-        out = np.empty((len(rows), *shape.get(kind, (self.n_layers, self.n_patches, self.dim))), dtype=np.float32)
+        out = np.empty((len(rows), *shape.get(kind, self.store.layout.token_shape("patch"))), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
             out[start : start + batch_size] = self._read(rows[start : start + batch_size], kind).numpy()
         return out
@@ -164,7 +169,12 @@ class StoreView:
         if kind == "cls":
             return self.store.read(rows, ("cls",))["cls"]
         patch = self.store.read(rows, ("patch",))["patch"]
-        return patch.mean(dim=2) if kind == "pooled" else patch
+        if kind != "pooled":
+            return patch
+        mean = patch.mean(dim=2, keepdim=True)  # (B, L or 1, 1, D or R)
+        if self._projection is not None:
+            mean = self._projection.reconstruct(mean.double(), self.n_layers).float()
+        return mean[:, :, 0]
 
 
 def _write_npz(path: Path, ids: np.ndarray, arrays: dict[str, np.ndarray]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,6 +23,17 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+LOG_WIDTH = 160  # tables written to a file or pipe: rich would cut them to 80 columns ("CXR-…", "0.55…")
+
+
+def table_console(**options: Any) -> Console:
+    """A console for the result tables: the terminal's width, or LOG_WIDTH when output is not a terminal and
+    $COLUMNS does not say otherwise."""
+    probe = Console(**options)
+    if probe.is_terminal or "COLUMNS" in os.environ:
+        return probe
+    return Console(width=LOG_WIDTH, **options)
+
 
 WorkspaceOption = Annotated[
     Path | None,

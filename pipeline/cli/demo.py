@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, workspace_from
+from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, table_console, workspace_from
 from pipeline.cli.constants import DEMO_SIZES
 
 
@@ -36,10 +36,9 @@ def demo_command(
 
     ws = workspace_from(workspace)
     summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null, variation=variation)
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = table_console()
     cohort = "SYNTHETIC null cohort: labels independent of the images" if null else "SYNTHETIC cohort"
     timings = Table(title=f"chex demo: stage timings ({cohort})")
     timings.add_column("stage")

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.app import WorkspaceOption, app, chex_command, table_console, workspace_from
 from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
 
-_out = Console(highlight=False)
+_out = table_console(highlight=False)
 
 
 @app.command("report", help="Write the benchmark tables and figures a paper needs.")

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, workspace_from
+from pipeline.cli.app import WorkspaceOption, app, chex_command, table_console, workspace_from
 from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
 PREDICTIONS_FILE = "predictions.parquet"  # pipeline.runs.PREDICTIONS_FILE
 RESULTS_FILE = "results.parquet"  # pipeline.runs.RESULTS_FILE
-_out = Console()
+_out = table_console()
 
 
 @app.command("stats", help="Metrics with bootstrap CIs (and survival statistics) of a run, by the probe's rules.")

@@ -33,7 +33,9 @@ from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # 2: label-independent variation (habitus, positioning, overlays), stronger survival
+# 2: label-independent variation (habitus, positioning, overlays), stronger survival;
+# 3: larger nodules, PLCO's survival latents shown 3x as strongly (SynthSpec.latent_gain)
+GENERATOR_VERSION = 3
 CHUNK_PATIENTS = 32
 
 
@@ -209,6 +211,7 @@ def _jobs(
             out_dir=str(out_dir),
             skip_existing=skip_existing,
             variation=params.variation,
+            latent_gain=SPECS[params.dataset].latent_gain,
         )
 
 

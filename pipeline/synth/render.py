@@ -16,9 +16,12 @@ from pipeline.synth.plan import dataset_code
 from pipeline.synth.specs import CXRLT24_PREVALENCE
 
 # How strongly the survival latents show, per SD: heart silhouette scale (log), bone brightness, lung texture (log).
+# A data set's spec multiplies them by its `latent_gain` (PLCO's is larger: they carry its mortality signal).
 HEART_EFFECT = 0.12
 BONE_EFFECT = 0.15
 TEXTURE_EFFECT = 0.4
+HEART_RANGE = (0.45, 2.2)  # the silhouette stays inside the thorax (about +-2 SD at PLCO's gain)
+TEXTURE_MAX = 0.25
 
 # Stable per-finding stream ids (position in this sorted list), independent of which data set uses them.
 _FINDING_IDS = {name: i for i, name in enumerate(sorted({*CXRLT24_PREVALENCE, "Tuberculosis", "Nodule"}))}
@@ -41,6 +44,7 @@ class PatientJob:
     out_dir: str
     skip_existing: bool = False
     variation: bool = False  # label-independent acquisition variation (docs/architecture.md, the cohort)
+    latent_gain: float = 1.0  # multiplies HEART/BONE/TEXTURE_EFFECT (SynthSpec.latent_gain)
 
 
 def render_patient(job: PatientJob) -> int:
@@ -60,9 +64,10 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
     """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16."""
     base = [job.seed, dataset_code(job.dataset), job.patient_index + 1]
     patient_rng = np.random.default_rng([*base, 3])
-    heart0 = float(np.exp(HEART_EFFECT * job.z_heart))
-    bone0 = float(np.clip(1.0 - BONE_EFFECT * job.z_frailty, 0.4, 1.6))
-    texture0 = float(0.03 * np.exp(TEXTURE_EFFECT * job.z_frailty))
+    gain = job.latent_gain
+    heart0 = float(np.clip(np.exp(gain * HEART_EFFECT * job.z_heart), *HEART_RANGE))
+    bone0 = float(np.clip(1.0 - gain * BONE_EFFECT * job.z_frailty, 0.4, 1.6))
+    texture0 = float(min(0.03 * np.exp(gain * TEXTURE_EFFECT * job.z_frailty), TEXTURE_MAX))
     lungs0 = float(patient_rng.uniform(0.95, 1.05))
     habitus = Habitus.draw(patient_rng) if job.variation else Habitus()
     images = []

@@ -153,3 +153,23 @@ def test_layout_bytes_per_image_for_projected_and_pooled_rows():
     assert proj.bytes_per_image == 4 * 1024 * 2 + 256 * 256 * 2
     q = StoreLayout(4, 1024, 1024, 0, dtype="int8", rank=128)
     assert q.bytes_per_image == 4 * (1024 + 4) + 1024 * (128 + 4)
+
+
+def test_python_api_reads_projected_and_pooled_stores_with_their_own_shapes(tmp_path):
+    """pipeline.open_store once assumed full-width patch tokens: wrong shapes on a projected store (issue 13)."""
+    from pipeline.api import open_store
+
+    _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "r3p2", TRAIN, rank=3, pool=2, progress=False)
+    compress_store(tmp_path / "full", tmp_path / "lossless", TRAIN, rank=L * D, progress=False)
+    full, small, lossless = (open_store(tmp_path / n) for n in ("full", "r3p2", "lossless"))
+    assert small.numpy("patch").shape == (20, 1, 4, 3)
+    assert small.numpy("cls").shape == full.numpy("cls").shape == (20, L, D)
+    # the pooled token is the mean patch token reconstructed through the basis: full width, and exact at full rank
+    assert small.numpy("pooled").shape == (20, L, D)
+    np.testing.assert_allclose(lossless.numpy("pooled"), full.numpy("pooled"), atol=5e-3)
+    projection = FeatureStore.open(tmp_path / "r3p2").projection
+    mean_z = torch.from_numpy(small.numpy("patch")).double().mean(dim=2, keepdim=True)
+    expected = projection.reconstruct(mean_z, L)[:, :, 0].float().numpy()
+    np.testing.assert_allclose(small.numpy("pooled"), expected, atol=1e-5)
+    assert small.pandas("pooled").shape == (20, D)
