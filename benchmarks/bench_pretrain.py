@@ -14,6 +14,10 @@ of the small cohort are 27-238 images, so one data set's AUROC moves by up to 0.
 (four times the images, about 25 minutes on 2 cores with two seeds) and `--seeds 0 1` give the figures to quote.
     python benchmarks/bench_pretrain.py [--workspace DIR] [--scale 4] [--seeds 0 1] [--datasets chexpert jsrt]
                                         [--config cpu_small] [--set key=value ...]
+
+Figures, 2026-11-30, generator version 3, `--seeds 0 1 2` at the demo's scale (quiet 2 cores after seed 0, which
+shared them): pretrained - random init, mean test macro AUROC over the five sets, CLS +0.034 / +0.036 / +0.045,
+CLS+avgpool +0.033 / +0.027 / +0.050. 480 steps took 814 s with the machine shared, ~200 s alone.
 """
 
 from __future__ import annotations
