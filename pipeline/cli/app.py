@@ -29,10 +29,10 @@ LOG_WIDTH = 160  # tables written to a file or pipe: rich would cut them to 80 c
 def table_console(**options: Any) -> Console:
     """A console for the result tables: the terminal's width, or LOG_WIDTH when output is not a terminal and
     $COLUMNS does not say otherwise."""
-    probe = Console(**options)
-    if probe.is_terminal or "COLUMNS" in os.environ:
-        return probe
-    return Console(width=LOG_WIDTH, **options)
+    out = Console(**options)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = LOG_WIDTH
+    return out
 
 
 WorkspaceOption = Annotated[
