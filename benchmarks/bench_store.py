@@ -109,6 +109,11 @@ def main() -> None:
     parser.add_argument("--glori-dims", default="64,128")
     parser.add_argument("--heads", default="glori,linear")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--protocol", choices=("quick", "demo"), default="quick",
+                        help="quality: quick (--lrs, --epochs, --glori-dims) or the demo's (9 lrs, its epochs and "
+                        "GLoRI widths per data set, pipeline/demo.py)")  # fmt: skip
+    parser.add_argument("--no-halving", action="store_true", help="quality: skip the halving comparison")
+    parser.add_argument("--reuse", action="store_true", help="quality: keep projected stores that already exist")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {os.getloadavg()[0]:.1f}")
     for part in args.parts:
@@ -210,7 +215,7 @@ def cost(args) -> None:
               f"9-lr step vs full: {step['full', LRS] / step[name, LRS]:.1f}x cheaper")  # fmt: skip
     print(
         f"  (step per image = forward + backward per image, measured at batch {args.step_batch}, + one AdamW step"
-        " / 256)"
+        " / 256; projected: + the basis fold and its gradient, once per step, / 256)"
     )
     print("  protocol: sweep E epochs x train (9 lrs) + refit E epochs x (train + val) (1 lr); the embed floor is one"
           " forward per image; halving: 9 lrs for E/8, 4 to E/4, 2 to E/2, 1 to E (stack cost interpolated"
@@ -250,7 +255,7 @@ def _glori_step(rank: int, pool: int, n_heads: int, b: int = 2, n_outputs: int =
     cls = torch.randn(b, 4, 1024)
     patch = torch.randn(b, 1, p, rank) if rank else torch.randn(b, 4, p, 1024)
     y = (torch.rand(b, n_outputs) < 0.3).float()
-    options = {"patch_dim": rank} if rank else {}
+    options = {"projection": (torch.zeros(4096), torch.linalg.qr(torch.randn(4096, rank))[0])} if rank else {}
     stack = HeadStack(lambda: build_head("glori", dim=1024, n_layers=4, n_outputs=n_outputs, **options), n_heads)
     opt = torch.optim.AdamW(stack.param_groups([1e-3] * n_heads, 1e-4), fused=True)
 
@@ -260,15 +265,24 @@ def _glori_step(rank: int, pool: int, n_heads: int, b: int = 2, n_outputs: int =
 
     from benchmarks.bench_probe import _best_of
 
-    per_image = _best_of(forward_backward, reps=2) / b
+    fold = 0.0
+    if rank:  # micro-batched as at the paper's shape: the basis fold runs once per step (heads/batched.py)
+        stack.hold_fold()
+        per_image = _best_of(forward_backward, reps=2) / b
+        t0 = time.perf_counter()
+        stack.release_fold()
+        fold = time.perf_counter() - t0 + _best_of(stack.hold_fold, reps=2)
+        stack.release_fold()
+    else:
+        per_image = _best_of(forward_backward, reps=2) / b
     optimizer = _best_of(opt.step, reps=2)  # once per batch: amortised over the paper's batch of 256
-    return per_image + optimizer / BATCH
+    return per_image + (optimizer + fold) / BATCH
 
 
 # ---- quality ---------------------------------------------------------------------------------------------------
 def quality(args) -> None:
     from pipeline.embed.compress import compress_store, train_image_ids
-    from pipeline.probe import ProbeConfig, run_probe
+    from pipeline.probe import run_probe
     from pipeline.workspace import Workspace
 
     ws = Workspace(args.workspace)
@@ -283,32 +297,41 @@ def quality(args) -> None:
     train = train_image_ids(ws, names)
     for name, (rank, pool) in variants.items():
         t0 = time.perf_counter()
-        s = compress_store(ws.features_dir(full), ws.features_dir(name), train, rank, pool=pool, fit_images=0,
+        if not (args.reuse and (ws.features_dir(name) / "zarr.json").is_file()):
+            compress_store(ws.features_dir(full), ws.features_dir(name), train, rank, pool=pool, fit_images=0,
                            progress=False)  # fmt: skip
-        print(f"  {name}: rank {rank} ({rank / f:.1%} of L*D), pool {pool}, variance kept {s.variance_kept:.4f}, "
-              f"{s.bytes_per_image / 1e3:.1f} kB/image vs {source.layout.bytes_per_image / 1e3:.1f} "
+        s = FeatureStore.open(ws.features_dir(name))
+        print(f"  {name}: rank {rank} ({rank / f:.1%} of L*D), pool {pool}, variance kept "
+              f"{s.projection.variance_kept:.4f}, {s.layout.bytes_per_image / 1e3:.1f} kB/image vs "
+              f"{source.layout.bytes_per_image / 1e3:.1f} "
               f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    e, ffn = (int(x) for x in args.glori_dims.split(","))
-    lrs = tuple(float(x) for x in args.lrs.split(","))
-    heads = {"glori": {"embed_dim": e, "ffn_dim": ffn}, "linear": {"avgpool": True}}
-    heads = {h: heads[h] for h in args.heads.split(",")}
     rows, halving_rows = [], []
     for ds in names:
-        for head, options in heads.items():
-            config = ProbeConfig(lrs=lrs, epochs=args.epochs, n_resamples=200, head_options=options, batch_size=32)
-            halved = _halving_run(ws, ds, head, full, config)  # first: it shares the full sweep's run folder
+        for head in args.heads.split(","):
+            config = _quality_config(args, ds, head)
+            if not args.no_halving:
+                halved = _halving_run(ws, ds, head, full, config)  # first: it shares the full sweep's run folder
             t0 = time.perf_counter()
             base = run_probe(ws, ds, head, full, config, force=True, progress=False)
             t_full = time.perf_counter() - t0
-            halving_rows.append({"dataset": ds, "head": head, "lr_full": base.chosen_lr, "lr_halving": halved.chosen_lr,
-                                 **_paired(base.folder, halved.folder, args)})  # fmt: skip
-            print("  " + _fmt_halving(halving_rows[-1]), flush=True)
+            if not args.no_halving:
+                halving_rows.append(
+                    {
+                        "dataset": ds,
+                        "head": head,
+                        "lr_full": base.chosen_lr,
+                        "lr_halving": halved.chosen_lr,
+                        **_paired(base.folder, halved.folder, args),
+                    }
+                )
+                print("  " + _fmt_halving(halving_rows[-1]), flush=True)
             for name in variants:
                 t0 = time.perf_counter()
                 run = run_probe(ws, ds, head, name, config, force=True, progress=False)
                 t_run = time.perf_counter() - t0
                 rows.append({"dataset": ds, "head": head, "store": name, **_paired(base.folder, run.folder, args),
-                             "seconds_full": t_full, "seconds": t_run})  # fmt: skip
+                             "lr_a": base.chosen_lr, "lr_b": run.chosen_lr, "seconds_full": t_full,
+                             "seconds": t_run})  # fmt: skip
                 print("  " + _fmt_row(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     print(
@@ -331,6 +354,23 @@ def quality(args) -> None:
         same += r["lr_full"] == r["lr_halving"]
         print("  " + _fmt_halving(r))
     print(f"  halving picked the full sweep's lr in {same} of {len(halving_rows)} runs")
+
+
+def _quality_config(args, dataset: str, head: str):
+    """The probe configuration of one quality run: the quick one, or the demo's (its lrs, epochs, batch and
+    GLoRI width for this data set; the avgpool linear probe)."""
+    from pipeline.demo import SIZES, SMALL_SETS, _head_options
+    from pipeline.probe import ProbeConfig
+
+    if args.protocol == "demo":
+        plan = SIZES["small"]
+        epochs = plan.epochs_small if dataset in SMALL_SETS else plan.epochs_large
+        return ProbeConfig(lrs=plan.lrs, epochs=epochs, batch_size=plan.batch_size, n_resamples=200,
+                           head_options=_head_options(head, plan, dataset))  # fmt: skip
+    e, ffn = (int(x) for x in args.glori_dims.split(","))
+    options = {"embed_dim": e, "ffn_dim": ffn} if head == "glori" else {"avgpool": True}
+    lrs = tuple(float(x) for x in args.lrs.split(","))
+    return ProbeConfig(lrs=lrs, epochs=args.epochs, n_resamples=200, head_options=options, batch_size=32)
 
 
 def _halving_run(ws, ds, head, backbone, config):
@@ -375,7 +415,8 @@ def _fmt_halving(r: dict) -> str:
 
 
 def _fmt_row(r: dict) -> str:
-    return (f"{r['dataset']:11s} {r['head']:6s} {r['store']:16s} full {r['auroc_a']:.4f} proj {r['auroc_b']:.4f} "
+    return (f"{r['dataset']:11s} {r['head']:6s} {r['store']:16s} lr {r['lr_a']:g}/{r['lr_b']:g} "
+            f"full {r['auroc_a']:.4f} proj {r['auroc_b']:.4f} "
             f"diff {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f} "
             f"({r['seconds_full']:.0f} s vs {r['seconds']:.0f} s)")  # fmt: skip
 

@@ -58,13 +58,14 @@ def __getattr__(name: str) -> Any:
 
 
 def build_head(
-    name: str, *, dim: int, n_layers: int, n_outputs: int, patch_dim: int | None = None, **options: Any
+    name: str, *, dim: int, n_layers: int, n_outputs: int, projection: tuple[Any, Any] | None = None, **options: Any
 ) -> Head:
     """A head by registry name; `options` are checked and completed by its spec (e.g. avgpool=True).
 
-    `patch_dim` is the width of stored patch tokens when the store holds them projected (rank R); it is a
-    property of the features, not an option, and reaches only heads whose class takes it."""
+    `projection` is a projected store's (mean (F,), basis (F, R)) when the store holds patch tokens projected
+    (rank R); it is a property of the features, not an option, and reaches only heads whose class takes it."""
     spec = head_spec(name)
     cls = spec.load()
-    extra = {"patch_dim": patch_dim} if patch_dim and "patch_dim" in inspect.signature(cls).parameters else {}
+    takes = "projection" in inspect.signature(cls).parameters
+    extra = {"projection": projection} if projection is not None and takes else {}
     return cls(dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options), **extra)

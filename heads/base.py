@@ -36,8 +36,37 @@ class Head(nn.Module):
     def stacked_forward(
         self, params: dict[str, Tensor], cls: Tensor, patch: Tensor | None, training: bool
     ) -> Tensor:  # pragma: no cover - abstract
-        """Logits (H, B, K) of H heads whose parameters are `params` (each (H, ...)); dropout iff `training`."""
+        """Logits (H, B, K) of H heads whose parameters are `params` (each (H, ...), folded by `fold` first);
+        dropout iff `training`."""
         raise NotImplementedError
+
+    def fold(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The entries of `params` (stacked, (H, ...)) that a projected store's basis replaces, folded; {} for a
+        head without a basis (the default)."""
+        return {}
+
+    def keep_basis(self, projection: tuple[Any, Any] | None) -> bool:
+        """Keep a projected store's (mean (F,), basis (F, R)) as buffers `basis_mean`, `basis` (not saved with the
+        weights: the store holds them); False when there is none."""
+        if projection is None:
+            self.basis_mean = self.basis = None
+            return False
+        mean, basis = (torch.as_tensor(a) for a in projection)
+        if mean.dim() != 1 or basis.dim() != 2 or basis.shape[0] != mean.shape[0]:
+            raise ValueError(f"a projection is a mean (F,) and a basis (F, R); got {tuple(mean.shape)}, "
+                             f"{tuple(basis.shape)}")  # fmt: skip
+        self.register_buffer("basis_mean", mean, persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
+        return True
+
+
+def fold_basis(weight: Tensor, bias: Tensor, mean: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """A Linear (weight (..., O, F), bias (..., O)) on reconstructed tokens mean + basis z, as a Linear on z:
+    (weight @ basis (..., O, R), bias + weight @ mean). Computed in float32 even under autocast."""
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    with torch.autocast(weight.device.type, enabled=False):
+        w = weight.to(dtype)
+        return w @ basis.to(dtype), bias.to(dtype) + w @ mean.to(dtype)
 
 
 def concat_blocks(cls: Tensor) -> Tensor:

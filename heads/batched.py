@@ -4,6 +4,10 @@ Each member is an ordinary head module with its own parameters, so AdamW gets on
 (its own lr, its own cosine schedule) and the chosen member's `state_dict()` is a plain head checkpoint. The
 forward pass stacks the members' parameters along a new leading dim (`torch.stack`: gradients flow back to
 each member) and runs the head's `stacked_forward` once: one read of the features, one batched pass, (H, B, K).
+
+On a projected store the members' full-width weights are folded through the basis (`Head.fold`) on every pass;
+a micro-batched step, or a prediction pass, folds once instead (`hold_fold` ... `release_fold`); a step then
+hands the summed gradient of the folded weights back to the full-width ones by the chain rule, once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class HeadStack(nn.Module):
             raise ValueError("a HeadStack needs at least one head")
         self.members = nn.ModuleList([factory() for _ in range(n)])
         self.active: list[int] = list(range(n))  # members that still train and predict (successive halving)
+        self._step_folded: dict[str, Tensor] | None = None  # folded weights held for a micro-batched step
 
     def __len__(self) -> int:
         return len(self.members)
@@ -38,6 +43,29 @@ class HeadStack(nn.Module):
         return float(self.members[0].label_smoothing)
 
     def stacked_parameters(self) -> dict[str, Tensor]:
+        """The active members' parameters stacked (H, ...), folded through a projected store's basis if any."""
+        params = self._stacked()
+        params.update(self._step_folded if self._step_folded is not None else self.members[0].fold(params))
+        return params
+
+    def hold_fold(self) -> None:
+        """Fold once and hold the result until `release_fold` (a micro-batched step, a prediction pass): the folded
+        weights are leaves that the step's micro-batches accumulate gradients into (no-op without a basis)."""
+        with torch.no_grad():
+            folded = self.members[0].fold(self._stacked())
+        self._step_folded = {name: t.detach().requires_grad_() for name, t in folded.items()} if folded else None
+
+    def release_fold(self) -> None:
+        """Add the held folded weights' gradients, if any, to the members' full-width weights (chain rule through
+        the fold: the gradient an unfolded pass gives) and drop them."""
+        held, self._step_folded = self._step_folded, None
+        if not held or all(t.grad is None for t in held.values()):
+            return
+        refolded = self.members[0].fold(self._stacked())
+        names = [n for n, t in held.items() if t.grad is not None]
+        torch.autograd.backward([refolded[n] for n in names], [held[n].grad for n in names])
+
+    def _stacked(self) -> dict[str, Tensor]:
         names = [name for name, _ in self.members[0].named_parameters()]
         per_member = [dict(self.members[i].named_parameters()) for i in self.active]
         return {name: torch.stack([params[name] for params in per_member]) for name in names}

@@ -9,7 +9,8 @@
     logit_k = w_k · [tgt_k (E) ; cls_1 .. cls_L (L·D)] + b_k              (GroupFC: one classifier per output)
 
 On a projected store (pipeline/store/projection.py) the patch input is (B, 1, P, R) and the first Linear takes
-R inputs: W' = W U with bias b + W μ is the same model on the reconstructed tokens μ + U z.
+R inputs: W' = W U with bias b + W μ, folded from the full-width W each pass (`heads.base.fold_basis`), is the
+same model, trained the same way, as W on the reconstructed tokens μ + U z.
 All dropouts are 0.1. The per-query attention weights (B, K, P), averaged over the 8 attention heads, are the
 interpretability maps (`forward(..., return_attention=True)`).
 """
@@ -21,7 +22,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from heads.base import Head, concat_blocks, concat_patch_blocks, per_head_layer_norm, per_head_linear
+from heads.base import (
+    Head,
+    concat_blocks,
+    concat_patch_blocks,
+    fold_basis,
+    per_head_layer_norm,
+    per_head_linear,
+)
 
 PAPER_DIMS = (768, 2048)  # CheXFound's decoder width and feed-forward width
 
@@ -42,17 +50,16 @@ class GloriHead(Head):
         ffn_dim: int = 2048,
         dropout: float = 0.1,
         train_queries: bool = False,
-        patch_dim: int | None = None,
+        projection: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         super().__init__(
             dim=dim, n_layers=n_layers, n_outputs=n_outputs, embed_dim=embed_dim, num_heads=num_heads,
             ffn_dim=ffn_dim, dropout=dropout, train_queries=train_queries,
-            **({"patch_dim": patch_dim} if patch_dim else {}),
+            **({"projection_rank": int(projection[1].shape[1])} if projection is not None else {}),
         )  # fmt: skip
         self.dropout = dropout
         self.num_heads = num_heads
-        # A projected store's patch rows are one R-dim token (B, 1, P, R): the first Linear then takes R inputs.
-        self.embed = nn.Linear(patch_dim or dim * n_layers, embed_dim)
+        self.embed = nn.Linear(dim * n_layers, embed_dim)  # full width even on a projected store (folded per pass)
         self.query_embed = nn.Embedding(n_outputs, embed_dim)  # N(0, 1) init, as ML-Decoder / CheXFound
         self.query_embed.weight.requires_grad_(train_queries)
         self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
@@ -65,13 +72,24 @@ class GloriHead(Head):
         self.classifier_weight = nn.Parameter(torch.empty(n_outputs, embed_dim + dim * n_layers))
         self.classifier_bias = nn.Parameter(torch.zeros(n_outputs))
         nn.init.xavier_normal_(self.classifier_weight)
+        self.keep_basis(projection)
+
+    def fold(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.basis is None:
+            return {}
+        weight, bias = fold_basis(params["embed.weight"], params["embed.bias"], self.basis_mean, self.basis)
+        return {"embed.weight": weight, "embed.bias": bias}
 
     def forward(self, cls: Tensor, patch: Tensor | None = None, return_attention: bool = False):
         """Logits (B, K); with `return_attention`, also the attention maps (B, K, P)."""
         if patch is None:
             raise ValueError("GloriHead needs patch tokens")
         drop = nn.functional.dropout
-        memory = torch.relu(self.embed(concat_patch_blocks(patch)))
+        if self.basis is None:
+            memory = torch.relu(self.embed(concat_patch_blocks(patch)))
+        else:
+            weight, bias = fold_basis(self.embed.weight, self.embed.bias, self.basis_mean, self.basis)
+            memory = torch.relu(nn.functional.linear(concat_patch_blocks(patch), weight, bias))
         tgt = self.query_embed.weight.unsqueeze(0).expand(cls.shape[0], -1, -1)
         tgt = self.norm1(tgt + drop(tgt, self.dropout, self.training))
         attended, weights = self.attn(tgt, memory, memory, need_weights=return_attention)

@@ -54,23 +54,31 @@ def glori_cost(
     batch_size: int,
     head_options: dict,
     device: str | None = None,
+    rank: int = 0,
 ) -> GloriCost:
     """Time training steps of the real heads (all lrs stacked, as the sweep trains them, and one head, as the
-    refit does) on random tokens, and scale them to the run."""
+    refit does) on random tokens, and scale them to the run. `n_patches` are the stored (pooled) patches;
+    `rank` > 0: a projected store's R-dim tokens, read through a (random) basis as the probe reads them."""
     import torch
 
     from heads import HeadStack, build_head
     from pipeline.device import pick_device
 
+    width = n_layers * dim
+    projection = (torch.zeros(width), torch.linalg.qr(torch.randn(width, rank))[0]) if rank else None
+
     def make():
-        return build_head("glori", dim=dim, n_layers=n_layers, n_outputs=n_outputs, **head_options)
+        return build_head(
+            "glori", dim=dim, n_layers=n_layers, n_outputs=n_outputs, projection=projection, **head_options
+        )
 
     head = make()
     embed_dim, ffn_dim = head.attn.embed_dim, head.linear1.out_features
     target = pick_device(device)
     batch = max(1, min(batch_size, _TIMED_BATCH))
     cls = torch.randn(batch, n_layers, dim, device=target)
-    patch = torch.randn(batch, n_layers, n_patches, dim, device=target)
+    patch_shape = (batch, 1, n_patches, rank) if rank else (batch, n_layers, n_patches, dim)
+    patch = torch.randn(patch_shape, device=target)
 
     def per_sample(n_stack: int) -> float:
         stack = HeadStack(make, n_stack).to(target).train()
@@ -87,7 +95,7 @@ def glori_cost(
     optimiser = params * 4 * 4 * n_lrs  # weights, gradients and two Adam moments per lr, float32
     per_sample_activations = 4 * (4 * n_patches * embed_dim + 8 * n_outputs * n_patches + 3 * n_outputs * ffn_dim)
     activations = per_sample_activations * batch_size * n_lrs
-    cache = 4 * n_images * n_layers * (n_patches + 1) * dim
+    cache = 4 * n_images * (n_layers * dim + n_patches * (rank or width))
     return GloriCost(seconds, optimiser + activations + cache, embed_dim, ffn_dim, dim)
 
 
@@ -130,8 +138,9 @@ def _job_cost(workspace, job) -> tuple[GloriCost, str]:
     n_train = round(int((splits == "train").sum()) * config.label_fraction)
     n_val = int((splits == "val").sum())
     cost = glori_cost(
-        store.dim, store.n_layers, store.n_patches, len(card.label_columns), n_train, n_val, len(splits),
-        epochs, len(config.lrs), batch_size, dict(config.head_options), config.device,
+        store.dim, store.n_layers, store.layout.stored_patches, len(card.label_columns), n_train, n_val,
+        len(splits), epochs, len(config.lrs), batch_size, dict(config.head_options), config.device,
+        rank=store.layout.rank,
     )  # fmt: skip
     return cost, f"{job.dataset} / {backbone} / glori (label fraction {config.label_fraction:g})"
 

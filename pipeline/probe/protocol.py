@@ -28,7 +28,7 @@ import pipeline
 from heads import HeadOptionError, HeadStack, build_head, head_names, head_spec
 from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.locks import folder_lock
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
 from pipeline.probe.halving import SWEEPS, halving_sweep
@@ -299,10 +299,20 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
-    patch_dim = store.layout.rank or None  # heads read projected tokens natively (docs/architecture.md)
+    projection = _basis_of(store)  # heads read projected tokens natively (docs/architecture.md)
     return lambda: build_head(
-        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, patch_dim=patch_dim, **options
+        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, projection=projection, **options
     )
+
+
+def _basis_of(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A projected store's (mean, basis) as float32 tensors, shared by every head of a sweep; None otherwise."""
+    projection = store.projection
+    if projection is None:
+        if store.layout.rank:
+            raise StoreError(f"{store.path} is a projected store without its basis; rerun the command that made it")
+        return None
+    return torch.from_numpy(projection.mean).float(), torch.from_numpy(projection.basis).float()
 
 
 def _previous_record(folder: RunFolder) -> RunRecord | None:

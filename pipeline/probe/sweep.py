@@ -131,6 +131,8 @@ class StackTrainer:
             if k % per_step == 0:
                 optimizer.zero_grad(set_to_none=True)
                 known, loss_sum = 0, 0.0
+                if per_step > 1:
+                    stack.hold_fold()
             with autocast(device):
                 logits = stack(*_inputs(tokens, stack.needs_patch, device))
             if per_step == 1:
@@ -154,6 +156,7 @@ class StackTrainer:
         return total, n_steps
 
     def _step(self, per_step: int, known: int, loss_sum: float) -> float:
+        self.stack.release_fold()
         if per_step > 1 and known > 0:
             for group in self.optimizer.param_groups:
                 for p in group["params"]:
@@ -172,10 +175,14 @@ def predict_stack(
     stack.eval().to(device)
     index = {int(p): k for k, p in enumerate(positions)}
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
-    for batch_pos, tokens in features.batches(positions, batch_size, shuffle=False):
-        with autocast(device):
-            logits = stack(*_inputs(tokens, stack.needs_patch, device))
-        chunks.append((batch_pos, torch.sigmoid(logits.float()).cpu().numpy()))
+    stack.hold_fold()  # a projected store's basis is folded into the weights once, not per batch
+    try:
+        for batch_pos, tokens in features.batches(positions, batch_size, shuffle=False):
+            with autocast(device):
+                logits = stack(*_inputs(tokens, stack.needs_patch, device))
+            chunks.append((batch_pos, torch.sigmoid(logits.float()).cpu().numpy()))
+    finally:
+        stack.release_fold()
     n_outputs = chunks[0][1].shape[-1] if chunks else 0
     out = np.empty((len(stack.active), len(positions), n_outputs), dtype=np.float32)
     for batch_pos, probs in chunks:

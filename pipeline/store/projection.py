@@ -5,6 +5,7 @@ kept blocks side by side (GLoRI's input, `heads.base.concat_patch_blocks`), μ t
 principal directions, fitted on training-split images only. The store's `patch` array is then (N, 1, P', R):
 one R-dim token per (pooled) patch. CLS tokens stay full. μ + U z reconstructs x up to the rank limit, and a
 head whose first Linear is W on x equals one with W' = W U on z (bias b + W μ): nothing but the rank changes.
+Heads keep W itself as the parameter and fold it per pass (heads/base.py), so they also train as on x.
 
 Arrays beside the tokens: `projection_mean` (F,), `projection_basis` (F, R), `projection_variance` (R,) (the
 variance of each component on the fit tokens), all float64; attribute `projection` (rank, pool, total

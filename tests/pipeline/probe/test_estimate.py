@@ -34,3 +34,17 @@ def test_the_probe_announces_the_estimate_and_names_the_width_flags(tmp_path, ca
     assert len(messages) == 2
     assert "toy / toy-vit / glori" in messages[0] and "GB peak memory" in messages[0]
     assert "--glori-dim 16 --glori-ffn-dim 32" in messages[1]
+
+
+def test_a_projected_pooled_store_is_estimated_on_its_own_tokens(tmp_path, caplog):
+    from pipeline.embed.compress import compress_store, train_image_ids
+
+    full = glori_cost(16, 2, 16, 3, 100, 20, 150, 2, 3, 16, {"embed_dim": 16, "ffn_dim": 32})
+    small = glori_cost(16, 2, 4, 3, 100, 20, 150, 2, 3, 16, {"embed_dim": 16, "ffn_dim": 32}, rank=8)
+    assert small.peak_bytes < full.peak_bytes  # 4 tokens of 8 dims cached per image, not 16 of 2 x 16
+    ws = make_workspace(tmp_path / "ws", n_patients=20)
+    compress_store(ws.features_dir("toy-vit"), ws.features_dir("toy-r8p2"), train_image_ids(ws), rank=8, pool=2,
+                   progress=False)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="pipeline.probe.estimate"):
+        announce_glori_costs(ws, [ProbeJob("toy", "glori", "toy-r8p2", ProbeConfig(lrs=(1e-3,), epochs=1))])
+    assert "toy / toy-r8p2 / glori" in caplog.records[0].getMessage()
