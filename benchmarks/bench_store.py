@@ -54,6 +54,7 @@ Figures (2 cores; run with PYTHONPATH=. from the repository root):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -114,6 +115,7 @@ def main() -> None:
                         "GLoRI widths per data set, pipeline/demo.py)")  # fmt: skip
     parser.add_argument("--no-halving", action="store_true", help="quality: skip the halving comparison")
     parser.add_argument("--reuse", action="store_true", help="quality: keep projected stores that already exist")
+    parser.add_argument("--seeds", default="0", help="quality: probe seeds (several: mean diff vs seed-to-seed SD)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {os.getloadavg()[0]:.1f}")
     for part in args.parts:
@@ -124,7 +126,8 @@ def main() -> None:
 def sizes(args) -> None:
     print("\n[sizes, ARITHMETIC from StoreLayout] ViT-L/16-512: 4 blocks x 1024 patches x 1024 dims (+ 4 CLS)")
     rows = [("full", "float16", 0, 1), ("full", "int8", 0, 1)]
-    rows += [(f"R={r}", dt, r, pool) for pool in (1, 2) for r in (64, 128, 256, 512) for dt in ("float16", "int8")]
+    ranks = (64, 128, 256, 512, 1024)
+    rows += [(f"R={r}", dt, r, pool) for pool in (1, 2) for r in ranks for dt in ("float16", "int8")]
     rows.insert(2, ("full pool 2", "float16", 0, 2))
     print(f"  {'store':12s} {'dtype':8s} {'pool':>4s} {'MB/image':>9s} {'vs full fp16':>12s} "
           + " ".join(f"{k:>10s}" for k in DATASET_IMAGES))  # fmt: skip
@@ -134,7 +137,7 @@ def sizes(args) -> None:
         totals = " ".join(f"{b * n / 1e12:8.2f}TB" if b * n > 1e12 else f"{b * n / 1e9:8.1f}GB"
                           for n in DATASET_IMAGES.values())  # fmt: skip
         print(f"  {name:12s} {dtype:8s} {pool:4d} {b / 1e6:9.3f} {full / b:11.1f}x {totals}")
-    print(f"  (R as a fraction of L*D = 4096: {', '.join(f'{r}: {r / 4096:.1%}' for r in (64, 128, 256, 512))})")
+    print(f"  (R as a fraction of L*D = 4096: {', '.join(f'{r}: {r / 4096:.1%}' for r in ranks)})")
 
 
 # ---- read ------------------------------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ def cost(args) -> None:
     backbone = None
     print(f"  backbone forward: {fwd:.2f} s / image (load {os.getloadavg()[0]:.1f})")
     variants = {"full": (0, 1), "full pool 2": (0, 2), "R=256": (256, 1), "R=256 pool 2": (256, 2),
-                "R=128 pool 2": (128, 2)}  # fmt: skip
+                "R=512 pool 2": (512, 2), "R=1024 pool 2": (1024, 2), "R=128 pool 2": (128, 2)}  # fmt: skip
     step: dict[tuple[str, int], float] = {}
     for name, (rank, pool) in variants.items():
         for n_heads in (LRS, 1):
@@ -244,6 +247,10 @@ def cost(args) -> None:
             "chex, R=256": floor + fit + heads("R=256"),
             "chex, R=256 pool 2": floor + fit + heads("R=256 pool 2"),
             "chex, R=256 pool 2 + halving": floor + fit + heads("R=256 pool 2", True),
+            "chex, R=512 pool 2": floor + fit + heads("R=512 pool 2"),
+            "chex, R=512 pool 2 + halving": floor + fit + heads("R=512 pool 2", True),
+            "chex, R=1024 pool 2": floor + fit + heads("R=1024 pool 2"),
+            "chex, R=1024 pool 2 + halving": floor + fit + heads("R=1024 pool 2", True),
             "chex, R=128 pool 2 + halving": floor + fit + heads("R=128 pool 2", True),
         }
         for way, t in ways.items():
@@ -306,33 +313,34 @@ def quality(args) -> None:
               f"{source.layout.bytes_per_image / 1e3:.1f} "
               f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     rows, halving_rows = [], []
-    for ds in names:
-        for head in args.heads.split(","):
-            config = _quality_config(args, ds, head)
-            if not args.no_halving:
-                halved = _halving_run(ws, ds, head, full, config)  # first: it shares the full sweep's run folder
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for ds, head, seed in ((d, h, s) for d in names for h in args.heads.split(",") for s in seeds):
+        config = dataclasses.replace(_quality_config(args, ds, head), seed=seed)
+        if not args.no_halving:
+            halved = _halving_run(ws, ds, head, full, config)  # first: it shares the full sweep's run folder
+        t0 = time.perf_counter()
+        base = run_probe(ws, ds, head, full, config, force=True, progress=False)
+        t_full = time.perf_counter() - t0
+        if not args.no_halving:
+            halving_rows.append(
+                {
+                    "dataset": ds,
+                    "head": head,
+                    "lr_full": base.chosen_lr,
+                    "lr_halving": halved.chosen_lr,
+                    **_paired(base.folder, halved.folder, args),
+                }
+            )
+            print("  " + _fmt_halving(halving_rows[-1]), flush=True)
+        for name in variants:
             t0 = time.perf_counter()
-            base = run_probe(ws, ds, head, full, config, force=True, progress=False)
-            t_full = time.perf_counter() - t0
-            if not args.no_halving:
-                halving_rows.append(
-                    {
-                        "dataset": ds,
-                        "head": head,
-                        "lr_full": base.chosen_lr,
-                        "lr_halving": halved.chosen_lr,
-                        **_paired(base.folder, halved.folder, args),
-                    }
-                )
-                print("  " + _fmt_halving(halving_rows[-1]), flush=True)
-            for name in variants:
-                t0 = time.perf_counter()
-                run = run_probe(ws, ds, head, name, config, force=True, progress=False)
-                t_run = time.perf_counter() - t0
-                rows.append({"dataset": ds, "head": head, "store": name, **_paired(base.folder, run.folder, args),
-                             "lr_a": base.chosen_lr, "lr_b": run.chosen_lr, "seconds_full": t_full,
-                             "seconds": t_run})  # fmt: skip
-                print("  " + _fmt_row(rows[-1]), flush=True)
+            run = run_probe(ws, ds, head, name, config, force=True, progress=False)
+            t_run = time.perf_counter() - t0
+            rows.append({"dataset": ds, "head": head, "store": name, "seed": seed,
+                         **_paired(base.folder, run.folder, args),
+                         "lr_a": base.chosen_lr, "lr_b": run.chosen_lr, "seconds_full": t_full,
+                         "seconds": t_run})  # fmt: skip
+            print("  " + _fmt_row(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     print(
         "\n  test macro AUROC, full store vs projected (diff = projected - full; paired 95% bootstrap CI, "
@@ -348,6 +356,11 @@ def quality(args) -> None:
             f"  {name:16s}: CI covers 0 in {covers:.0%} of runs, max |diff| {sub['diff'].abs().max():.4f}, "
             f"mean diff {sub['diff'].mean():+.4f}; rule (CI covers 0 and |diff| <= 0.005 everywhere): {ok}"
         )
+    if len(seeds) > 1:
+        print(f"\n  over seeds {args.seeds}: mean diff (SD of the diff) and the full store's own seed-to-seed SD")
+        for (ds, head, name), sub in table.groupby(["dataset", "head", "store"], sort=False):
+            print(f"  {ds:11s} {head:6s} {name:18s} mean diff {sub['diff'].mean():+.4f} ({sub['diff'].std():.4f}); "
+                  f"full store {sub['auroc_a'].mean():.4f}, seed SD {sub['auroc_a'].std():.4f}")  # fmt: skip
     print("\n  full sweep vs --sweep halving (same store, same lrs)")
     same = 0
     for r in halving_rows:
@@ -375,8 +388,6 @@ def _quality_config(args, dataset: str, head: str):
 
 def _halving_run(ws, ds, head, backbone, config):
     """A --sweep halving run, moved to a sibling folder (`<head>-halving`) so the full sweep's run can follow."""
-    import dataclasses
-
     from pipeline.probe import run_probe
 
     run = run_probe(ws, ds, head, backbone, dataclasses.replace(config, sweep="halving"), force=True, progress=False)
@@ -415,7 +426,7 @@ def _fmt_halving(r: dict) -> str:
 
 
 def _fmt_row(r: dict) -> str:
-    return (f"{r['dataset']:11s} {r['head']:6s} {r['store']:16s} lr {r['lr_a']:g}/{r['lr_b']:g} "
+    return (f"{r['dataset']:11s} {r['head']:6s} {r['store']:16s} seed {r['seed']} lr {r['lr_a']:g}/{r['lr_b']:g} "
             f"full {r['auroc_a']:.4f} proj {r['auroc_b']:.4f} "
             f"diff {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] p={r['p']:.3f} "
             f"({r['seconds_full']:.0f} s vs {r['seconds']:.0f} s)")  # fmt: skip
