@@ -3,52 +3,59 @@
 Four parts (figures, never asserts; a shared CPU makes timings noisy, so compare ratios from one run):
 
   sizes       bytes per image at the ViT-L/16-512 shape (4 blocks x 1,024 patches x 1,024 dims), full fp16/int8
-              and projected R in {64,128,256,512} x {fp16,int8} x pool {1,2}: ARITHMETIC from StoreLayout, plus
+              and projected R in {64,...,1024} x {fp16,int8} x pool {1,2}: ARITHMETIC from StoreLayout, plus
               the size of CXR-LT 24 (~260k images) and PLCO (190,700 images).
   read        store read throughput (images/s, MB/s) of a full store vs projected ones, MEASURED on a small
               store (--read-images images of a ViT-B/16-224-shaped row) written through the store's own writer.
   cost        MODELLED protocol cost at ViT-L/16-512, as benchmarks/bench_probe.py part 2: measured unit costs
               (backbone forward per image; stacked GLoRI step per image for 9 and 1 lrs on full, projected and
               projected + pooled tokens) composed with the protocol's counts on the paper's splits.
-  quality     on a workspace with manifests and a full store (--workspace, --backbone): compress to each rank,
-              run GLoRI and the avgpool linear probe on every data set, and print test macro AUROC full vs R with
-              the paired difference, its 95% paired bootstrap CI and chex's paired permutation p; also the full
-              sweep vs --sweep halving (same lr? test AUROC difference when not).
+  quality     on a workspace with manifests and a full store (--workspace, --backbone): compress to each rank
+              (--reuse keeps existing ones), run GLoRI and the avgpool linear probe on every data set (--protocol
+              demo: the demo's lrs, epochs and widths) for each --seeds, and print test macro AUROC full vs R with
+              the paired difference, its 95% paired bootstrap CI and chex's paired permutation p, the mean
+              difference over seeds against the full store's own seed-to-seed SD, and the full sweep vs --sweep
+              halving (same lr? test AUROC difference when not).
 
     python benchmarks/bench_store.py sizes read cost [--step-batch 8]
-    python benchmarks/bench_store.py quality --workspace WS --backbone NAME --ranks 16,32,64,128 --pool-rank 64
+    python benchmarks/bench_store.py quality --workspace WS --backbone NAME --ranks 64,128 --pool-rank 128 \
+        --protocol demo --seeds 0,1,2
 
-Figures (2 cores; run with PYTHONPATH=. from the repository root):
-  cost, 2026-11-30, quiet (load 1.7-1.9), --step-batch 8: backbone forward 6.14 s/image; 9-lr GLoRI step per image
-      full 1.03 s, R=256 0.294, R=256 pool 2 0.119, R=128 pool 2 0.117. CheXpert: CheXFound's way 21.8 embed
-      floors; chex full store 7.6x cheaper (2.86 floors), R=256 pool 2 17.8x (1.22), R=256 pool 2 + halving
-      20.1x (1.08): the goal (>= 20x at <= 1.25x) is met. PLCO 15.6x at 1.06 floors: its CheXFound/floor ceiling
-      is 16.6x (the 38k test images are embedded once either way). At --step-batch 2 on a loaded machine
-      (load 18-21) the same protocol read 17.5x / 1.27: per-call overheads weigh on a 2-image step.
-  quality, 2026-11-30, the demo's pretrained store (L*D = 512, 7x7 grid, so no pool 2): R = 32/64/128/256 keep
-      98.5/99.47/99.91/99.99% of the patch variance. With the demo's protocol (9 lrs, 25/10 epochs; a script
-      around run_probe and compare_runs), projected minus full test macro AUROC, linear / GLoRI:
-      R=64: Shenzhen +0.019 / +0.031, Montgomery +0.030 / -0.082, JSRT -0.050 / +0.021, CheXpert +0.011 /
-      +0.074, PLCO +0.006 / -0.004 (mean +0.006); R=128: +0.022 / +0.047, +0.035 / +0.076, -0.409 (val picked
-      lr 1e-5) / +0.043, +0.011 / +0.076, +0.012 / +0.003. Differences of +-0.03-0.08 both ways come from the
-      lr chosen on 24-60-image validation sets, so the rule "CI covers 0 and |diff| <= 0.005 everywhere" holds
-      for no R here, and the demo keeps the full store. With 3 lrs and 10 epochs (this script's quality part)
-      the swings were larger (-0.165 to +0.317), and halving picked the full sweep's lr in 3 of 6 runs.
-  pooling, same day: the same teacher embedded at 128 px (8x8 grid), demo protocol, minus the full 128-px store,
-      linear / GLoRI, Shenzhen, Montgomery, JSRT, CheXpert, PLCO. Pool 2: 0.000 / +0.090, 0.000 / +0.406 (the
-      full store's GLoRI trained to 0.580 there), +0.001 / -0.019, 0.000 / +0.010, 0.000 / -0.017 (the linear
-      probe's mean patch token is unchanged by pooling, so 0.000 checks the path). R=64 pool 2 (99.47% of the
-      variance, 3.1 kB/image vs 66.6 full, 17.4 pool 2 only): +0.031 / +0.093, +0.003 / +0.335, +0.002 / +0.017,
-      +0.018 / +0.078, +0.007 / +0.000. Pooling costs nothing measurable here; GLoRI on 16 tokens trains more
-      reliably.
-  wider backbone, same day: ViT-S/16 at random init, 128 px (L*D = 1,536), demo protocol, Shenzhen, Montgomery,
-      JSRT, CheXpert, PLCO. Against the raw full store, R=192 (12.5%, 99.51% of the variance) and R=384 (25%,
-      99.96%) win by +0.02 to +0.43 (linear and GLoRI, nearly all p < 0.05): the heads train far better on
-      centred, decorrelated coordinates (raw-store linear Montgomery 0.366, rotated 0.642). Against the lossless
-      rotation R=1,536 (same centring and basis, nothing dropped), linear / GLoRI, R=192: -0.016 / -0.003,
-      -0.026 / +0.051, -0.004 / -0.057, +0.002 / +0.017, -0.014 / +0.005; R=384: -0.012 / -0.034, -0.007 /
-      +0.024, -0.007 / +0.035, +0.002 / -0.029, -0.005 / +0.020. Truncation costs the linear probe 0.2-2.6
-      points at 12.5% and at most 1.2 at 25%; GLoRI's differences are within its run-to-run swing.
+Figures (2 cores; run with PYTHONPATH=. from the repository root). Heads on projected stores keep full-width
+weights folded through the basis (heads/base.py); the figures of the earlier free R-wide weights are in git.
+  sizes at ViT-L/16-512: full fp16 8.40 MB/image (CXR-LT 24 2.18 TB, PLCO 1.60 TB); R=256 fp16 0.53; R=512 fp16
+      1.06; R=1024 fp16 2.11; pool 2: R=256 0.14, R=512 0.27, R=1024 0.53 MB (CXR-LT 24 138 GB, PLCO 102 GB).
+  cost, 2026-11-30 (load 1.8), --step-batch 8: backbone forward 6.71 s/image; 9-lr GLoRI step per image full
+      1.112 s, R=256 0.340, R=256 pool 2 0.141, R=512 pool 2 0.137, R=1024 pool 2 0.183 (fold included, once per
+      step). CheXpert: CheXFound's way 21.75 embed floors; chex full store 7.7x cheaper (2.81 floors); R=256 or
+      R=512 pool 2 17.6x (1.24); R=1024 pool 2 16.6x (1.31); with halving 20.1x (1.08), 19.9x (1.09), 19.5x
+      (1.12). PLCO (ceiling 16.6x: its 38k test images are embedded once either way): R=512 pool 2 14.2x
+      (1.17), R=1024 pool 2 13.5x (1.23). Memory (bench_glori_memory.py --rank 256 --pool 2): batch 256 with
+      --micro-batch 8 peaks at 2.34 GB (1.03 GB before the step); without micro-batching ~5.1 GB.
+  quality, 2026-11-30, the demo's protocol (9 lrs, 25/10 epochs), diff = projected - full test macro AUROC:
+    demo pretrained store (L*D = 512; R = 32/64/128/512 keep 98.5/99.47/99.91/100% of the variance):
+      linear (avgpool), seed 0, 6 data sets: max |diff| R=32 0.0041, R=64 0.0020, R=128 0.0015, R=512 0.0000;
+      every CI covers 0. GLoRI, seed 0: CheXpert and CXR-LT 24 <= 0.0003 at every R; Shenzhen, Montgomery,
+      JSRT, PLCO up to 0.023 (R=32), 0.020 (R=64), 0.050 (R=128, validation picked another lr), and the
+      lossless rotation R=512 (only fp16 rounding differs) by up to 0.014. Over seeds 0,1,2 (GLoRI), mean
+      diff for Shenzhen / Montgomery / JSRT / PLCO: R=64 +0.0056 / -0.0180 / +0.0005 / -0.0052; R=128 -0.0009
+      / +0.0027 / -0.0175 (one lr flip, -0.050; the other seeds -0.0015) / +0.0007; R=512 -0.0014 / +0.0018 /
+      -0.0002 / -0.0031; the full store's own seed-to-seed SD 0.012 / 0.040 / 0.028 / 0.005.
+    random-init ViT-S/16 at 128 px (L*D = 1,536), seed 0, Shenzhen, Montgomery, JSRT, CheXpert, PLCO: R=384
+      (25%, 99.96% of the variance) |diff| <= 0.0022 everywhere, linear and GLoRI, every CI covering 0;
+      R=192 (12.5%) <= 0.0020 except two GLoRI lr flips (Shenzhen -0.016; Montgomery +0.46, where the full
+      store's GLoRI picked lr 5e-5 and scored 0.333); R=1,536 (lossless) 0.0000 except GLoRI Shenzhen -0.011.
+    So R = L*D / 4 is the smallest rank within 0.005 on both backbones (seed means; lr flips aside), and the
+    recommended one; at 12.5% GLoRI lost 0.018 on Montgomery in all three seeds.
+    pooling: the teacher's 128-px store (8x8 grid, L*D = 512), GLoRI over seeds 0,1,2, mean diff CheXpert /
+      Shenzhen / Montgomery / JSRT / PLCO: R=128 (25%) +0.0009 / -0.075 (one lr flip, -0.205) / +0.0040 /
+      +0.033 (one lr flip, +0.084) / -0.0014; R=128 pool 2 +0.024 (all three seeds up) / -0.020 / +0.212 /
+      +0.003 / +0.013; the full store's own seed-to-seed SD 0.016 / 0.055 / 0.153 / 0.026 / 0.041. The
+      linear probe (seed 0): pool 2 with R=64 within 0.0013 everywhere. GLoRI on 16 pooled tokens is another
+      model (here mostly a better-trained one), so pooling is measured per study, not assumed free.
+    halving (demo store, seed 0): picked the full sweep's lr in 4 of 12 runs; otherwise test AUROC moved by
+      -0.19 (Montgomery GLoRI), -0.048, -0.032, -0.025, -0.017, -0.0001, +0.007, +0.022: the full sweep stays
+      the default.
 """
 
 from __future__ import annotations
