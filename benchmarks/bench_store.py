@@ -30,8 +30,10 @@ weights folded through the basis (heads/base.py); the figures of the earlier fre
       step). CheXpert: CheXFound's way 21.75 embed floors; chex full store 7.7x cheaper (2.81 floors); R=256 or
       R=512 pool 2 17.6x (1.24); R=1024 pool 2 16.6x (1.31); with halving 20.1x (1.08), 19.9x (1.09), 19.5x
       (1.12). PLCO (ceiling 16.6x: its 38k test images are embedded once either way): R=512 pool 2 14.2x
-      (1.17), R=1024 pool 2 13.5x (1.23). Memory (bench_glori_memory.py --rank 256 --pool 2): batch 256 with
-      --micro-batch 8 peaks at 2.34 GB (1.03 GB before the step); without micro-batching ~5.1 GB.
+      (1.17), R=1024 pool 2 13.5x (1.23). A second run (load 0.5) added R=1024 unpooled: CheXpert 11.9x (1.85
+      floors), PLCO 10.4x (1.60); the other figures moved by up to 0.04 floors between the two runs.
+      Memory (bench_glori_memory.py --rank 256 --pool 2): batch 256 with --micro-batch 8 peaks at 2.34 GB
+      (1.03 GB before the step); without micro-batching ~5.1 GB.
   quality, 2026-11-30, the demo's protocol (9 lrs, 25/10 epochs), diff = projected - full test macro AUROC:
     demo pretrained store (L*D = 512; R = 32/64/128/512 keep 98.5/99.47/99.91/100% of the variance):
       linear (avgpool), seed 0, 6 data sets: max |diff| R=32 0.0041, R=64 0.0020, R=128 0.0015, R=512 0.0000;
@@ -215,7 +217,7 @@ def cost(args) -> None:
     fwd = _best_of(lambda: _no_grad(last_layer_tokens, backbone, torch.randn(1, 3, 512, 512), 4), reps=1)
     backbone = None
     print(f"  backbone forward: {fwd:.2f} s / image (load {os.getloadavg()[0]:.1f})")
-    variants = {"full": (0, 1), "full pool 2": (0, 2), "R=256": (256, 1), "R=256 pool 2": (256, 2),
+    variants = {"full": (0, 1), "full pool 2": (0, 2), "R=256": (256, 1), "R=1024": (1024, 1), "R=256 pool 2": (256, 2),
                 "R=512 pool 2": (512, 2), "R=1024 pool 2": (1024, 2), "R=128 pool 2": (128, 2)}  # fmt: skip
     step: dict[tuple[str, int], float] = {}
     for name, (rank, pool) in variants.items():
@@ -252,6 +254,7 @@ def cost(args) -> None:
             "chex, full store + halving": floor + heads("full", True),
             "chex, full store pool 2": floor + heads("full pool 2"),
             "chex, R=256": floor + fit + heads("R=256"),
+            "chex, R=1024": floor + fit + heads("R=1024"),
             "chex, R=256 pool 2": floor + fit + heads("R=256 pool 2"),
             "chex, R=256 pool 2 + halving": floor + fit + heads("R=256 pool 2", True),
             "chex, R=512 pool 2": floor + fit + heads("R=512 pool 2"),
