@@ -29,7 +29,7 @@ class HeadStack(nn.Module):
             raise ValueError("a HeadStack needs at least one head")
         self.members = nn.ModuleList([factory() for _ in range(n)])
         self.active: list[int] = list(range(n))  # members that still train and predict (successive halving)
-        self._step_folded: dict[str, Tensor] | None = None  # folded weights held for a micro-batched step
+        self._step_folded: dict[str, Tensor] | None = None  # folded weights held by `hold_fold`
 
     def __len__(self) -> int:
         return len(self.members)
