@@ -124,6 +124,7 @@ def main() -> None:
                         "GLoRI widths per data set, pipeline/demo.py)")  # fmt: skip
     parser.add_argument("--no-halving", action="store_true", help="quality: skip the halving comparison")
     parser.add_argument("--reuse", action="store_true", help="quality: keep projected stores that already exist")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "int8"), help="quality: projected stores'")
     parser.add_argument("--seeds", default="0", help="quality: probe seeds (several: mean diff vs seed-to-seed SD)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {os.getloadavg()[0]:.1f}")
@@ -307,16 +308,17 @@ def quality(args) -> None:
     full = args.backbone
     source = FeatureStore.open(ws.features_dir(full))
     f = source.n_layers * source.dim
-    variants = {f"{full}-r{r}": (int(r), 1) for r in args.ranks.split(",")}
+    tag = "" if args.dtype == "float16" else f"-{args.dtype}"
+    variants = {f"{full}-r{r}{tag}": (int(r), 1) for r in args.ranks.split(",")}
     if args.pool_rank:
-        variants[f"{full}-r{args.pool_rank}p2"] = (args.pool_rank, 2)
+        variants[f"{full}-r{args.pool_rank}p2{tag}"] = (args.pool_rank, 2)
     print(f"\n[quality, MEASURED] workspace {ws.root}, store {full} (L*D = {f}); load {os.getloadavg()[0]:.1f}")
     train = train_image_ids(ws, names)
     for name, (rank, pool) in variants.items():
         t0 = time.perf_counter()
         if not (args.reuse and (ws.features_dir(name) / "zarr.json").is_file()):
             compress_store(ws.features_dir(full), ws.features_dir(name), train, rank, pool=pool, fit_images=0,
-                           progress=False)  # fmt: skip
+                           dtype=args.dtype, progress=False)  # fmt: skip
         s = FeatureStore.open(ws.features_dir(name))
         print(f"  {name}: rank {rank} ({rank / f:.1%} of L*D), pool {pool}, variance kept "
               f"{s.projection.variance_kept:.4f}, {s.layout.bytes_per_image / 1e3:.1f} kB/image vs "
