@@ -27,6 +27,7 @@ import torch
 
 from heads import HeadStack, build_head
 from pipeline.probe.sweep import TrainSpec, train_stack
+from pipeline.store.projection import random_projection
 
 L, D, P, K, LRS = 4, 1024, 1024, 14, 9
 
@@ -48,7 +49,7 @@ class Streamed:
 def child(batch: int, micro: int, rank: int, pool: int) -> dict:
     torch.manual_seed(0)
     # a projected store's heads hold full-width weights and fold them through the basis (heads/base.py)
-    options = {"projection": (torch.zeros(L * D), torch.linalg.qr(torch.randn(L * D, rank))[0])} if rank else {}
+    options = {"projection": random_projection(L * D, rank)} if rank else {}
     stack = HeadStack(lambda: build_head("glori", dim=D, n_layers=L, n_outputs=K, **options), LRS)
     labels = (np.random.default_rng(0).random((batch, K)) < 0.3).astype(np.float64)
     spec = TrainSpec(tuple(np.geomspace(1e-5, 5e-3, LRS)), epochs=1, batch_size=batch, micro_batch=micro)

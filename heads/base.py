@@ -45,6 +45,11 @@ class Head(nn.Module):
         head without a basis (the default)."""
         return {}
 
+    @property
+    def has_basis(self) -> bool:
+        """Whether the head reads a projected store through a basis (and so has weights to fold)."""
+        return getattr(self, "basis", None) is not None
+
     def keep_basis(self, projection: tuple[Any, Any] | None) -> bool:
         """Keep a projected store's (mean (F,), basis (F, R)) as buffers `basis_mean`, `basis` (not saved with the
         weights: the store holds them); False when there is none."""

@@ -51,9 +51,11 @@ class HeadStack(nn.Module):
     def hold_fold(self) -> None:
         """Fold once and hold the result until `release_fold` (a micro-batched step, a prediction pass): the folded
         weights are leaves that the step's micro-batches accumulate gradients into (no-op without a basis)."""
+        if not self.members[0].has_basis:
+            return
         with torch.no_grad():
             folded = self.members[0].fold(self._stacked())
-        self._step_folded = {name: t.detach().requires_grad_() for name, t in folded.items()} if folded else None
+        self._step_folded = {name: t.detach().requires_grad_() for name, t in folded.items()}
 
     def release_fold(self) -> None:
         """Add the held folded weights' gradients, if any, to the members' full-width weights (chain rule through

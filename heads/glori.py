@@ -85,11 +85,10 @@ class GloriHead(Head):
         if patch is None:
             raise ValueError("GloriHead needs patch tokens")
         drop = nn.functional.dropout
-        if self.basis is None:
-            memory = torch.relu(self.embed(concat_patch_blocks(patch)))
-        else:
-            weight, bias = fold_basis(self.embed.weight, self.embed.bias, self.basis_mean, self.basis)
-            memory = torch.relu(nn.functional.linear(concat_patch_blocks(patch), weight, bias))
+        weight, bias = self.embed.weight, self.embed.bias
+        if self.basis is not None:
+            weight, bias = fold_basis(weight, bias, self.basis_mean, self.basis)
+        memory = torch.relu(nn.functional.linear(concat_patch_blocks(patch), weight, bias))
         tgt = self.query_embed.weight.unsqueeze(0).expand(cls.shape[0], -1, -1)
         tgt = self.norm1(tgt + drop(tgt, self.dropout, self.training))
         attended, weights = self.attn(tgt, memory, memory, need_weights=return_attention)

@@ -63,9 +63,10 @@ def glori_cost(
 
     from heads import HeadStack, build_head
     from pipeline.device import pick_device
+    from pipeline.store.projection import random_projection
 
     width = n_layers * dim
-    projection = (torch.zeros(width), torch.linalg.qr(torch.randn(width, rank))[0]) if rank else None
+    projection = random_projection(width, rank) if rank else None
 
     def make():
         return build_head(

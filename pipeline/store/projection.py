@@ -134,6 +134,11 @@ class CovarianceAccumulator:
         return Projection(mean, vectors.numpy().copy(), values.numpy().copy(), total, pool, info)
 
 
+def random_projection(width: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zero mean and a random orthonormal (width, rank) basis: a projected store's shapes, for timing heads."""
+    return torch.zeros(width), torch.linalg.qr(torch.randn(width, rank))[0]
+
+
 def fit_projection(
     batches: Iterable[torch.Tensor], n_features: int, rank: int, pool: int = 1, fit: dict[str, Any] | None = None
 ) -> Projection:
