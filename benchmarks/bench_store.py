@@ -10,6 +10,10 @@ Four parts (figures, never asserts; a shared CPU makes timings noisy, so compare
   cost        MODELLED protocol cost at ViT-L/16-512, as benchmarks/bench_probe.py part 2: measured unit costs
               (backbone forward per image; stacked GLoRI step per image for 9 and 1 lrs on full, projected and
               projected + pooled tokens) composed with the protocol's counts on the paper's splits.
+  bound       ANALYTIC: multiply-accumulates (MACs) of a GLoRI training step per image and lr against one ViT-L/16-512
+              forward, composed with the protocol's counts: the fewest embed floors the protocol can cost if the
+              heads ran as efficiently as the backbone, per rank and pooling, and the largest rank that could
+              stay within 1.25 floors. No timing: it says what no implementation can beat.
   quality     on a workspace with manifests and a full store (--workspace, --backbone): compress to each rank
               (--reuse keeps existing ones), run GLoRI and the avgpool linear probe on every data set (--protocol
               demo: the demo's lrs, epochs and widths) for each --seeds, and print test macro AUROC full vs R with
@@ -17,7 +21,7 @@ Four parts (figures, never asserts; a shared CPU makes timings noisy, so compare
               difference over seeds against the full store's own seed-to-seed SD, and the full sweep vs --sweep
               halving (same lr? test AUROC difference when not).
 
-    python benchmarks/bench_store.py sizes read cost [--step-batch 8]
+    python benchmarks/bench_store.py sizes read cost bound [--step-batch 8]
     python benchmarks/bench_store.py quality --workspace WS --backbone NAME --ranks 64,128 --pool-rank 128 \
         --protocol demo --seeds 0,1,2
 
@@ -86,16 +90,18 @@ from pipeline.store.projection import random_projection
 
 VITL = dict(n_layers=4, dim=1024, n_patches=1024, n_registers=0)
 DATASET_IMAGES = {"CXR-LT 24": 260_000, "PLCO": 190_700}
-COST_DATASETS = ("chexpert", "plco", "shenzhen")
+COST_DATASETS = ("chexpert", "cxrlt24", "plco", "shenzhen")
 
 
-def paper_splits() -> dict[str, tuple[int, int, int, int]]:
-    """Train, val, test images and probe epochs per data set, from the data set cards (data_manifests/<ds>.yaml)."""
+def paper_splits() -> dict[str, tuple[int, int, int, int, int]]:
+    """Train, val, test images, probe epochs and head outputs per data set, from the data set cards
+    (data_manifests/<ds>.yaml)."""
     cards = {ds: packaged_card(ds) for ds in COST_DATASETS}
     return {
-        ds: (c.paper_splits["train"], c.paper_splits["val"], c.paper_splits["test"], int(c.probe["epochs"]))
+        ds: (c.paper_splits["train"], c.paper_splits.get("val", 0), c.paper_splits["test"], int(c.probe["epochs"]),
+             len(c.label_columns))
         for ds, c in cards.items()
-    }
+    }  # fmt: skip
 
 
 LRS = 9
@@ -104,7 +110,7 @@ BATCH = 256  # the paper's probe batch: the optimizer step's cost is shared by t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="+", choices=("sizes", "read", "cost", "quality"))
+    parser.add_argument("parts", nargs="+", choices=("sizes", "read", "cost", "bound", "quality"))
     parser.add_argument("--read-images", type=int, default=256)
     parser.add_argument("--read-stores", default=None, help="read: existing store folders (comma-separated) instead")
     parser.add_argument("--fit-images", type=int, default=2048, help="cost: train images the basis is fitted on")
@@ -134,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {os.getloadavg()[0]:.1f}")
     for part in args.parts:
-        {"sizes": sizes, "read": read, "cost": cost, "quality": quality}[part](args)
+        {"sizes": sizes, "read": read, "cost": cost, "bound": bound, "quality": quality}[part](args)
 
 
 # ---- sizes -----------------------------------------------------------------------------------------------------
@@ -223,14 +229,19 @@ def cost(args) -> None:
     fwd = _best_of(lambda: _no_grad(last_layer_tokens, backbone, torch.randn(1, 3, 512, 512), 4), reps=1)
     backbone = None
     print(f"  backbone forward: {fwd:.2f} s / image (load {os.getloadavg()[0]:.1f})")
-    variants = {"full": (0, 1), "full pool 2": (0, 2), "R=256": (256, 1), "R=1024": (1024, 1), "R=256 pool 2": (256, 2),
-                "R=512 pool 2": (512, 2), "R=1024 pool 2": (1024, 2), "R=128 pool 2": (128, 2)}  # fmt: skip
-    step: dict[tuple[str, int], float] = {}
+    variants = {"full": (0, 1), "full pool 2": (0, 2), "R=1024": (1024, 1), "R=512": (512, 1), "R=256": (256, 1),
+                "R=1024 pool 2": (1024, 2), "R=512 pool 2": (512, 2), "R=256 pool 2": (256, 2)}  # fmt: skip
+    splits = paper_splits()
+    outputs = sorted({s[4] for s in splits.values()})
+    step: dict[tuple[str, int, int], float] = {}
+    print(f"  GLoRI step per image, 9 lrs / 1 lr, s, by the data set's outputs (load {os.getloadavg()[0]:.1f}):")
+    print("  " + f"{'tokens':14s} " + "  ".join(f"{f'{k} outputs':>17s}" for k in outputs))
     for name, (rank, pool) in variants.items():
-        for n_heads in (LRS, 1):
-            step[name, n_heads] = _glori_step(rank, pool, n_heads, b=args.step_batch)
-        print(f"  GLoRI step per image, {name:13s}: {step[name, LRS]:.4f} s (9 lrs), {step[name, 1]:.4f} s (1 lr); "
-              f"9-lr step vs full: {step['full', LRS] / step[name, LRS]:.1f}x cheaper")  # fmt: skip
+        for k in outputs:
+            for n_heads in (LRS, 1):
+                step[name, k, n_heads] = _glori_step(rank, pool, n_heads, b=args.step_batch, n_outputs=k)
+        cells = (f"{step[name, k, LRS]:.4f} / {step[name, k, 1]:.4f}" for k in outputs)
+        print("  " + f"{name:14s} " + "  ".join(f"{c:>17s}" for c in cells), flush=True)
     print(
         f"  (step per image = forward + backward per image, measured at batch {args.step_batch}, + one AdamW step"
         " / 256; projected: + the basis fold and its gradient, once per step, / 256)"
@@ -238,14 +249,14 @@ def cost(args) -> None:
     print("  protocol: sweep E epochs x train (9 lrs) + refit E epochs x (train + val) (1 lr); the embed floor is one"
           " forward per image; halving: 9 lrs for E/8, 4 to E/4, 2 to E/2, 1 to E (stack cost interpolated"
           " linearly between the measured 1- and 9-lr steps)")  # fmt: skip
-    for ds, (n_tr, n_val, n_te, epochs) in paper_splits().items():
+    for ds, (n_tr, n_val, n_te, epochs, k) in splits.items():
         n_all = n_tr + n_val + n_te
         floor = fwd * n_all
         fit = fwd * min(args.fit_images, n_tr)  # `chex embed --rank`: one extra forward per fit image
-        print(f"  {ds} ({n_tr:,}/{n_val:,}/{n_te:,}, {epochs} epochs): embed floor {_h(floor)}")
+        print(f"  {ds} ({n_tr:,}/{n_val:,}/{n_te:,}, {epochs} epochs, {k} outputs): embed floor {_h(floor)}")
 
-        def heads(name, halving=False, n_tr=n_tr, n_val=n_val, epochs=epochs):
-            c9, c1 = step[name, LRS], step[name, 1]
+        def heads(name, halving=False, n_tr=n_tr, n_val=n_val, epochs=epochs, k=k):
+            c9, c1 = step[name, k, LRS], step[name, k, 1]
             if halving:
                 c = lambda h: c1 + (c9 - c1) * (h - 1) / (LRS - 1)  # noqa: E731
                 sweep = n_tr * epochs * (c(9) / 8 + c(4) / 8 + c(2) / 4 + c(1) / 2)
@@ -254,21 +265,13 @@ def cost(args) -> None:
             return sweep + c1 * epochs * (n_tr + n_val)
 
         chexfound = fwd * (epochs * n_tr + n_val + epochs * (n_tr + n_val) + n_te) + heads("full")
-        ways = {
-            "CheXFound's way": chexfound,
-            "chex, full store": floor + heads("full"),
-            "chex, full store + halving": floor + heads("full", True),
-            "chex, full store pool 2": floor + heads("full pool 2"),
-            "chex, R=256": floor + fit + heads("R=256"),
-            "chex, R=1024": floor + fit + heads("R=1024"),
-            "chex, R=256 pool 2": floor + fit + heads("R=256 pool 2"),
-            "chex, R=256 pool 2 + halving": floor + fit + heads("R=256 pool 2", True),
-            "chex, R=512 pool 2": floor + fit + heads("R=512 pool 2"),
-            "chex, R=512 pool 2 + halving": floor + fit + heads("R=512 pool 2", True),
-            "chex, R=1024 pool 2": floor + fit + heads("R=1024 pool 2"),
-            "chex, R=1024 pool 2 + halving": floor + fit + heads("R=1024 pool 2", True),
-            "chex, R=128 pool 2 + halving": floor + fit + heads("R=128 pool 2", True),
-        }
+        ways = {"CheXFound's way": chexfound, "chex, full store": floor + heads("full"),
+                "chex, full store + halving": floor + heads("full", True),
+                "chex, full store pool 2": floor + heads("full pool 2")}  # fmt: skip
+        for name in variants:
+            if name.startswith("R="):
+                ways[f"chex, {name}"] = floor + fit + heads(name)
+                ways[f"chex, {name} + halving"] = floor + fit + heads(name, True)
         for way, t in ways.items():
             print(f"    {way:30s} {_h(t):>9s}  CheXFound/this = {chexfound / t:5.1f}x  this/floor = {t / floor:5.2f}")
 
@@ -299,6 +302,58 @@ def _glori_step(rank: int, pool: int, n_heads: int, b: int = 2, n_outputs: int =
 
 
 # ---- quality ---------------------------------------------------------------------------------------------------
+def vit_forward_macs(n_blocks: int = 24, dim: int = 1024, n_patches: int = 1024, patch: int = 16) -> float:
+    """MACs of one ViT forward (ViT-L/16-512 by default): per block 12·T·D² (qkv, output projection, 4x MLP) and
+    2·T²·D (attention scores and weighted sum) over T = patches + [CLS] tokens, plus the patch embedding."""
+    t = n_patches + 1
+    return n_blocks * (12 * t * dim**2 + 2 * t**2 * dim) + n_patches * 3 * patch**2 * dim
+
+
+def glori_step_macs(
+    width: int, tokens: int, n_outputs: int, embed: int = 768, ffn: int = 2048, heads: int = 8
+) -> float:
+    """MACs of one GLoRI training step (forward + backward) per image and lr, as heads/glori.py computes it with
+    few queries (n_outputs·heads < embed: key/value projections folded into the queries)."""
+    rows = n_outputs * heads
+    if rows >= embed:
+        raise ValueError(f"{n_outputs} outputs x {heads} heads >= {embed}: the unfolded attention path")
+    first = 2 * tokens * width * embed  # forward + weight gradient (the tokens are data: no input gradient)
+    attention = 6 * rows * tokens * embed  # scores and weighted sum: forward, and the gradient of both operands
+    queries = 9 * n_outputs * embed**2 + 6 * n_outputs * embed * ffn  # query/out projections and FFN, x3 with bwd
+    return first + attention + queries
+
+
+def bound(args) -> None:
+    backbone = vit_forward_macs()
+    splits = paper_splits()
+    print(f"\n[bound, ANALYTIC] MACs: ViT-L/16-512 forward {backbone / 1e9:.0f} G; GLoRI (768/2048) step per image "
+          "and lr, forward + backward, with each data set's outputs (in brackets); heads assumed as efficient as "
+          "the backbone")  # fmt: skip
+    variants = {"full": (4096, 1), "R=1024": (1024, 1), "R=512": (512, 1), "R=256": (256, 1), "R=64": (64, 1),
+                "R=0 (decoder only)": (0, 1), "full pool 2": (4096, 2), "R=1024 pool 2": (1024, 2),
+                "R=512 pool 2": (512, 2), "R=256 pool 2": (256, 2)}  # fmt: skip
+
+    def floors(ds: str, macs_per_step: float) -> float:
+        n_tr, n_val, n_te, epochs, _ = splits[ds]
+        return 1 + epochs * (LRS * n_tr + n_tr + n_val) * macs_per_step / ((n_tr + n_val + n_te) * backbone)
+
+    print("  fewest embed floors the protocol can cost (sweep 9 lrs x E epochs x train + refit E epochs x train+val):")
+    print("  " + f"{'tokens':20s} " + "  ".join(f"{f'{ds} ({s[4]})':>14s}" for ds, s in splits.items()))
+    for name, (width, pool) in variants.items():
+        row = [floors(ds, glori_step_macs(width, 1024 // pool**2, s[4])) for ds, s in splits.items()]
+        print("  " + f"{name:20s} " + "  ".join(f"{f:14.2f}" for f in row))
+    print("  per data set: CheXFound's way (the backbone in every epoch) and what >= 20x needs; the widest first-Linear"
+          " input (of L*D 4,096) within 1.25 floors at each pooling")  # fmt: skip
+    for ds, (n_tr, n_val, n_te, epochs, k) in splits.items():
+        n_all = n_tr + n_val + n_te
+        chexfound = (epochs * n_tr + n_val + epochs * (n_tr + n_val) + n_te) / n_all
+        chexfound += floors(ds, glori_step_macs(4096, 1024, k)) - 1
+        budget = 0.25 * n_all * backbone / (epochs * (LRS * n_tr + n_tr + n_val))
+        widest = [max(0, (budget - glori_step_macs(0, 1024 // p**2, k)) / (2 * 1024 // p**2 * 768)) for p in (1, 2)]
+        print(f"    {ds:9s} CheXFound's way {chexfound:6.2f} floors (>= 20x needs <= {chexfound / 20:.3f}); widest "
+              f"R within 1.25 floors: {widest[0]:5.0f} unpooled, {widest[1]:5.0f} with pool 2")  # fmt: skip
+
+
 def quality(args) -> None:
     from pipeline.embed.compress import compress_store, train_image_ids
     from pipeline.probe import run_probe

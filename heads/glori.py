@@ -9,8 +9,8 @@
     logit_k = w_k · [tgt_k (E) ; cls_1 .. cls_L (L·D)] + b_k              (GroupFC: one classifier per output)
 
 On a projected store (pipeline/store/projection.py) the patch input is (B, 1, P, R) and the first Linear takes
-R inputs: W' = W U with bias b + W μ, folded from the full-width W each pass (`heads.base.fold_basis`), is the
-same model, trained the same way, as W on the reconstructed tokens μ + U z.
+R inputs: W' = W B with bias b + W μ (B = U S, the store's `stored_basis`), folded from the full-width W each pass
+(`heads.base.fold_basis`), is the same model, trained the same way, as W on the reconstructed tokens μ + B z.
 All dropouts are 0.1. The per-query attention weights (B, K, P), averaged over the 8 attention heads, are the
 interpretability maps (`forward(..., return_attention=True)`).
 """

@@ -312,7 +312,7 @@ def _basis_of(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor] | None:
         if store.layout.rank:
             raise StoreError(f"{store.path} is a projected store without its basis; rerun the command that made it")
         return None
-    return torch.from_numpy(projection.mean).float(), torch.from_numpy(projection.basis).float()
+    return torch.from_numpy(projection.mean).float(), torch.from_numpy(projection.stored_basis).float()
 
 
 def _previous_record(folder: RunFolder) -> RunRecord | None:

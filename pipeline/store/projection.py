@@ -1,11 +1,17 @@
 """The projected (low-rank) patch store: pooling, the streamed PCA basis, and where it lives in the store.
 
-A projected store keeps each patch token as z = Uᵀ(x - μ), where x (F = L·D) is the patch's tokens of the L
-kept blocks side by side (GLoRI's input, `heads.base.concat_patch_blocks`), μ their mean and U (F, R) the top R
-principal directions, fitted on training-split images only. The store's `patch` array is then (N, 1, P', R):
-one R-dim token per (pooled) patch. CLS tokens stay full. μ + U z reconstructs x up to the rank limit, and a
-head whose first Linear is W on x equals one with W' = W U on z (bias b + W μ): nothing but the rank changes.
-Heads keep W itself as the parameter and fold it per pass (heads/base.py), so they also train as on x.
+A projected store keeps each patch token as whitened principal coordinates z = S⁻¹ Uᵀ(x - μ), where x (F = L·D)
+is the patch's tokens of the L kept blocks side by side (GLoRI's input, `heads.base.concat_patch_blocks`), μ their
+mean, U (F, R) the top R principal directions and S the diagonal of their standard deviations, all fitted on
+training-split images only. The store's `patch` array is then (N, 1, P', R): one R-dim token per (pooled) patch.
+CLS tokens stay full. μ + U S z reconstructs x up to the rank limit, and a head whose first Linear is W on x
+equals one with W' = W U S on z (bias b + W μ): nothing but the rank changes. Heads keep W itself as the
+parameter and fold it per pass (heads/base.py), so they also train as on x.
+
+Why whitened: every stored coordinate has unit variance, so int8's one scale per token (pipeline/store/quant.py)
+gives every component the same relative precision. On raw coordinates the first component, often 50-100x the
+median one's SD, set the step, and the small components were rounded to a few levels. Stores written before
+this (attribute `projection.coordinates` absent) hold raw coordinates, S = I, and read as before.
 
 Arrays beside the tokens: `projection_mean` (F,), `projection_basis` (F, R), `projection_variance` (R,) (the
 variance of each component on the fit tokens), all float64; attribute `projection` (rank, pool, total
@@ -63,6 +69,7 @@ class Projection:
     total_variance: float  # trace of the fit tokens' covariance
     pool: int = 1
     fit: dict[str, Any] = field(default_factory=dict)  # what it was fitted on (split, images, tokens, source)
+    whitened: bool = True  # stored coordinates are divided by each component's SD (False: raw, older stores)
 
     @property
     def rank(self) -> int:
@@ -72,25 +79,39 @@ class Projection:
     def variance_kept(self) -> float:
         return float(self.variance.sum() / self.total_variance) if self.total_variance > 0 else 1.0
 
+    @property
+    def component_scale(self) -> np.ndarray:
+        """(R,) the diagonal of S: each component's SD when whitened (1 where it is 0), else ones."""
+        if not self.whitened:
+            return np.ones(self.rank)
+        sd = np.sqrt(np.clip(self.variance, 0.0, None))
+        return np.where(sd > 0, sd, 1.0)
+
+    @property
+    def stored_basis(self) -> np.ndarray:
+        """(F, R) U S: x ≈ mean + stored_basis @ z for the stored coordinates z (what heads fold, heads/base.py)."""
+        return self.basis * self.component_scale
+
     def apply(self, patch: torch.Tensor) -> torch.Tensor:
         """Full patch tokens (B, L, P, D) -> stored projected tokens (B, 1, P / pool², R), float32."""
         pooled = pool_patches(patch.float(), self.pool)
         b, p = pooled.shape[0], pooled.shape[2]
         mean = torch.from_numpy(self.mean).float()
-        basis = torch.from_numpy(self.basis).float()
+        basis = torch.from_numpy(self.basis / self.component_scale).float()  # U S⁻¹
         return ((flat_tokens(pooled) - mean) @ basis).reshape(b, 1, p, self.rank)
 
     def reconstruct(self, z: torch.Tensor, n_layers: int) -> torch.Tensor:
-        """Projected tokens (B, 1, P, R) -> reconstructed full tokens (B, L, P, D) = mean + U z (dtype of z)."""
+        """Projected tokens (B, 1, P, R) -> reconstructed full tokens (B, L, P, D) = mean + U S z (dtype of z)."""
         b, _, p, _ = z.shape
         mean = torch.from_numpy(self.mean).to(z.dtype)
-        basis = torch.from_numpy(self.basis).to(z.dtype)
+        basis = torch.from_numpy(self.stored_basis).to(z.dtype)
         x = mean + z.reshape(b * p, self.rank) @ basis.T
         return x.reshape(b, p, n_layers, -1).permute(0, 2, 1, 3)
 
     def attrs(self) -> dict[str, Any]:
         return dict(rank=self.rank, pool=self.pool, total_variance=self.total_variance,
-                    variance_kept=self.variance_kept, fit=self.fit)  # fmt: skip
+                    variance_kept=self.variance_kept, fit=self.fit,
+                    coordinates="whitened" if self.whitened else "raw")  # fmt: skip
 
 
 class CovarianceAccumulator:
@@ -172,7 +193,9 @@ def load_projection(path: str | Path, group: zarr.Group | None = None) -> Projec
         mean, basis, variance = (np.asarray(group[name][...]) for name in ARRAYS)
     except KeyError as exc:
         raise StoreError(f"feature store {path} lists a projection but lacks its array {exc}; recreate it") from exc
-    return Projection(mean, basis, variance, float(info["total_variance"]), int(info["pool"]), dict(info["fit"]))
+    whitened = info.get("coordinates", "raw") == "whitened"  # stores written before whitening: raw
+    return Projection(mean, basis, variance, float(info["total_variance"]), int(info["pool"]), dict(info["fit"]),
+                      whitened)  # fmt: skip
 
 
 def patch_transform(pool: int, projection: Projection | None):

@@ -107,6 +107,51 @@ def test_compress_int8_pooled_and_pool_only(tmp_path):
     )  # fmt: skip
 
 
+def test_int8_projected_store_keeps_every_component(tmp_path):
+    """int8 with one scale per token let the largest component set the step: components 100x smaller were
+    rounded to a few levels (GLoRI on Shenzhen moved by -0.038 at R = L*D/4). Each component must keep its own
+    precision."""
+    source = _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "q", TRAIN, rank=4, dtype="int8", progress=False)
+    store = FeatureStore.open(tmp_path / "q")
+    proj = store.projection
+    sd = np.sqrt(proj.variance)
+    assert sd[0] / sd[-1] > 30  # a steep spectrum: three strong directions, then noise
+    ids = [f"img{i}" for i in range(20)]
+    exact = proj.reconstruct(proj.apply(source.read(source.rows(ids), ("patch",))["patch"]).double(), L)
+    stored = proj.reconstruct(store.read(store.rows(ids), ("patch",))["patch"].double(), L)
+    error = flat_tokens(stored - exact).numpy() @ proj.basis  # per principal direction
+    relative = np.sqrt((error**2).mean(0)) / sd
+    assert relative.max() < 0.02, relative
+
+
+def test_stored_coordinates_are_whitened_and_older_raw_stores_still_read(tmp_path):
+    import dataclasses
+
+    import zarr
+
+    from pipeline.store.projection import load_projection, save_projection
+
+    source = _full_store(tmp_path / "full")
+    compress_store(tmp_path / "full", tmp_path / "r3", TRAIN, rank=3, progress=False)
+    proj = FeatureStore.open(tmp_path / "r3").projection
+    x = source.read(source.rows(sorted(TRAIN)), ("patch",))["patch"]
+    z = proj.apply(x).double()
+    np.testing.assert_allclose(z.reshape(-1, 3).var(0, unbiased=True).numpy(), 1.0, rtol=1e-4)  # fit = train
+    raw = dataclasses.replace(proj, whitened=False)
+    np.testing.assert_allclose(raw.apply(x).double().numpy(), (z * torch.from_numpy(proj.component_scale)).numpy(),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(raw.reconstruct(raw.apply(x).double(), L), proj.reconstruct(z, L), atol=1e-4, rtol=1e-4)
+    # a store written before whitening has no `coordinates` attribute: it holds raw coordinates
+    save_projection(tmp_path / "r3", raw)
+    group = zarr.open_group(tmp_path / "r3", mode="r+")
+    info = dict(group.attrs["projection"])
+    assert info.pop("coordinates") == "raw"
+    group.attrs["projection"] = info
+    assert load_projection(tmp_path / "r3").whitened is False
+    np.testing.assert_array_equal(load_projection(tmp_path / "r3").stored_basis, proj.basis)
+
+
 def test_compress_resumes_after_a_failure_and_never_redoes_a_finished_unit(tmp_path, monkeypatch):
     _full_store(tmp_path / "full")
     compress_store(tmp_path / "full", tmp_path / "ref", TRAIN, rank=3, unit_rows=4, progress=False)
