@@ -159,6 +159,9 @@ def sizes(args) -> None:
                           for n in DATASET_IMAGES.values())  # fmt: skip
         print(f"  {name:12s} {dtype:8s} {pool:4d} {b / 1e6:9.3f} {full / b:11.1f}x {totals}")
     print(f"  (R as a fraction of L*D = 4096: {', '.join(f'{r}: {r / 4096:.1%}' for r in ranks)})")
+    for dtype in ("float16", "int8"):
+        widest = max(r for r in range(1, 4097) if StoreLayout(**VITL, dtype=dtype, rank=r).bytes_per_image <= 1e6)
+        print(f"  <= 1 MB per image unpooled in {dtype}: R <= {widest} ({widest / 4096:.1%} of L*D)")
 
 
 # ---- read ------------------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def embed_command(
     image_size: Annotated[int | None, typer.Option(help="Input size (positional embeddings interpolated).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
     layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
-    dtype: Annotated[str, typer.Option(help="float16 or int8 (per-token scale).")] = "float16",
+    dtype: Annotated[
+        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+    ] = "float16",
     train_views: Annotated[int, typer.Option(help="Views per training image (view 0 = plain eval view).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     unit_rows: Annotated[
@@ -235,7 +237,7 @@ def _print_info(path: Path, as_json: bool = False) -> None:
     lines = [
         f"store       {info['path']}",
         f"rows        {info['rows']} ({info['images']} images, up to {info['max_views']} views)",
-        *(f"{p:<11} {shape} {info['dtype']}" for p, shape in info["shapes"].items()),
+        *(f"{p:<11} {shape} {info['part_dtypes'][p]}" for p, shape in info["shapes"].items()),
         f"on disk     {info['bytes_on_disk'] / 1e6:.1f} MB ({info['bytes_per_row'] / 1e3:.1f} kB per row)",
         f"per image   {info['bytes_per_image'] / 1e3:.1f} kB uncompressed",
         *_projection_lines(info),
@@ -258,7 +260,8 @@ def _projection_lines(info: dict) -> list[str]:
     if info["rank"]:
         fit = info["provenance"].get("projection", {}).get("fit", {})
         lines.append(
-            f"projection  rank R={info['rank']}, variance kept {info['variance_kept']:.4f} "
+            f"projection  rank R={info['rank']}, variance kept {info['variance_kept']:.4f}, "
+            f"{info['provenance'].get('projection', {}).get('coordinates', 'raw')} coordinates "
             f"(fitted on {fit.get('images')} {fit.get('split')} images, {fit.get('tokens')} tokens)"
         )
     return lines
@@ -270,7 +273,9 @@ def store_compress_command(
     source: Annotated[Path, typer.Argument(help="Full store folder, or a backbone name in the workspace.")],
     out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
     patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
-    dtype: Annotated[str, typer.Option(help="float16 or int8 (per-token scale).")] = "float16",
+    dtype: Annotated[
+        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+    ] = "float16",
     pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     dataset: Annotated[
         str | None, typer.Option(help="Data sets whose train split fits the basis, comma-separated (default: all).")

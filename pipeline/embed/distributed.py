@@ -102,7 +102,7 @@ def _embed_task(
     model = _cached_model(spec)
     import zarr
 
-    layout = StoreLayout(**zarr.open_group(store_path, mode="r").attrs["layout"])
+    layout = StoreLayout.from_dict(zarr.open_group(store_path, mode="r").attrs["layout"])
     writer = StoreWriter(Path(store_path), layout)
     by_index = {u.index: u for u in Ledger(store_path).units() if u.index in set(indices)}
     rows = UnitRows(Path(store_path), list(by_index.values()), preprocessing, owner_pid=os.getpid())

@@ -9,6 +9,7 @@ import numpy as np
 
 TOKEN_PARTS = ("cls", "patch", "registers")
 DTYPES = ("float16", "int8")
+INT8_PARTS = ("patch", "all")  # which token parts an int8 store quantizes
 STORE_FORMAT = 1
 _TARGET_CHUNK_BYTES = 4 << 20  # inner chunk: one or a few images
 _TARGET_UNIT_BYTES = 256 << 20  # write unit (= Zarr shard): a few hundred images, bounded memory for big models
@@ -28,10 +29,15 @@ class StoreLayout:
     unit_rows: int = 0
     rank: int = 0  # > 0: patch tokens projected on R principal directions (pipeline/store/projection.py)
     pool: int = 1  # > 1: patch grid averaged over pool x pool neighbourhoods
+    # int8 stores: "patch" keeps CLS and registers in float16 (a few kB per image; the linear probe reads them
+    # unchanged); "all" is how int8 stores were written before (`from_dict` reads those as such)
+    int8_parts: str = "patch"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.int8_parts not in INT8_PARTS:
+            raise ValueError(f"int8_parts must be one of {INT8_PARTS}, got {self.int8_parts!r}")
         side = math.isqrt(self.n_patches)
         if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
             raise ValueError(f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches})")
@@ -48,18 +54,32 @@ class StoreLayout:
     def parts(self) -> tuple[str, ...]:
         return TOKEN_PARTS if self.n_registers else TOKEN_PARTS[:2]
 
+    @classmethod
+    def from_dict(cls, data: dict) -> StoreLayout:
+        """The layout a store's `layout` attribute records (int8 stores written before `int8_parts`: "all")."""
+        legacy = {"int8_parts": "all"} if data.get("dtype") == "int8" else {}
+        return cls(**{**legacy, **data})
+
     @property
     def quantized(self) -> bool:
+        """Whether any token part is int8 (`part_quantized` says which)."""
         return self.dtype == "int8"
+
+    def part_quantized(self, part: str) -> bool:
+        """Whether `part` is stored as int8 with a per-token float32 scale."""
+        return self.quantized and (self.int8_parts == "all" or part == "patch")
+
+    def part_dtype(self, part: str) -> str:
+        return "int8" if self.part_quantized(part) else "float16"
 
     @property
     def bytes_per_image(self) -> int:
-        """Uncompressed bytes of one row's tokens (+ scales when int8)."""
+        """Uncompressed bytes of one row's tokens (+ scales of int8 parts)."""
         total = 0
         for part in self.parts:
             shape = self.token_shape(part)
-            scales = 4 * math.prod(shape[:-1]) if self.quantized else 0
-            total += math.prod(shape) * np.dtype(self.dtype).itemsize + scales
+            scales = 4 * math.prod(shape[:-1]) if self.part_quantized(part) else 0
+            total += math.prod(shape) * np.dtype(self.part_dtype(part)).itemsize + scales
         return total
 
     @property
@@ -98,4 +118,5 @@ class StoreLayout:
             unit_rows=self.unit_rows,
             rank=self.rank,
             pool=self.pool,
+            int8_parts=self.int8_parts,
         )

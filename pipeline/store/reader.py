@@ -41,7 +41,7 @@ class FeatureStore:
         self.n_units, self.n_pending_units = n_units, n_pending_units
         self._group = group
         self.attrs: dict[str, Any] = dict(group.attrs)
-        self.layout = StoreLayout(**self.attrs["layout"])
+        self.layout = StoreLayout.from_dict(self.attrs["layout"])
         self._checked: set[int] = set()  # units whose files were found intact (or have no record to check)
         ids, views = (self._select(name, rows) for name in ("image_id", "view"))
         keep = views >= 0  # view -1: a row left empty because its image could not be read (quarantined)
@@ -66,7 +66,7 @@ class FeatureStore:
             raise StoreError(f"no feature store at {path}; run `chex embed` to create it")
         try:
             group = zarr.open_group(path, mode="r")
-            StoreLayout(**group.attrs["layout"])
+            StoreLayout.from_dict(group.attrs["layout"])
         except (KeyError, ValueError, TypeError) as exc:
             raise StoreError(f"{path} is not a chex feature store ({exc})") from exc
         ledger = Ledger(path)
@@ -172,7 +172,7 @@ class FeatureStore:
         out = {}
         for part in parts:
             q = self._read_rows(part, uniq, spans)
-            scale = self._read_rows(f"{part}_scale", uniq, spans) if self.layout.quantized else None
+            scale = self._read_rows(f"{part}_scale", uniq, spans) if self.layout.part_quantized(part) else None
             out[part] = torch.from_numpy(dequantize(q, scale)[inverse])
         return out
 
@@ -209,7 +209,7 @@ class FeatureStore:
         import dask.array as da
 
         arr = da.from_zarr(self._group[part])
-        if self.layout.quantized:
+        if self.layout.part_quantized(part):
             scale = da.from_zarr(self._group[f"{part}_scale"])
             arr = arr.astype(np.float32) * scale[..., None]
         else:
@@ -305,6 +305,7 @@ class FeatureStore:
             max_views=int(self.views.max()) + 1 if len(self) else 0,
             shapes={p: (len(self), *self.layout.token_shape(p)) for p in self.layout.parts},
             dtype=self.layout.dtype,
+            part_dtypes={p: self.layout.part_dtype(p) for p in self.layout.parts},
             chunk_rows=self.layout.chunk_rows,
             unit_rows=self.layout.unit_rows,
             units_done=self.n_units - self.n_pending_units,

@@ -61,7 +61,7 @@ class StoreWriter:
             existing = dict(zarr.open_group(path, mode="r").attrs) if (path / "zarr.json").is_file() else {}
             if "layout" in existing:
                 _check_identity(path, existing, attrs)
-                layout = StoreLayout(**existing["layout"])
+                layout = StoreLayout.from_dict(existing["layout"])
             else:  # new, or a creation killed before its attributes (written last) landed: nothing to keep
                 _create(path, layout, attrs)
         return cls(path, layout)
@@ -125,7 +125,7 @@ class StoreWriter:
             x = tokens[part]
             if x.shape != (n, *self.layout.token_shape(part)):
                 raise ValueError(f"{part}: got {tuple(x.shape)}, expected {(n, *self.layout.token_shape(part))}")
-            if self.layout.quantized:
+            if self.layout.part_quantized(part):
                 q, scale = quantize_int8(x)
                 group[part][unit.start : unit.stop] = q.numpy()
                 group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
@@ -147,8 +147,7 @@ class StoreWriter:
 
     def array_names(self) -> list[str]:
         names = [*self.layout.parts, "image_id", "view"]
-        if self.layout.quantized:
-            names += [f"{p}_scale" for p in self.layout.parts]
+        names += [f"{p}_scale" for p in self.layout.parts if self.layout.part_quantized(p)]
         return names
 
     def _resize(self, n_rows: int) -> None:
@@ -197,24 +196,24 @@ def _create(path: Path, layout: StoreLayout, attrs: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(path, mode="a", zarr_format=3)  # not "w": it would wipe the folder, ledger lock included
     # crc32c last: a damaged chunk fails to decode instead of reading back as the fill value
-    compressor = [
-        BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if layout.dtype == "int8" else "shuffle"),
-        Crc32cCodec(),
-    ]
     c, u = layout.chunk_rows, layout.unit_rows
     for part in layout.parts:
         shape = layout.token_shape(part)
+        compressor = [
+            BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if layout.part_quantized(part) else "shuffle"),
+            Crc32cCodec(),
+        ]
         group.create_array(
             part,
             shape=(0, *shape),
             chunks=(c, *shape),
             shards=(u, *shape),
-            dtype=layout.dtype,
+            dtype=layout.part_dtype(part),
             compressors=compressor,
             fill_value=0,
             overwrite=True,
         )
-        if layout.quantized:
+        if layout.part_quantized(part):
             group.create_array(
                 f"{part}_scale",
                 shape=(0, *shape[:-1]),

@@ -75,6 +75,41 @@ def test_int8_error_is_within_half_a_step_and_smaller_on_disk(tmp_path):
     assert (got - ref).abs().max() > 0  # really quantised
 
 
+def test_int8_store_keeps_cls_and_registers_in_float16(tmp_path):
+    """CLS tokens are a few kB per image and the linear probe reads them: int8 stores quantize only patches
+    (they once quantized CLS too, and the linear probe's lr choice moved on Shenzhen)."""
+    ids = [f"i{i}" for i in range(4)]
+    _fill(tmp_path / "q", ids, dtype="int8")
+    store = FeatureStore.open(tmp_path / "q")
+    got = store.read(store.rows(ids), ("cls", "patch", "registers"))
+    ref = _tokens(ids, [0] * 4)
+    for part in ("cls", "registers"):
+        torch.testing.assert_close(got[part], ref[part].half().float())
+        assert store._group[part].dtype == np.float16 and f"{part}_scale" not in store._group
+    assert store._group["patch"].dtype == np.int8
+    np.testing.assert_allclose(store.to_dask("cls").compute(), got["cls"].numpy())
+
+
+def test_int8_stores_written_before_keep_reading_every_part_as_int8(tmp_path):
+    import zarr
+
+    legacy = StoreLayout(L, D, P, R, dtype="int8", int8_parts="all", chunk_rows=2, unit_rows=4)
+    StoreWriter.open(tmp_path / "old", legacy, _attrs(dtype="int8"))
+    group = zarr.open_group(tmp_path / "old", mode="r+")
+    layout = dict(group.attrs["layout"])
+    del layout["int8_parts"]  # what an older chex wrote
+    group.attrs["layout"] = layout
+    ids = ["a", "b"]
+    writer, _ = _fill(tmp_path / "old", ids, dtype="int8")  # asks for today's layout, reopens the old one
+    assert writer.layout.int8_parts == "all"
+    store = FeatureStore.open(tmp_path / "old")
+    assert store.layout.part_quantized("cls") and store._group["cls"].dtype == np.int8
+    ref = _tokens(ids, [0, 0])["cls"]
+    got = store.read(store.rows(ids))["cls"]
+    assert ((got - ref).abs() <= ref.abs().amax(-1, keepdim=True) / 254 + 1e-6).all()
+    assert not torch.equal(got, ref.half().float())
+
+
 def test_views_and_n_views(tmp_path):
     ids = ["a", "a", "a", "b"]
     _fill(tmp_path / "s", ids, views=[0, 1, 2, 0])

@@ -197,7 +197,9 @@ def test_layout_bytes_per_image_for_projected_and_pooled_rows():
     proj = StoreLayout(4, 1024, 1024, 0, rank=256, pool=2)
     assert proj.bytes_per_image == 4 * 1024 * 2 + 256 * 256 * 2
     q = StoreLayout(4, 1024, 1024, 0, dtype="int8", rank=128)
-    assert q.bytes_per_image == 4 * (1024 + 4) + 1024 * (128 + 4)
+    assert q.bytes_per_image == 4 * 1024 * 2 + 1024 * (128 + 4)  # CLS stays float16
+    legacy = StoreLayout(4, 1024, 1024, 0, dtype="int8", rank=128, int8_parts="all")
+    assert legacy.bytes_per_image == 4 * (1024 + 4) + 1024 * (128 + 4)
 
 
 def test_python_api_reads_projected_and_pooled_stores_with_their_own_shapes(tmp_path):

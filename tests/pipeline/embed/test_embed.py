@@ -114,7 +114,7 @@ def test_cli_embed_and_store_info(ws):
     assert result.exit_code == 0, result.output
     info = runner.invoke(app, ["store", "info", "tiny", "-w", str(ws.root)])
     assert info.exit_code == 0 and "rows        12 (12 images" in info.output and "int8" in info.output
-    assert "(12, 2, 16, 32)" in info.output
+    assert "(12, 2, 16, 32) int8" in info.output and "(12, 2, 32) float16" in info.output  # CLS stays float16
     same = runner.invoke(app, ["embed", "--info", str(ws.features_dir("tiny"))])
     assert same.output == info.output
     bad = runner.invoke(app, ["embed", "toy", "--checkpoint", str(ws.root / "nope"), "-w", str(ws.root)])

@@ -71,6 +71,7 @@ def test_cli_store_compress_and_info(ws):
     info = runner.invoke(app, ["store", "info", "r8", "-w", str(ws.root)])
     assert info.exit_code == 0, info.output
     assert "rank R=8, variance kept 0." in info.output and "fitted on 6 train images" in info.output
+    assert "whitened coordinates" in info.output
     assert "per image" in info.output
     bad = runner.invoke(app, ["store", "compress", "full", "--out", "x", "--rank", "-1", "-w", str(ws.root)])
     assert bad.exit_code == 2 and "--rank -1" in bad.output
