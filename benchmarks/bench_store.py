@@ -29,13 +29,24 @@ Figures (2 cores; run with PYTHONPATH=. from the repository root). Heads on proj
 weights folded through the basis (heads/base.py); the figures of the earlier free R-wide weights are in git.
   sizes at ViT-L/16-512: full fp16 8.40 MB/image (CXR-LT 24 2.18 TB, PLCO 1.60 TB); R=256 fp16 0.53; R=512 fp16
       1.06; R=1024 fp16 2.11; pool 2: R=256 0.14, R=512 0.27, R=1024 0.53 MB (CXR-LT 24 138 GB, PLCO 102 GB).
-  cost, 2026-11-30 (load 1.8), --step-batch 8: backbone forward 6.71 s/image; 9-lr GLoRI step per image full
-      1.112 s, R=256 0.340, R=256 pool 2 0.141, R=512 pool 2 0.137, R=1024 pool 2 0.183 (fold included, once per
-      step). CheXpert: CheXFound's way 21.75 embed floors; chex full store 7.7x cheaper (2.81 floors); R=256 or
-      R=512 pool 2 17.6x (1.24); R=1024 pool 2 16.6x (1.31); with halving 20.1x (1.08), 19.9x (1.09), 19.5x
-      (1.12). PLCO (ceiling 16.6x: its 38k test images are embedded once either way): R=512 pool 2 14.2x
-      (1.17), R=1024 pool 2 13.5x (1.23). A second run (load 0.5) added R=1024 unpooled: CheXpert 11.9x (1.85
-      floors), PLCO 10.4x (1.60); the other figures moved by up to 0.04 floors between the two runs.
+      int8 (patch tokens only; CLS stays fp16): R=1024 1.061, R=512 0.537 MB; <= 1 MB unpooled needs R <= 484
+      in fp16 (11.8% of L*D) or R <= 964 in int8 (23.5%).
+  bound (ANALYTIC, MAC counts; ViT-L/16-512 forward 362 G MACs), fewest embed floors at the backbone's efficiency,
+      CheXpert (5 outputs) / CXR-LT 24 (40) / PLCO (2): full 2.85 / 2.89 / 2.28; R=1024 1.52 / 1.82 / 1.34;
+      R=256 1.18 / 1.55 / 1.10; decoder alone (R -> 0) 1.07 / 1.46 / 1.02; R=1024 pool 2 1.14 / 1.30 / 1.09;
+      R=256 pool 2 1.06 / 1.24 / 1.03. CheXFound's way 21.78 / 18.09 / 16.59 floors, so >= 20x needs <= 1.089
+      floors on CheXpert and is out of reach on CXR-LT 24 and PLCO (their test images are embedded once either
+      way). Within 1.25 floors unpooled: R <= 411 (CheXpert), none (CXR-LT 24: the decoder over 1,024 tokens for
+      40 queries costs 0.46 floors alone), R <= 743 (PLCO); with pool 2: R <= 2002 / 417 / 3117.
+  cost, 2026-11-30 (load 2.0), --step-batch 8, each data set's own outputs (earlier figures used 14 for all):
+      backbone forward 6.39 s/image; 9-lr GLoRI step per image at 5 outputs: full 1.045 s, R=1024 0.414, R=256
+      0.286, R=1024 pool 2 0.159, R=256 pool 2 0.115 (fold included, once per step). CheXpert: CheXFound's way
+      21.73 floors; chex full store 2.79 floors (7.8x); R=1024 1.71 (12.7x); R=256 1.48 (14.7x); R=1024 pool 2
+      1.28 (17.0x); R=512 or 256 pool 2 1.20 (18.1x); + halving: R=1024 1.23 (17.6x), R=256 pool 2 1.07
+      (20.4x). CXR-LT 24: full 2.83 (6.4x), R=1024 2.07, R=256 pool 2 1.32 (13.6x). PLCO: full 2.30 (7.2x),
+      R=1024 1.53, R=256 1.29, R=1024 pool 2 1.17 (14.2x). Thin unpooled steps run at ~40% of the backbone's MAC
+      rate (R=256: 1.48 measured vs 1.18 bound): the memory-bound ReLU, copies and gradient sums over the
+      (9 x tokens x 768) memory dominate once the first Linear is narrow.
       Memory (bench_glori_memory.py --rank 256 --pool 2): batch 256 with --micro-batch 8 peaks at 2.34 GB
       (1.03 GB before the step); without micro-batching ~5.1 GB.
   quality, 2026-11-30, the demo's protocol (9 lrs, 25/10 epochs), diff = projected - full test macro AUROC:
