@@ -64,10 +64,15 @@ weights folded through the basis (heads/base.py); the figures of the earlier fre
       store's GLoRI picked lr 5e-5 and scored 0.333); R=1,536 (lossless) 0.0000 except GLoRI Shenzhen -0.011.
     So R = L*D / 4 is the smallest rank within 0.005 on both backbones (seed means; lr flips aside), and the
     recommended one; at 12.5% GLoRI lost 0.018 on Montgomery in all three seeds.
-    int8 (--dtype int8), demo store R=128 (25%), seeds 0,1,2, mean diff GLoRI / linear: CheXpert +0.0001 /
-      -0.0003, JSRT -0.0012 / +0.0002, PLCO +0.0006 / -0.0005, Montgomery -0.0085 / 0.0000, Shenzhen -0.079
-      (two lr flips; the seed that kept its lr -0.038) / -0.0083 (one lr flip): int8 adds a measurable change
-      on Shenzhen, so fp16 stays the recommended dtype.
+    int8 (--dtype int8), demo store R=128 (25%), seeds 0,1,2, mean diff GLoRI / linear. Raw coordinates with
+      int8 CLS (before): CheXpert +0.0001 / -0.0003, JSRT -0.0012 / +0.0002, PLCO +0.0006 / -0.0005,
+      Montgomery -0.0085 / 0.0000, Shenzhen -0.079 (two lr flips; the seed that kept its lr -0.038) / -0.0083
+      (one lr flip). Whitened coordinates, float16 CLS (now): CheXpert 0.0000 / +0.0001, JSRT -0.0170 (one lr
+      flip, -0.0496, as in fp16; the others 0.0000, -0.0015) / +0.0002, PLCO -0.0011 / -0.0007, Montgomery
+      +0.0040 / 0.0000, Shenzhen +0.0005 (one lr flip) / -0.0005; the linear probe within 0.0015 in every run.
+      Whitened fp16 at R=128, same seeds: CheXpert 0.0000; Montgomery +0.0063; Shenzhen -0.144 (two flips to
+      the diverging lr 5e-3). Shenzhen GLoRI over seeds 0-9: the lr flips in 6 / 5 / 6 of 10 runs for raw R=128,
+      whitened R=128 and the lossless rotation R=512; same-lr means -0.010 / -0.011 / -0.008.
     pooling: the teacher's 128-px store (8x8 grid, L*D = 512), GLoRI over seeds 0,1,2, mean diff CheXpert /
       Shenzhen / Montgomery / JSRT / PLCO: R=128 (25%) +0.0009 / -0.075 (one lr flip, -0.205) / +0.0040 /
       +0.033 (one lr flip, +0.084) / -0.0014; R=128 pool 2 +0.024 (all three seeds up) / -0.020 / +0.212 /
