@@ -37,6 +37,10 @@ import zarr
 from pipeline.errors import ConfigError, StoreError
 
 ARRAYS = ("projection_mean", "projection_basis", "projection_variance")
+# Whitening divides by no SD below this fraction of the first component's, so that a near-null direction of the
+# fit tokens cannot blow another image's coordinate past float16's range. Part of the store format: the scale is
+# recomputed from `projection_variance` on every read.
+WHITEN_FLOOR = 1e-4
 BLOCK_BYTES = 64 << 20
 
 
@@ -81,11 +85,12 @@ class Projection:
 
     @property
     def component_scale(self) -> np.ndarray:
-        """(R,) the diagonal of S: each component's SD when whitened (1 where it is 0), else ones."""
-        if not self.whitened:
+        """(R,) the diagonal of S: each component's SD when whitened (at least WHITEN_FLOOR x the first's; ones
+        when every variance is 0), else ones."""
+        sd = np.sqrt(np.clip(np.asarray(self.variance, dtype=np.float64), 0.0, None))
+        if not self.whitened or not sd.size or sd.max() <= 0:
             return np.ones(self.rank)
-        sd = np.sqrt(np.clip(self.variance, 0.0, None))
-        return np.where(sd > 0, sd, 1.0)
+        return np.maximum(sd, WHITEN_FLOOR * sd.max())
 
     @property
     def stored_basis(self) -> np.ndarray:

@@ -152,6 +152,20 @@ def test_stored_coordinates_are_whitened_and_older_raw_stores_still_read(tmp_pat
     np.testing.assert_array_equal(load_projection(tmp_path / "r3").stored_basis, proj.basis)
 
 
+def test_whitening_never_amplifies_a_near_null_direction_past_float16():
+    from pipeline.store.projection import WHITEN_FLOOR, Projection
+
+    f = L * D
+    variance = np.array([1.0, 1e-2, 1e-14, 0.0])  # the fit tokens barely vary along the last two directions
+    proj = Projection(np.zeros(f), np.eye(f)[:, :4], variance, float(variance.sum()))
+    np.testing.assert_allclose(proj.component_scale, [1.0, 0.1, WHITEN_FLOOR, WHITEN_FLOOR])
+    x = torch.zeros(1, L, 1, D)
+    x[0, 0, 0, 2] = 3.0  # another image does vary along direction 2: a 3-SD coordinate of the first component
+    z = proj.apply(x)
+    assert torch.isfinite(z.half()).all() and z[0, 0, 0, 2] == pytest.approx(3.0 / WHITEN_FLOOR)
+    torch.testing.assert_close(proj.reconstruct(z.double(), L).float(), x)
+
+
 def test_compress_resumes_after_a_failure_and_never_redoes_a_finished_unit(tmp_path, monkeypatch):
     _full_store(tmp_path / "full")
     compress_store(tmp_path / "full", tmp_path / "ref", TRAIN, rank=3, unit_rows=4, progress=False)
