@@ -31,6 +31,9 @@ weights folded through the basis (heads/base.py); the figures of the earlier fre
       1.06; R=1024 fp16 2.11; pool 2: R=256 0.14, R=512 0.27, R=1024 0.53 MB (CXR-LT 24 138 GB, PLCO 102 GB).
       int8 (patch tokens only; CLS stays fp16): R=1024 1.061, R=512 0.537 MB; <= 1 MB unpooled needs R <= 484
       in fp16 (11.8% of L*D) or R <= 964 in int8 (23.5%).
+  read, 2026-11-30 (load 0.5-1.3), shuffled batches of 64: ViT-B/16-224 shape, 256 rows: full fp16 213 images/s
+      (258 MB/s of tokens), R=256 fp16 1,909 (203 MB/s), R=64 fp16 3,816, R=64 int8 3,606; the demo stores
+      (--read-stores): full 1,849 images/s, R=128 fp16 3,732, R=128 int8 4,361 (7.5 kB/image).
   bound (ANALYTIC, MAC counts; ViT-L/16-512 forward 362 G MACs), fewest embed floors at the backbone's efficiency,
       CheXpert (5 outputs) / CXR-LT 24 (40) / PLCO (2): full 2.85 / 2.89 / 2.28; R=1024 1.52 / 1.82 / 1.34;
       R=256 1.18 / 1.55 / 1.10; decoder alone (R -> 0) 1.07 / 1.46 / 1.02; R=1024 pool 2 1.14 / 1.30 / 1.09;
