@@ -97,6 +97,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -112,13 +113,36 @@ DATASET_IMAGES = {"CXR-LT 24": 260_000, "PLCO": 190_700}
 COST_DATASETS = ("chexpert", "cxrlt24", "plco", "shenzhen")
 
 
-def paper_splits() -> dict[str, tuple[int, int, int, int, int]]:
-    """Train, val, test images, probe epochs and head outputs per data set, from the data set cards
-    (data_manifests/<ds>.yaml)."""
+class PaperProtocol(NamedTuple):
+    """A data set's probe protocol at the paper's scale: split sizes, probe epochs, head outputs."""
+
+    train: int
+    val: int
+    test: int
+    epochs: int
+    outputs: int
+
+    @property
+    def images(self) -> int:
+        return self.train + self.val + self.test
+
+    @property
+    def head_passes(self) -> int:
+        """Head passes per image-lr: the sweep (9 lrs x E epochs x train) and the refit (E epochs x train + val)."""
+        return self.epochs * (LRS * self.train + self.train + self.val)
+
+    @property
+    def chexfound_forwards(self) -> int:
+        """Backbone forwards of CheXFound's way: every epoch of the sweep and of the refit, val and test once."""
+        return self.epochs * self.train + self.val + self.epochs * (self.train + self.val) + self.test
+
+
+def paper_splits() -> dict[str, PaperProtocol]:
+    """Each cost data set's protocol, from the data set cards (data_manifests/<ds>.yaml)."""
     cards = {ds: packaged_card(ds) for ds in COST_DATASETS}
     return {
-        ds: (c.paper_splits["train"], c.paper_splits.get("val", 0), c.paper_splits["test"], int(c.probe["epochs"]),
-             len(c.label_columns))
+        ds: PaperProtocol(c.paper_splits["train"], c.paper_splits.get("val", 0), c.paper_splits["test"],
+                          int(c.probe["epochs"]), len(c.label_columns))
         for ds, c in cards.items()
     }  # fmt: skip
 
@@ -254,7 +278,7 @@ def cost(args) -> None:
     variants = {"full": (0, 1), "full pool 2": (0, 2), "R=1024": (1024, 1), "R=512": (512, 1), "R=256": (256, 1),
                 "R=1024 pool 2": (1024, 2), "R=512 pool 2": (512, 2), "R=256 pool 2": (256, 2)}  # fmt: skip
     splits = paper_splits()
-    outputs = sorted({s[4] for s in splits.values()})
+    outputs = sorted({s.outputs for s in splits.values()})
     step: dict[tuple[str, int, int], float] = {}
     print(f"  GLoRI step per image, 9 lrs / 1 lr, s, by the data set's outputs (load {os.getloadavg()[0]:.1f}):")
     print("  " + f"{'tokens':14s} " + "  ".join(f"{f'{k} outputs':>17s}" for k in outputs))
@@ -272,8 +296,7 @@ def cost(args) -> None:
           " forward per image; halving: 9 lrs for E/8, 4 to E/4, 2 to E/2, 1 to E (stack cost interpolated"
           " linearly between the measured 1- and 9-lr steps)")  # fmt: skip
     for ds, (n_tr, n_val, n_te, epochs, k) in splits.items():
-        n_all = n_tr + n_val + n_te
-        floor = fwd * n_all
+        floor = fwd * splits[ds].images
         fit = fwd * min(args.fit_images, n_tr)  # `chex embed --rank`: one extra forward per fit image
         print(f"  {ds} ({n_tr:,}/{n_val:,}/{n_te:,}, {epochs} epochs, {k} outputs): embed floor {_h(floor)}")
 
@@ -286,7 +309,7 @@ def cost(args) -> None:
                 sweep = c9 * epochs * n_tr
             return sweep + c1 * epochs * (n_tr + n_val)
 
-        chexfound = fwd * (epochs * n_tr + n_val + epochs * (n_tr + n_val) + n_te) + heads("full")
+        chexfound = fwd * splits[ds].chexfound_forwards + heads("full")
         ways = {"CheXFound's way": chexfound, "chex, full store": floor + heads("full"),
                 "chex, full store + halving": floor + heads("full", True),
                 "chex, full store pool 2": floor + heads("full pool 2")}  # fmt: skip
@@ -323,7 +346,7 @@ def _glori_step(rank: int, pool: int, n_heads: int, b: int = 2, n_outputs: int =
     return per_image + (optimizer + fold) / BATCH
 
 
-# ---- quality ---------------------------------------------------------------------------------------------------
+# ---- bound -----------------------------------------------------------------------------------------------------
 def vit_forward_macs(n_blocks: int = 24, dim: int = 1024, n_patches: int = 1024, patch: int = 16) -> float:
     """MACs of one ViT forward (ViT-L/16-512 by default): per block 12·T·D² (qkv, output projection, 4x MLP) and
     2·T²·D (attention scores and weighted sum) over T = patches + [CLS] tokens, plus the patch embedding."""
@@ -356,26 +379,25 @@ def bound(args) -> None:
                 "R=512 pool 2": (512, 2), "R=256 pool 2": (256, 2)}  # fmt: skip
 
     def floors(ds: str, macs_per_step: float) -> float:
-        n_tr, n_val, n_te, epochs, _ = splits[ds]
-        return 1 + epochs * (LRS * n_tr + n_tr + n_val) * macs_per_step / ((n_tr + n_val + n_te) * backbone)
+        return 1 + splits[ds].head_passes * macs_per_step / (splits[ds].images * backbone)
 
     print("  fewest embed floors the protocol can cost (sweep 9 lrs x E epochs x train + refit E epochs x train+val):")
-    print("  " + f"{'tokens':20s} " + "  ".join(f"{f'{ds} ({s[4]})':>14s}" for ds, s in splits.items()))
+    print("  " + f"{'tokens':20s} " + "  ".join(f"{f'{ds} ({s.outputs})':>14s}" for ds, s in splits.items()))
     for name, (width, pool) in variants.items():
-        row = [floors(ds, glori_step_macs(width, 1024 // pool**2, s[4])) for ds, s in splits.items()]
+        row = [floors(ds, glori_step_macs(width, 1024 // pool**2, s.outputs)) for ds, s in splits.items()]
         print("  " + f"{name:20s} " + "  ".join(f"{f:14.2f}" for f in row))
     print("  per data set: CheXFound's way (the backbone in every epoch) and what >= 20x needs; the widest first-Linear"
           " input (of L*D 4,096) within 1.25 floors at each pooling")  # fmt: skip
-    for ds, (n_tr, n_val, n_te, epochs, k) in splits.items():
-        n_all = n_tr + n_val + n_te
-        chexfound = (epochs * n_tr + n_val + epochs * (n_tr + n_val) + n_te) / n_all
-        chexfound += floors(ds, glori_step_macs(4096, 1024, k)) - 1
-        budget = 0.25 * n_all * backbone / (epochs * (LRS * n_tr + n_tr + n_val))
+    for ds, protocol in splits.items():
+        k = protocol.outputs
+        chexfound = protocol.chexfound_forwards / protocol.images + floors(ds, glori_step_macs(4096, 1024, k)) - 1
+        budget = 0.25 * protocol.images * backbone / protocol.head_passes
         widest = [max(0, (budget - glori_step_macs(0, 1024 // p**2, k)) / (2 * 1024 // p**2 * 768)) for p in (1, 2)]
         print(f"    {ds:9s} CheXFound's way {chexfound:6.2f} floors (>= 20x needs <= {chexfound / 20:.3f}); widest "
               f"R within 1.25 floors: {widest[0]:5.0f} unpooled, {widest[1]:5.0f} with pool 2")  # fmt: skip
 
 
+# ---- quality ---------------------------------------------------------------------------------------------------
 def quality(args) -> None:
     from pipeline.embed.compress import compress_store, train_image_ids
     from pipeline.probe import run_probe
