@@ -20,7 +20,10 @@ Every failure raises `ImageReadError` naming the file and the reason; nothing he
   --voi none`) keeps the stored detector values instead; "window" is the old name of "auto". Shard
   sidecars and store attributes record this policy (`DECODE_POLICY`). MONOCHROME1 is inverted within the
   nominal range (v -> 2**bits - 1 - v), so bright is always dense. Multi-frame DICOM and compressed transfer syntaxes
-  without an installed decoder are refused.
+  without an installed decoder are refused, and so is a malformed VOI transform (WindowWidth <= 0, a LUT shorter
+  than its descriptor or of unsupported depth): the reason names it and `--voi none` (never a silent fallback, which
+  would mix two intensity scales in one data set). Any other pydicom failure is an `ImageReadError` too.
+- Reasons never quote the file's contents (an unrecognised file is described as text or binary, with its size).
 - Size guard: the header's dimensions are checked before any pixel is decoded; more than `max_pixels`
   (default 100 megapixels, ~10000 x 10000) is refused, except a JPEG when `max_side` is set, which is decoded
   with libjpeg's DCT reduction (Pillow `draft`, 1/2 .. 1/8) to the smallest size still >= `max_side` (refused
@@ -32,7 +35,9 @@ Every failure raises `ImageReadError` naming the file and the reason; nothing he
 
 from __future__ import annotations
 
+import codecs
 import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +87,18 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
+def check_within(path: str | Path, root: str | Path) -> None:
+    """`ImageReadError` when `path` (under the image `root`) is a symbolic link, or lies under one, that leads
+    outside the root: a manifest names files in the root, and a link to /etc or a home folder is not followed."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise ImageReadError(
+            f"{path}: a symbolic link to {real}, outside the image root {real_root}; not followed (copy the file "
+            "under the root, or point --root at a folder that holds it)"
+        )
+
+
 def decode_image(
     data: bytes,
     path: str | Path = "<bytes>",
@@ -117,7 +134,7 @@ def _decode_raster(data: bytes, path: str | Path, max_side: int | None, max_pixe
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{path}: refused, too many pixels ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file (unknown format; starts with {data[:8]!r})") from None
+        raise ImageReadError(f"{path}: not an image file ({_kind_of(data)})") from None
     except SyntaxError as exc:
         raise ImageReadError(f"{path}: not a recognised image file ({exc})") from None
     except Exception as exc:
@@ -212,6 +229,17 @@ def _grey_array(image: Image.Image, path: str | Path) -> np.ndarray:
     raise ImageReadError(f"{path}: unsupported image mode {mode!r} (e.g. floating-point images are not radiographs)")
 
 
+def _kind_of(data: bytes) -> str:
+    """What an unrecognised file looks like, without quoting any of it (a reason lands in quarantine.csv)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(data[:4096])  # a cut last character is fine
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"a text file of {len(data):,} bytes"
+    return f"unknown format, {len(data):,} bytes"
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     if "truncated" in text.lower() or isinstance(exc, EOFError | struct.error):
@@ -227,8 +255,16 @@ def _is_dicom(data: bytes, path: str | Path) -> bool:
 
 
 def _decode_dicom(data: bytes, path: str | Path, max_pixels: int, voi: VoiMode) -> np.ndarray:
+    try:
+        return _dicom_pixels(data, path, max_pixels, voi)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # any other failure of pydicom on a malformed file is this file's, not the run's
+        raise ImageReadError(f"{path}: cannot decode DICOM ({type(exc).__name__}: {_reason(exc)})") from None
+
+
+def _dicom_pixels(data: bytes, path: str | Path, max_pixels: int, voi: VoiMode) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
@@ -268,27 +304,49 @@ def _decode_dicom(data: bytes, path: str | Path, max_pixels: int, voi: VoiMode) 
         raise ImageReadError(f"{path}: unsupported DICOM pixel layout (samples {samples}, shape {stored.shape})")
 
     if voi != "none" and ("VOILUTSequence" in ds or "WindowCenter" in ds):
-        values = apply_voi_lut(apply_modality_lut(stored, ds), ds, index=0, prefer_lut=True)
-        if "VOILUTSequence" in ds:
-            nbits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            low = 0.0
-        else:  # pydicom's windowing output range: the stored range of BitsStored
-            nbits = bits
-            low = -(2.0 ** (bits - 1)) if ds.PixelRepresentation == 1 else 0.0
-        values = np.rint(np.asarray(values, dtype=np.float64) - low)
+        try:
+            values, nbits = _apply_voi(stored, ds, bits)
+        except Exception as exc:  # pydicom raises ValueError/IndexError/struct.error/NotImplementedError here
+            what = "VOI LUT sequence" if "VOILUTSequence" in ds else "WindowCenter/WindowWidth"
+            raise ImageReadError(
+                f"{path}: malformed DICOM VOI transform ({what}: {_reason(exc)}); its stored pixels are readable: "
+                "shard with `--voi none` to keep the stored values for the whole data set"
+            ) from None
         invert = photometric == "MONOCHROME1"
     else:
         values = stored.astype(np.int64)
         if ds.get("PixelRepresentation", 0) == 1:
             values += 2 ** (bits - 1)
         nbits = bits
-        slope = float(ds.get("RescaleSlope", 1) or 1)
+        try:
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+        except (TypeError, ValueError):
+            slope = 1.0  # a malformed slope cannot invert; the stored values are kept either way
         invert = (photometric == "MONOCHROME1") != (slope < 0)
     top = 2**nbits - 1
     values = np.clip(values, 0, top)  # values outside the nominal range (stray high bits) cannot be represented
     if invert:
         values = top - values
     return values.astype(np.uint8 if nbits <= 8 else np.uint16)
+
+
+def _apply_voi(stored: np.ndarray, ds, bits: int) -> tuple[np.ndarray, int]:
+    """The VOI LUT / window applied after the modality LUT, shifted to start at 0, with its output bit depth."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_voi_lut(apply_modality_lut(stored, ds), ds, index=0, prefer_lut=True)
+    if "VOILUTSequence" in ds:
+        nbits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        low = 0.0
+    else:  # pydicom's windowing output range: the stored range of BitsStored
+        nbits = bits
+        low = -(2.0 ** (bits - 1)) if ds.PixelRepresentation == 1 else 0.0
+    if not 1 <= nbits <= 16:
+        raise ValueError(f"{nbits} bits per output value")
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("the transform gives non-finite values")
+    return np.rint(values - low), nbits
 
 
 # --- resizing ------------------------------------------------------------------------------------------------

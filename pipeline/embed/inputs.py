@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline.errors import ConfigError, ImageReadError, ShardError
 from pipeline.manifest import read_manifest
-from pipeline.shard_format import IMAGE_EXT, INDEX_FILE, META_EXT, decode_png
+from pipeline.shard_format import IMAGE_EXT, INDEX_FILE, META_EXT, QUARANTINE_FILE, decode_png
 from pipeline.store.writer import Item
 from pipeline.workspace import Workspace, check_name
 
@@ -58,11 +58,33 @@ def dataset_input(
             raise ShardError(
                 f"no shard index at {shard_dir / INDEX_FILE}; run `chex shard {name}` or use --source manifest"
             )
+        _check_not_empty(shard_dir, name)
         return DatasetInput(name, frame, shard_dir=shard_dir)
     root = Path(image_root) if image_root else workspace.image_root(name)
     if not root.is_dir():
         raise ConfigError(f"image root {root} of data set {name!r} does not exist; pass --root DIR")
     return DatasetInput(name, frame, image_root=root)
+
+
+def _check_not_empty(shard_dir: Path, name: str) -> None:
+    """A shard set without a single sample (every image quarantined) is an error here, not an empty store."""
+    from pipeline.shard.reader import read_index
+
+    if int(read_index(shard_dir)["n_samples"].sum()) > 0:
+        return
+    quarantine = shard_dir / QUARANTINE_FILE
+    try:
+        n_quarantined = len(pd.read_csv(quarantine, dtype=str))
+    except (OSError, ValueError):
+        n_quarantined = 0
+    if n_quarantined:
+        raise ShardError(
+            f"data set {name!r} has no images to embed: all {n_quarantined} were quarantined by `chex shard` "
+            f"(each file's reason is in {quarantine}); replace the files and rerun `chex shard {name}`"
+        )
+    raise ShardError(
+        f"data set {name!r} has no images to embed: {shard_dir} holds no finished shard; rerun `chex shard {name}`"
+    )
 
 
 def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Item]:

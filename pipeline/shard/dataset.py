@@ -26,9 +26,9 @@ from pipeline.progress import progress_bar
 from pipeline.shard import writer
 from pipeline.shard.index import INDEX_COLUMNS, MANIFEST_FILE, QUARANTINE_COLUMNS, IndexSummary, build_index
 from pipeline.shard.plan import ShardTask, file_sizes, plan_shards
-from pipeline.shard.quarantine import report
+from pipeline.shard.quarantine import QuarantineReport, report
 from pipeline.shard.writer import TMP_SUFFIX, ShardResult, WriteOptions, load_done
-from pipeline.shard_format import INDEX_FILE
+from pipeline.shard_format import INDEX_FILE, QUARANTINE_FILE
 from pipeline.workspace import check_name
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def shard_dataset(
     card: DatasetCard | None = None,
 ) -> ShardSummary:
     """Pack the manifest's images into webdataset tar shards `<out_dir>/<name>-NNNNNN.tar` plus index.parquet,
-    quarantine.csv and manifest.parquet. Resumable; unreadable images are quarantined, never fatal.
+    quarantine.csv and manifest.parquet. Resumable; unreadable images are quarantined, never fatal, unless
+    every image is: then a ShardError points at quarantine.csv (written, with each file's reason).
 
     `workers` > 1 uses a process pool; `executor="dask"` submits the shards to the dask.distributed scheduler
     at `dask_address` (None or "local": a LocalCluster of `workers` processes). `verify` ("size" or
@@ -144,6 +145,8 @@ def shard_dataset(
     fresh = [r for r in results.values() if r.written]
     handled = sum(r.record["n_samples"] + len(r.quarantine) for r in fresh)
     quarantine = report(index.quarantine)
+    if index.n_samples == 0 and quarantine.n_quarantined and not index.pending:
+        _refuse_all_quarantined(name, out_dir, quarantine)
     return ShardSummary(
         out_dir=out_dir,
         n_shards=index.n_shards,
@@ -178,6 +181,16 @@ def _check_readable(
             f"at least {min_readable:.0%} must (--min-readable). Check --root; nothing was written"
         )
     return sizes
+
+
+def _refuse_all_quarantined(name: str, out_dir: Path, quarantine: QuarantineReport) -> None:
+    """Not one image could be read: a shard set of nothing is an error, not a success with 0 samples."""
+    shown = "; ".join(f"{n} x {reason}" for reason, n in list(quarantine.reasons.items())[:3])
+    raise ShardError(
+        f"{name}: all {quarantine.n_quarantined} images of {name} were quarantined, none could be read "
+        f"(e.g. {shown}); each file's reason is in {out_dir / QUARANTINE_FILE}. Replace or convert the files "
+        "(or fix --root, --voi) and rerun `chex shard`"
+    )
 
 
 def _current_index(out_dir: Path, tasks: list[ShardTask], results: dict[int, ShardResult]) -> IndexSummary | None:

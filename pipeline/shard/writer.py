@@ -9,19 +9,21 @@ Tar members carry fixed metadata (mtime 0, uid 0, mode 0644), so the same inputs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline.atomic import fsync_dir
 from pipeline.errors import ImageReadError
-from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, decode_image, read_bytes
+from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, check_within, decode_image, read_bytes
 from pipeline.shard.plan import ShardTask
 from pipeline.shard_format import IMAGE_EXT, META_EXT, encode_png, sanitize_key
 
@@ -67,8 +69,9 @@ def write_shard(
     voi: VoiMode = "auto",
     max_pixels: int = MAX_PIXELS,
 ) -> ShardResult:
-    """Write `task`'s shard into `out_dir` (tmp + fsync + rename, then its sidecar); unreadable images are
-    quarantined, never fatal. Returns the index record, per-sample facts and quarantine entries."""
+    """Write `task`'s shard into `out_dir` (tmp + fsync + rename, then its sidecar); unreadable images (and links
+    out of the image root) are quarantined, never fatal; on any failure the temp file is removed. Returns the
+    index record, per-sample facts and quarantine entries."""
     options = WriteOptions(max_side, voi, max_pixels)
     root, out_dir = Path(image_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,12 +80,13 @@ def write_shard(
 
     samples: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
-    with open(tmp, "wb") as raw:
+    with _written_then_renamed(tmp, final) as raw:
         sink = _HashingWriter(raw)
         with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in task.rows:
                 image_id, rel = str(row["image_id"]), str(row["path"])
                 try:
+                    check_within(root / rel, root)  # a link out of the image root is never followed
                     png, facts = _sample_png(root / rel, options)
                 except ImageReadError as exc:
                     quarantine.append({"path": rel, "image_id": image_id, "reason": _reason(exc, root / rel)})
@@ -92,9 +96,6 @@ def write_shard(
                 _add_member(tar, f"{key}.{IMAGE_EXT}", png)
                 _add_member(tar, f"{key}.{META_EXT}", meta)
                 samples.append({"image_id": image_id, "key": key, **facts})
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, final)
     fsync_dir(out_dir)
 
     record = {
@@ -164,6 +165,21 @@ def _reason(exc: ImageReadError, path: Path) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
+@contextlib.contextmanager
+def _written_then_renamed(tmp: Path, final: Path) -> Iterator[BinaryIO]:
+    """`tmp` open for writing; after the block it is fsynced and renamed to `final`. On any failure (a full disk,
+    a signal, a bug) it is removed: a half-written shard never stays behind."""
+    try:
+        with open(tmp, "wb") as raw:
+            yield raw
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -203,9 +219,13 @@ def _sha256_file(path: Path) -> str:
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
