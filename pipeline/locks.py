@@ -3,6 +3,12 @@
 A second process that wants the folder waits up to `wait_s`, then refuses with a message naming the holder.
 A lock whose owner is a dead process on this host is taken over at once; one held from another host is taken
 over only when older than `stale_s` (its owner cannot be checked from here).
+
+Taking over is atomic (`remove_abandoned`): several processes may find the same dead owner's lock at once, and
+only one may remove it; a late one must never remove the fresh lock of the process that already took over. Each
+holds an flock on the lock file's inode while it checks that the path still names that inode and that its owner
+is still gone, and only then unlinks it. The dead owner held no flock, so the checks cannot deadlock, and the
+inode cannot be reused while the checker holds it open. The ledger's unit claims and planning lock use the same.
 """
 
 from __future__ import annotations
@@ -13,11 +19,16 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from pipeline.errors import ChexError
 
@@ -43,11 +54,9 @@ def folder_lock(folder: str | Path, what: str, wait_s: float = 0.0, stale_s: flo
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            owner = _owner(path)
-            if _abandoned(path, owner, stale_s):
-                log.warning("%s: taking over the lock left by %s", folder, _describe(owner))
-                path.unlink(missing_ok=True)
+            if remove_abandoned(path, lambda p: _abandoned(p, _owner(p), stale_s)):
                 continue
+            owner = _owner(path)
             if time.monotonic() >= deadline:
                 raise LockedError(
                     f"{what} {folder} is being written by another chex process ({_describe(owner)}); wait for it "
@@ -62,6 +71,49 @@ def folder_lock(folder: str | Path, what: str, wait_s: float = 0.0, stale_s: flo
     finally:
         if _owner(path).get("pid") == me["pid"] and _owner(path).get("host") == me["host"]:
             path.unlink(missing_ok=True)
+
+
+def remove_abandoned(path: Path, abandoned: Callable[[Path], bool]) -> bool:
+    """Remove the lock or claim file `path` if `abandoned(path)` holds, atomically among processes doing the same.
+
+    True: the caller may try to create it again (removed here, or already gone or replaced by another process);
+    False: it is held by a live owner.
+    """
+    try:
+        fd = _open_for_lock(path)
+    except FileNotFoundError:
+        return True
+    try:
+        _flock(fd, path)
+        try:
+            here, held = os.stat(path), os.fstat(fd)
+        except FileNotFoundError:
+            return True
+        if (here.st_ino, here.st_dev) != (held.st_ino, held.st_dev):
+            return True  # another process took it over meanwhile: look at the new one
+        if not abandoned(path):
+            return False
+        log.warning("taking over %s, left by %s", path, _describe(_owner(path)))
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _open_for_lock(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR)  # an exclusive flock on NFS needs a writable descriptor
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)
+
+
+def _flock(fd: int, path: Path) -> None:
+    if fcntl is None:  # no flock on this platform: the take-over is then not guarded against a racing one
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        log.warning("%s: cannot flock (%s); taking over a dead owner's lock is not guarded against a race", path, exc)
 
 
 def _owner(path: Path) -> dict:

@@ -15,7 +15,9 @@ Files under `<store>/ledger/`:
 
 Taking over a claim: a claim whose owner is a dead process on this host is taken over at once; any claim
 (from any host) whose heartbeat is older than CLAIM_TIMEOUT_S (env CHEX_CLAIM_TIMEOUT_S, default 15 min) is
-taken over too, so a writer killed on another machine never blocks a unit for ever.
+taken over too, so a writer killed on another machine never blocks a unit for ever. The take-over (of claims and
+of plan.lock) is atomic, `pipeline.locks.remove_abandoned`: of several writers finding the same dead claim, one
+gets the unit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.locks import owner_gone
+from pipeline.locks import owner_gone, remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,7 @@ class Ledger:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
                 break
             except FileExistsError:
-                if _stale(lock):
-                    lock.unlink(missing_ok=True)
+                if remove_abandoned(lock, _stale):
                     continue
                 if time.monotonic() > deadline:
                     raise StoreError(
@@ -125,9 +126,7 @@ class Ledger:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                if _stale(path) or _abandoned(path):
-                    log.warning("taking over the claim on %s left by %s", unit.name, _owner_text(path))
-                    path.unlink(missing_ok=True)
+                if remove_abandoned(path, lambda p: _stale(p) or _abandoned(p)):
                     continue
                 return False
             os.write(fd, _owner_bytes(owner_pid))
@@ -237,7 +236,10 @@ def _stale(path: Path) -> bool:
         return False
     except (OSError, ValueError):
         # written between O_EXCL create and the owner bytes; treat as live unless old
-        return time.time() - path.stat().st_mtime > 60
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except FileNotFoundError:
+            return False
     return owner_gone(owner)
 
 
