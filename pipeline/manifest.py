@@ -81,12 +81,17 @@ def check_images_exist(frame: pd.DataFrame, root: str | Path) -> tuple[int, list
     return len(missing), missing[:MAX_EXAMPLES]
 
 
-def rows_of(frame: pd.DataFrame, mask: np.ndarray | pd.Series, column: str | None = None) -> str:
-    """A short description of the first offending rows, e.g. "rows 3, 17 (image_id=a, b)"."""
+def rows_of(
+    frame: pd.DataFrame, mask: np.ndarray | pd.Series, column: str | None = None, lines: np.ndarray | None = None
+) -> str:
+    """A short description of the first offending rows, e.g. "rows 3, 17 (image_id a, b)": 0-based positions, or
+    with `lines` (each row's line in the source table, as a spreadsheet numbers them) "lines 5, 19 (...)"."""
     positions = np.flatnonzero(np.asarray(mask))
     shown = positions[:MAX_EXAMPLES]
-    text = "row " if len(positions) == 1 else "rows "
-    text += ", ".join(str(int(p)) for p in shown)
+    if lines is None:
+        text = ("row " if len(positions) == 1 else "rows ") + ", ".join(str(int(p)) for p in shown)
+    else:
+        text = ("line " if len(positions) == 1 else "lines ") + ", ".join(str(int(lines[p])) for p in shown)
     if "image_id" in frame.columns:
         ids = frame["image_id"].to_numpy()[shown]
         text += " (image_id " + ", ".join(str(i) for i in ids) + ")"

@@ -1,5 +1,8 @@
 """A folder of images (a pretraining source) -> manifest: every PNG/JPEG/DICOM under a root, split 'train'.
 
+Hidden and system entries are skipped, and the count is logged: names starting with '.' (`.DS_Store`, the `._x.jpeg`
+AppleDouble files a Mac writes beside each image) and folders such as `__MACOSX` (`image_files`).
+
 View: the DICOM ViewPosition tag, else file-name hints (`_PA`, `-ap`, `lateral`, `frontal`). Patient: the DICOM
 PatientID, else the nearest folder named like a patient (`p10000032`, `patient00001`: the digits, as MIMIC-CXR
 and CheXpert label files give them), else the image's folder (the file name for images at the root).
@@ -8,6 +11,7 @@ and CheXpert label files give them), else the image's folder (the file name for 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +23,43 @@ from pipeline.errors import ManifestError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+SYSTEM_NAMES = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "Thumbs.db"})
 _PATIENT_FOLDER = re.compile(r"^(?:p|patient)(\d+)$", re.IGNORECASE)
+
+
+def is_system_entry(name: str) -> bool:
+    """A hidden or system file/folder name (`.DS_Store`, `._x.jpeg`, `__MACOSX`, ...): never an image or a class."""
+    return name.startswith(".") or name in SYSTEM_NAMES
+
+
+def image_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, skipped hidden/system files) under `root`, recursively, sorted; hidden and system folders
+    are not entered (their files count as skipped)."""
+    images, skipped = [], []
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        for name in [d for d in dirs if is_system_entry(d)]:
+            dirs.remove(name)
+            skipped += [Path(f, n) for f, _, ns in os.walk(base / name) for n in ns]
+        dirs.sort()
+        for name in files:
+            if is_system_entry(name):
+                skipped.append(base / name)
+            elif Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                images.append(base / name)
+    return sorted(images), sorted(skipped)
+
+
+def skipped_text(skipped: list[Path], root: Path) -> str:
+    """'skipped 3 hidden/system file(s) under ROOT (.DS_Store, ._*, __MACOSX): not images' ('' when none)."""
+    if not skipped:
+        return ""
+    kinds = set()
+    for path in skipped:
+        part = next((p for p in path.relative_to(root).parts if is_system_entry(p)), path.name)
+        kinds.add("._*" if part.startswith("._") else part)
+    shown = ", ".join(k if len(k) < 40 else k[:37] + "..." for k in sorted(kinds)[:6])
+    return f"skipped {len(skipped)} hidden/system file(s) under {root} ({shown}): not images"
 
 
 def build_folder(root: str | Path, source: str) -> pd.DataFrame:
@@ -27,7 +67,9 @@ def build_folder(root: str | Path, source: str) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"--root {root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, skipped = image_files(root)
+    if skipped:
+        log.warning("%s", skipped_text(skipped, root))
     if not files:
         raise ManifestError(f"--root {root}: no PNG, JPEG or DICOM files found (suffixes {sorted(IMAGE_SUFFIXES)})")
     rows = []

@@ -171,3 +171,67 @@ def test_unknown_data_set_says_how_to_make_one():
 
     with pytest.raises(ConfigError, match="chex manifest custom peds"):
         packaged_card("peds")
+
+
+# ---- issue 26: Kermany-style names, one pass over every problem, spreadsheet lines, Mac zip debris ---------------
+
+KERMANY = {  # as in the Kermany et al. pediatric pneumonia folders
+    "NORMAL": ["IM-0115-0001.jpeg", "IM-0115-0002.jpeg", "IM-0117-0001.jpeg", "NORMAL2-IM-1427-0001.jpeg"],
+    "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_virus_6.jpeg", "person10_virus_35.jpeg", "scan_0042.jpeg"],
+}
+
+
+def test_patients_without_a_regex_match_fall_back_to_their_own_id_loudly(caplog):
+    paths = [f"{label}/{name}" for label, names in KERMANY.items() for name in names]
+    table = pd.DataFrame({"path": paths, "PNEUMONIA": [0.0] * 4 + [1.0] * 4})
+    frame, card, notes = build_custom("peds", table, CustomOptions(patient_regex=r"person(\d+)"))
+    patients = dict(zip(frame["path"], frame["patient_id"], strict=True))
+    assert patients["PNEUMONIA/person1_bacteria_1.jpeg"] == patients["PNEUMONIA/person1_virus_6.jpeg"] == "1"
+    assert patients["NORMAL/IM-0115-0001.jpeg"] == "NORMAL/IM-0115-0001.jpeg"  # its own id
+    note = next(n for n in notes if "no patient match" in n)
+    assert "5 of 8" in note and "IM-0115-0001.jpeg" in note and note in card.notes
+    assert r"'person(\d+)'" in note  # as typed: one backslash
+    assert r"person(\\d+)" not in " ".join(card.notes) + caplog.text
+    assert "no patient match" in caplog.text
+
+    frame, _, notes = build_custom("peds", table, CustomOptions(patient_regex=r"(person\d+|IM-\d+)"))
+    patients = dict(zip(frame["path"], frame["patient_id"], strict=True))
+    assert patients["NORMAL/IM-0115-0001.jpeg"] == patients["NORMAL/IM-0115-0002.jpeg"] == "IM-0115"
+    assert patients["NORMAL/NORMAL2-IM-1427-0001.jpeg"] == "IM-1427"
+    assert patients["PNEUMONIA/person10_virus_35.jpeg"] == "person10"
+    assert "1 of 8" in next(n for n in notes if "no patient match" in n)  # scan_0042.jpeg
+
+
+def test_custom_csv_lists_every_problem_at_once_with_spreadsheet_lines(tmp_path):
+    images = tmp_path / "images"
+    names = [f"img{i}.png" for i in range(20)]
+    _images(images, [n for n in names if n != "img17.png"])  # data row 17 = spreadsheet line 19
+    table = pd.DataFrame({"path": names, "patient_id": [f"p{i}" for i in range(20)], "Pneumonia": ["1", "0"] * 10})
+    table.loc[3, "Pneumonia"] = "yes"  # line 5
+    labels = tmp_path / "labels.csv"
+    table.to_csv(labels, index=False)
+    ws = Workspace(tmp_path / "ws")
+    result = runner.invoke(
+        app, ["manifest", "custom", "peds", "--labels", str(labels), "--root", str(images), "-w", str(ws.root)]
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "2 problem(s)" in text, text
+    assert "'Pneumonia'" in text and "'yes'" in text and "line 5" in text
+    assert "missing" in text and "line 19" in text and "path='img17.png'" in text
+    assert "row 17" not in text and "header is line 1" in text
+    assert not ws.manifest_path("peds").exists()
+
+
+def test_class_folders_skip_mac_and_hidden_entries_and_say_so(tmp_path):
+    root = tmp_path / "chest_xray"
+    _images(root, [f"{label}/{name}" for label, names in KERMANY.items() for name in names])
+    _images(root, ["__MACOSX/NORMAL/._IM-0115-0001.jpeg", "NORMAL/._IM-0117-0001.jpeg", ".hidden/x.png"])
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "NORMAL" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    table = labels_from_subdirs(root)
+    assert list(table.columns) == ["path", "PNEUMONIA"] and len(table) == 8
+    assert not table["path"].str.contains("MACOSX|/\\._").any()
+    _, card, notes = build_custom("peds", table, CustomOptions())
+    note = next(n for n in notes if "skipped" in n)
+    assert "__MACOSX" in note and ".DS_Store" in note and note in card.notes

@@ -98,3 +98,14 @@ def test_cli_dataset_command_writes_manifest_and_card_and_reports_missing(tmp_pa
     assert result.exit_code == 2 and "CNNDAT_bad.txt line 1" in result.output
     result = runner.invoke(app, ["manifest", "chexpert", "-w", str(ws)])
     assert result.exit_code == 2 and "--source" in result.output
+
+
+def test_folder_walk_skips_mac_and_hidden_entries_and_says_so(tmp_path, caplog):
+    root = _folder(tmp_path)
+    for rel in ("__MACOSX/loose/._c1_frontal.png", "loose/._c1_frontal.png", ".cache/thumb.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"\0\5\26\7 AppleDouble")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    frame = read_manifest(make_folder_manifest(root, "mimic_cxr", tmp_path / "out.parquet").manifest_path)
+    assert len(frame) == 8 and not frame["path"].str.contains("MACOSX|\\._|\\.cache").any()
+    assert "skipped 4 hidden/system file(s)" in caplog.text and "__MACOSX" in caplog.text
