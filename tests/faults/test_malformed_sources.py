@@ -162,11 +162,13 @@ def test_links_out_of_the_root_are_quarantined_and_no_file_content_is_echoed(tmp
     (images / "to_outside.png").symlink_to(outside_png)
     (images / "inside_link.png").symlink_to(images / "img0001.png")  # stays inside the root: fine
     (images / "text.png").write_text("root:x:0:0:SECRET-LINE:/root:/bin/bash\n")
-    _add_rows(
-        ws,
-        [_row("passwd", "to_passwd.png"), _row("outside", "to_outside.png"), _row("inside", "inside_link.png")]
-        + [_row("text", "text.png")],
-    )
+    rows = [
+        ("passwd", "to_passwd.png"),
+        ("outside", "to_outside.png"),
+        ("inside", "inside_link.png"),
+        ("text", "text.png"),
+    ]
+    _add_rows(ws, [_row(image_id, path) for image_id, path in rows])
     summary = shard_dataset(ws.manifest_path("toy"), images, ws.shards_dir("toy"), "toy", progress=False)
     assert summary.n_samples == 7 and summary.n_quarantined == 3
     text = (ws.shards_dir("toy") / "quarantine.csv").read_text()
