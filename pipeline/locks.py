@@ -103,7 +103,9 @@ def remove_abandoned(path: Path, abandoned: Callable[[Path], bool]) -> bool:
 def _open_for_lock(path: Path) -> int:
     try:
         return os.open(path, os.O_RDWR)  # an exclusive flock on NFS needs a writable descriptor
-    except PermissionError:
+    except FileNotFoundError:
+        raise
+    except OSError:  # not ours to write, or a read-only file system: a local flock works on a read-only one
         return os.open(path, os.O_RDONLY)
 
 
