@@ -214,7 +214,7 @@ def _patients(frame: pd.DataFrame, regex: str | None, source: str, notes: list[s
             raise ConfigError(
                 f"--patient-regex '{regex}' matches no patient in any of the {len(names)} file names, e.g. {examples}"
             )
-        patients = matches.map(lambda m: None if m is None else (m.group(1) if m.groups() else m.group(0)))
+        patients = matches.map(lambda m: None if m is None else _patient_of(m))
         notes.append(f"patient ids from the file names by --patient-regex '{regex}'")
         if unmatched.any():
             examples = ", ".join(names[unmatched].head(MAX_EXAMPLES))
@@ -231,6 +231,12 @@ def _patients(frame: pd.DataFrame, regex: str | None, source: str, notes: list[s
     notes.append("no patient_id column and no --patient-regex: each image is its own patient")
     log.warning("no patient_id column and no --patient-regex: each image counts as its own patient")
     return frame["image_id"].astype(str)
+
+
+def _patient_of(match: re.Match) -> str:
+    """The first group of a --patient-regex match (the whole match when it has none, or the group took no part)."""
+    group = match.group(1) if match.groups() else None
+    return group if group is not None else match.group(0)
 
 
 def _splits(frame: pd.DataFrame, options: CustomOptions, notes: list[str]) -> pd.Series:
