@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pipeline.errors import ImageReadError
+from pipeline.errors import ImageReadError, ShardError
 from pipeline.imageio import read_image
 from pipeline.manifest import write_manifest
 from tests.faults.conftest import (
@@ -142,9 +142,11 @@ def test_shard_of_only_unreadable_images_exits_2_and_embed_refuses_it(tmp_path):
     quarantine = ws.shards_dir("toy") / "quarantine.csv"
     assert_user_error(result, "all 12 images of toy were quarantined", str(quarantine))
     assert len(pd.read_csv(quarantine)) == 12  # the list the message points at
-    make_tiny_checkpoint(ws)
-    embed = run_chex("embed", "toy", "-w", ws.root, "--checkpoint", ws.checkpoints_dir("tiny"), "--workers", "0")
-    assert_user_error(embed, "toy", "no images", str(quarantine))
+    from pipeline.embed.stage import embed_dataset  # the CLI's path; a ShardError is its exit 2, as above
+
+    with pytest.raises(ShardError, match="no images to embed") as info:
+        embed_dataset(ws, "toy", make_tiny_checkpoint(ws), "tiny")
+    assert "all 12 were quarantined" in str(info.value) and str(quarantine) in str(info.value)
     assert not ws.features_dir("tiny").exists()
 
 
