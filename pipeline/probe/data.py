@@ -154,6 +154,15 @@ def check_in_store(store: FeatureStore, image_ids: Sequence[str], dataset: str, 
             f"{store.path} (e.g. {missing[:MAX_EXAMPLES]}); embed them with "
             f"`chex embed {dataset} --backbone {backbone}` (plus the --checkpoint or --random-init it was made with)"
         )
+    foreign = store.foreign_images(image_ids, dataset)
+    if foreign:  # the same ids, embedded for another data set: maybe other pixels (pipeline/store/content.py)
+        examples = [f"{i!r} ({owner})" for i, owner in list(foreign.items())[:MAX_EXAMPLES]]
+        raise StoreError(
+            f"{len(foreign)} of {len(image_ids)} images of data set {dataset!r} are in feature store {store.path} "
+            f"only as images of another data set, e.g. {', '.join(examples)}; their pixels were never checked "
+            f"against {dataset!r}'s. Run `chex embed {dataset} --backbone {backbone}` (plus the --checkpoint or "
+            "--random-init it was made with): it reuses the rows of identical images and refuses other ones"
+        )
 
 
 class Features:

@@ -23,7 +23,7 @@ from pipeline.atomic import fsync_dir
 from pipeline.errors import ImageReadError
 from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, decode_image, read_bytes
 from pipeline.shard.plan import ShardTask
-from pipeline.shard_format import IMAGE_EXT, META_EXT, encode_png, sanitize_key
+from pipeline.shard_format import IMAGE_EXT, META_EXT, PIXEL_KEY, encode_png, pixel_digest, sanitize_key
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ class ShardResult:
     """What `write_shard` returns and stores in the sidecar."""
 
     record: dict[str, Any]  # shard, index, n_samples, bytes, sha256
-    samples: list[dict[str, Any]] = field(default_factory=list)  # image_id, key, height, width, bit_depth
+    samples: list[dict[str, Any]] = field(default_factory=list)  # image_id, key, height, width, bit_depth, pixel_sha256
     quarantine: list[dict[str, Any]] = field(default_factory=list)  # path, image_id, reason
     fingerprint: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # the WriteOptions it was written with
@@ -88,7 +88,8 @@ def write_shard(
                     quarantine.append({"path": rel, "image_id": image_id, "reason": _reason(exc, root / rel)})
                     continue
                 key = sanitize_key(image_id)
-                meta = json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+                meta = {**row, PIXEL_KEY: facts[PIXEL_KEY]}  # the content key store rows are matched by
+                meta = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
                 _add_member(tar, f"{key}.{IMAGE_EXT}", png)
                 _add_member(tar, f"{key}.{META_EXT}", meta)
                 samples.append({"image_id": image_id, "key": key, **facts})
@@ -149,12 +150,13 @@ def fingerprint(task: ShardTask, options: WriteOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sample_png(path: Path, options: WriteOptions) -> tuple[bytes, dict[str, int]]:
+def _sample_png(path: Path, options: WriteOptions) -> tuple[bytes, dict[str, int | str]]:
     data = read_bytes(path)
     decoded = decode_image(data, path, options.max_side, max_pixels=options.max_pixels, voi=options.voi)
     pixels = decoded.pixels
     png = data if decoded.plain_png else encode_png(pixels)
-    facts = {"height": int(pixels.shape[0]), "width": int(pixels.shape[1]), "bit_depth": pixels.dtype.itemsize * 8}
+    facts = {"height": int(pixels.shape[0]), "width": int(pixels.shape[1]), "bit_depth": pixels.dtype.itemsize * 8,
+             PIXEL_KEY: pixel_digest(pixels)}  # fmt: skip
     return png, facts
 
 

@@ -22,7 +22,7 @@ import zarr
 from pipeline.errors import StoreError
 from pipeline.store.integrity import check_files
 from pipeline.store.layout import StoreLayout
-from pipeline.store.ledger import Ledger
+from pipeline.store.ledger import Ledger, Unit, unit_dataset
 from pipeline.store.projection import Projection, load_projection
 from pipeline.store.quant import dequantize
 
@@ -33,10 +33,25 @@ _REPAIR = "run `chex store verify` to list every damaged unit, then rerun `chex 
 _SPAN_BYTES = 16 << 20
 
 
+def _row_contents(unit: Unit) -> np.ndarray:
+    out = np.full(len(unit.image_ids), "", dtype=object)
+    out[: len(unit.contents)] = unit.contents[: len(unit.image_ids)]
+    return out
+
+
 class FeatureStore:
     """A read-only view of the complete rows of one backbone's feature store."""
 
-    def __init__(self, path: Path, group: zarr.Group, rows: np.ndarray, n_units: int, n_pending_units: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        group: zarr.Group,
+        rows: np.ndarray,
+        n_units: int,
+        n_pending_units: int,
+        datasets: np.ndarray | None = None,
+        contents: np.ndarray | None = None,
+    ) -> None:
         self.path = path
         self.n_units, self.n_pending_units = n_units, n_pending_units
         self._group = group
@@ -48,6 +63,10 @@ class FeatureStore:
         self._rows = rows[keep]  # global row index of every complete row, ascending
         self.image_ids: np.ndarray = np.asarray(ids[keep], dtype=object)
         self.views: np.ndarray = np.asarray(views[keep], dtype=np.int64)
+        # per row: the data set it was embedded for and its content key ("": unknown; pipeline/store/content.py)
+        blank = np.full(len(rows), "", dtype=object)
+        self.datasets: np.ndarray = np.asarray(datasets if datasets is not None else blank, dtype=object)[keep]
+        self.contents: np.ndarray = np.asarray(contents if contents is not None else blank, dtype=object)[keep]
 
     def _select(self, name: str, rows: np.ndarray) -> np.ndarray:
         if not len(rows):
@@ -75,6 +94,8 @@ class FeatureStore:
         if not done:
             raise StoreError(f"feature store {path} has no complete rows yet; run (or resume) `chex embed`")
         rows = np.concatenate([np.arange(units[i].start, units[i].stop) for i in done]).astype(np.int64)
+        datasets = np.concatenate([np.full(len(units[i].image_ids), unit_dataset(units[i]), dtype=object) for i in done])
+        contents = np.concatenate([_row_contents(units[i]) for i in done])
         pending = len(units) - len(done)
         if pending:
             log.warning(
@@ -83,7 +104,7 @@ class FeatureStore:
                 pending,
                 len(units),
             )
-        return cls(path, group, rows, len(units), pending)
+        return cls(path, group, rows, len(units), pending, datasets, contents)
 
     # ---- shape facts ----------------------------------------------------------------------------------------
     @property
@@ -143,6 +164,17 @@ class FeatureStore:
                 f"e.g. {missing[:5]}; embed them with `chex embed DATASET --checkpoint {self.attrs.get('checkpoint')} "
                 f"--backbone {name}`" + (" --train-views K" if view else "")
             )
+        return out
+
+    def foreign_images(self, image_ids: Sequence[str], dataset: str) -> dict[str, str]:
+        """{image_id: data set} of `image_ids` whose view-0 row was embedded for another data set, and not verified
+        to hold the same pixels (ledger `shared/`). Rows of unknown data set (older compressed stores) count as
+        `dataset`'s: the check falls back to ids alone there."""
+        wanted = {str(i) for i in image_ids} - Ledger(self.path).shared(dataset)
+        out = {}
+        for image_id, view, owner in zip(self.image_ids, self.views, self.datasets, strict=True):
+            if view == 0 and owner and owner != dataset and image_id in wanted:
+                out[str(image_id)] = str(owner)
         return out
 
     def n_views(self, image_ids: Sequence[str]) -> int:
