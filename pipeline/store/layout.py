@@ -40,7 +40,10 @@ class StoreLayout:
             raise ValueError(f"int8_parts must be one of {INT8_PARTS}, got {self.int8_parts!r}")
         side = math.isqrt(self.n_patches)
         if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
-            raise ValueError(f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches})")
+            grid = f"{side}x{side}" if side * side == self.n_patches else "not square"
+            raise ValueError(
+                f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches} patches: {grid})"
+            )
         if not 0 <= self.rank <= self.n_layers * self.dim:
             raise ValueError(f"rank {self.rank} must be in 0..{self.n_layers * self.dim} (layers x dim)")
         per_image = self.bytes_per_image

@@ -3,7 +3,8 @@
 Only rows of units the ledger marks done are visible; a store still being written (or killed) is readable,
 and `rows()` names the ids that are missing and the command that embeds them. Before a unit's rows are first
 read, its recorded files are checked (present, same size); a chunk that fails its crc32c is refused too. Either
-way the StoreError names the unit and file: damaged data is never read as data.
+way the StoreError names the unit and file: damaged data is never read as data. A projected store's basis is
+checked on every open (pipeline/store/projection.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from pipeline.errors import StoreError
 from pipeline.store.integrity import check_files
 from pipeline.store.layout import StoreLayout
 from pipeline.store.ledger import Ledger, Unit, unit_dataset
-from pipeline.store.projection import Projection, load_projection
+from pipeline.store.projection import Projection, load_projection, repair_command
 from pipeline.store.quant import dequantize
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTS = ("cls", "patch")
-_REPAIR = "run `chex store verify` to list every damaged unit, then rerun `chex embed` to embed them again"
 _SPAN_BYTES = 16 << 20
 
 
@@ -94,7 +94,7 @@ class FeatureStore:
         if not done:
             raise StoreError(f"feature store {path} has no complete rows yet; run (or resume) `chex embed`")
         rows = np.concatenate([np.arange(units[i].start, units[i].stop) for i in done]).astype(np.int64)
-        datasets = np.concatenate([np.full(len(units[i].image_ids), unit_dataset(units[i]), dtype=object) for i in done])
+        datasets = np.concatenate([np.full(len(units[i].image_ids), unit_dataset(units[i]), object) for i in done])
         contents = np.concatenate([_row_contents(units[i]) for i in done])
         pending = len(units) - len(done)
         if pending:
@@ -104,7 +104,13 @@ class FeatureStore:
                 pending,
                 len(units),
             )
-        return cls(path, group, rows, len(units), pending, datasets, contents)
+        store = cls(path, group, rows, len(units), pending, datasets, contents)
+        if store.layout.rank and store.projection is None:  # checked on every open: rows mean nothing without it
+            raise StoreError(
+                f"feature store {path} holds projected rows but no projection (basis); run `chex store verify`, "
+                f"then rerun the same `{repair_command(store.attrs)}`"
+            )
+        return store
 
     # ---- shape facts ----------------------------------------------------------------------------------------
     @property
@@ -287,9 +293,16 @@ class FeatureStore:
                 file = "/".join([name, "c", str(first // block_rows)] + ["0"] * (arr.ndim - 1))
                 raise StoreError(
                     f"feature store {self.path}: unit-{first // self.layout.unit_rows:06d} is damaged: a chunk of "
-                    f"{file} fails to decode ({exc}); {_REPAIR}"
+                    f"{file} fails to decode ({exc}); {self._repair}"
                 ) from None
-        raise StoreError(f"feature store {self.path}: rows {start}-{stop - 1} of {name} fail to decode; {_REPAIR}")
+        raise StoreError(f"feature store {self.path}: rows {start}-{stop - 1} of {name} fail to decode; {self._repair}")
+
+    @property
+    def _repair(self) -> str:
+        return (
+            "run `chex store verify` to list every damaged unit, then rerun the same "
+            f"`{repair_command(self.attrs)}` to write them again"
+        )
 
     def _check_units(self, uniq: np.ndarray) -> None:
         """Refuse to read rows of a unit whose recorded files are missing or changed size."""
@@ -301,7 +314,7 @@ class FeatureStore:
             problems = check_files(self.path, files) if files else []
             if problems:
                 raise StoreError(
-                    f"feature store {self.path}: unit-{index:06d} is damaged: {'; '.join(problems)}; {_REPAIR}"
+                    f"feature store {self.path}: unit-{index:06d} is damaged: {'; '.join(problems)}; {self._repair}"
                 )
             self._checked.add(index)
 
