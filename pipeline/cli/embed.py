@@ -43,7 +43,7 @@ def embed_command(
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
     layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
-        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+        str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
     ] = "float16",
     train_views: Annotated[int, typer.Option(help="Views per training image (view 0 = plain eval view).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
@@ -278,7 +278,7 @@ def store_compress_command(
     out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
     patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
     dtype: Annotated[
-        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+        str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
     ] = "float16",
     pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     dataset: Annotated[

@@ -21,10 +21,12 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.manifest import read_manifest
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter
+from pipeline.store.layout import DTYPES
 from pipeline.store.ledger import Ledger
 from pipeline.store.projection import (
     BLOCK_BYTES,
     Projection,
+    check_finite_tokens,
     fit_projection,
     load_projection,
     patch_transform,
@@ -73,8 +75,8 @@ def check_request(rank: int, pool: int, dtype: str) -> None:
         raise ConfigError(f"--rank {rank}: must be 0 (full tokens) or a positive number of components")
     if pool < 1:
         raise ConfigError(f"--pool {pool}: must be 1 (no pooling) or more")
-    if dtype not in ("float16", "int8"):
-        raise ConfigError(f"--dtype {dtype!r}: must be float16 or int8")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: must be one of {', '.join(DTYPES)}")
 
 
 def make_layout(source: StoreLayout, rank: int, pool: int, dtype: str, unit_rows: int = 0) -> StoreLayout:
@@ -167,7 +169,11 @@ def compress_store(
     def fit() -> Projection:
         rows = fit_rows(source, train_ids, fit_images, seed)
         log.info("fitting a rank-%d basis on %d train images of %s", rank, len(rows), source.path)
-        batches = (source.read(block, ("patch",))["patch"] for block in _blocks(rows, source.layout))
+        ids = dict(zip(source.row_numbers.tolist(), source.image_ids, strict=True))
+        batches = (
+            check_finite_tokens(source.read(block, ("patch",))["patch"], [ids[r] for r in block.tolist()], source.path)
+            for block in _blocks(rows, source.layout)
+        )
         fit_info = {"split": "train", "source": str(source.path), "available_train_images": _n_train(source, train_ids),
                     "request": request}  # fmt: skip
         return fit_projection(batches, source.n_layers * source.dim, rank, pool, fit_info)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TOKEN_PARTS = ("cls", "patch", "registers")
-DTYPES = ("float16", "int8")
+DTYPES = ("float16", "int8", "float32")  # float32: for backbones whose activations exceed float16's range
 INT8_PARTS = ("patch", "all")  # which token parts an int8 store quantizes
 STORE_FORMAT = 1
 _TARGET_CHUNK_BYTES = 4 << 20  # inner chunk: one or a few images
@@ -73,7 +73,9 @@ class StoreLayout:
         return self.quantized and (self.int8_parts == "all" or part == "patch")
 
     def part_dtype(self, part: str) -> str:
-        return "int8" if self.part_quantized(part) else "float16"
+        if self.part_quantized(part):
+            return "int8"
+        return "float32" if self.dtype == "float32" else "float16"
 
     @property
     def bytes_per_image(self) -> int:

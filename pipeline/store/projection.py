@@ -161,6 +161,8 @@ class CovarianceAccumulator:
             raise ConfigError(f"--rank {rank} exceeds the patch token width {self.n_features} (layers x dim)")
         mean_shifted = self.sum / self.n
         cov = (self.outer - self.n * torch.outer(mean_shifted, mean_shifted)) / (self.n - 1)
+        if not torch.isfinite(cov).all():
+            raise StoreError("the fit tokens hold inf or NaN values; no basis is fitted on them")
         values, vectors = torch.linalg.eigh(cov)  # ascending
         values, vectors = values.flip(0)[:rank].clamp_min(0), vectors.flip(1)[:, :rank]
         # a fixed sign per direction (largest entry positive), so the same data always give the same basis
@@ -170,6 +172,19 @@ class CovarianceAccumulator:
         mean = (mean_shifted + self.shift).numpy()
         info = {"tokens": self.n, **(fit or {})}
         return Projection(mean, vectors.numpy().copy(), values.numpy().copy(), total, pool, info)
+
+
+def check_finite_tokens(patch: torch.Tensor, image_ids: list[str], where: object) -> torch.Tensor:
+    """`patch` (B, ...) unchanged; StoreError naming the images of `where` whose tokens hold inf or NaN, so that
+    a basis is never fitted on them (a NaN covariance gives an all-NaN basis that claims all the variance)."""
+    bad = ~torch.isfinite(patch.reshape(len(patch), -1)).all(dim=1)
+    if bad.any():
+        ids = [image_ids[k] for k in torch.nonzero(bad).flatten().tolist()]
+        raise StoreError(
+            f"{where}: {len(ids)} training images have non-finite patch tokens (inf/NaN), e.g. {ids[:5]}; no basis "
+            "is fitted on them: re-embed them (a backbone beyond float16's range needs --dtype float32)"
+        )
+    return patch
 
 
 def random_projection(width: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -151,17 +151,38 @@ class StoreWriter:
             x = tokens[part]
             if x.shape != (n, *self.layout.token_shape(part)):
                 raise ValueError(f"{part}: got {tuple(x.shape)}, expected {(n, *self.layout.token_shape(part))}")
-            if self.layout.part_quantized(part):
-                q, scale = quantize_int8(x)
+            quantized = self.layout.part_quantized(part)
+            stored = x.float() if quantized else x.to(getattr(torch, self.layout.part_dtype(part)))
+            self._check_finite(unit, part, stored)
+            if quantized:
+                q, scale = quantize_int8(stored)
                 group[part][unit.start : unit.stop] = q.numpy()
                 group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
             else:
-                group[part][unit.start : unit.stop] = x.to(torch.float16).numpy()
+                group[part][unit.start : unit.stop] = stored.numpy()
         bad = self.ledger.quarantined(unit)  # unreadable images: their rows stay empty (view -1, hidden)
         group["image_id"][unit.start : unit.stop] = np.array([i if i not in bad else "" for i in unit.image_ids], str)
         views = [v if i not in bad else -1 for i, v in zip(unit.image_ids, unit.views, strict=True)]
         group["view"][unit.start : unit.stop] = np.asarray(views, dtype=np.int16)
         self.ledger.mark_done(unit, seconds, files=record_files(self.path, unit))
+
+    def _check_finite(self, unit: Unit, part: str, stored: torch.Tensor) -> None:
+        """StoreError naming the images whose `part` tokens are inf or NaN as stored (float16 overflows past
+        65504 in magnitude): a store never holds a value no head can use."""
+        bad = ~torch.isfinite(stored.reshape(len(stored), -1)).all(dim=1)
+        if not bad.any():
+            return
+        ids = [unit.image_ids[k] for k in torch.nonzero(bad).flatten().tolist()]
+        fix = (
+            "the backbone's values exceed float16's range (65504): embed into a new store with --dtype float32 "
+            "(or check the checkpoint); NaN means the backbone itself produced it"
+            if self.layout.dtype != "float32"
+            else "the backbone produced them: check the checkpoint"
+        )
+        raise StoreError(
+            f"feature store {self.path}: {len(ids)} images have non-finite {part} tokens (inf/NaN) as "
+            f"{self.layout.part_dtype(part)}, e.g. {ids[:5]}; nothing of unit {unit.index} was kept: {fix}"
+        )
 
     def _remove_partials(self, unit: Unit) -> None:
         """Drop the temporary chunk files (`<key>.<uuid>.partial`, zarr's atomic write) that a writer killed
