@@ -146,20 +146,22 @@ class StoreWriter:
     def _write_unit(self, unit: Unit, tokens: dict[str, torch.Tensor], seconds: float) -> None:
         n = len(unit.image_ids)
         self._remove_partials(unit)
-        group = zarr.open_group(self.path, mode="r+")
-        for part in self.layout.parts:
+        stored = {}
+        for part in self.layout.parts:  # every part checked before anything is written
             x = tokens[part]
             if x.shape != (n, *self.layout.token_shape(part)):
                 raise ValueError(f"{part}: got {tuple(x.shape)}, expected {(n, *self.layout.token_shape(part))}")
             quantized = self.layout.part_quantized(part)
-            stored = x.float() if quantized else x.to(getattr(torch, self.layout.part_dtype(part)))
-            self._check_finite(unit, part, stored)
-            if quantized:
-                q, scale = quantize_int8(stored)
+            stored[part] = x.float() if quantized else x.to(getattr(torch, self.layout.part_dtype(part)))
+            self._check_finite(unit, part, stored[part])
+        group = zarr.open_group(self.path, mode="r+")
+        for part, values in stored.items():
+            if self.layout.part_quantized(part):
+                q, scale = quantize_int8(values)
                 group[part][unit.start : unit.stop] = q.numpy()
                 group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
             else:
-                group[part][unit.start : unit.stop] = stored.numpy()
+                group[part][unit.start : unit.stop] = values.numpy()
         bad = self.ledger.quarantined(unit)  # unreadable images: their rows stay empty (view -1, hidden)
         group["image_id"][unit.start : unit.stop] = np.array([i if i not in bad else "" for i in unit.image_ids], str)
         views = [v if i not in bad else -1 for i, v in zip(unit.image_ids, unit.views, strict=True)]
