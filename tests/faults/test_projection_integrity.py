@@ -104,3 +104,16 @@ def test_pool_error_names_the_grid_side():
 
     with pytest.raises(ValueError, match="16 patches: 4x4"):
         StoreLayout(2, 8, 16, 0, pool=3)
+
+
+def test_verify_tells_a_compressed_store_to_rerun_compress_not_embed(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    path = _compressed(tmp_path)
+    unit_file = next(f for f in (path / "patch" / "c").rglob("*") if f.is_file())
+    _flip(unit_file)
+    result = CliRunner().invoke(app, ["store", "verify", str(path), "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 2, result.output
+    assert "chex store compress" in result.output and "chex embed" not in result.output, result.output
