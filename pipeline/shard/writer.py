@@ -120,7 +120,7 @@ def load_done(
 ) -> ShardResult | None:
     """The finished shard's result if its tar and sidecar are present, match this task and `options` (None:
     whatever options it was written with), and the tar passes `verify` ("size": its byte count; "sha256": a
-    full re-hash); None if it must be (re)written."""
+    full re-hash), and records its samples' content keys; None if it must be (re)written."""
     out_dir = Path(out_dir)
     try:
         data = json.loads(done_path(out_dir, task).read_text())
@@ -140,6 +140,8 @@ def load_done(
         return None
     if verify == "sha256" and _sha256_file(out_dir / task.file) != record.get("sha256"):
         return None
+    if any(PIXEL_KEY not in sample for sample in data.get("samples", [])):
+        return None  # written before content keys: rewritten, so store rows can be matched by content
     return ShardResult(record, data["samples"], data["quarantine"], data["fingerprint"], data["options"], written=False)
 
 

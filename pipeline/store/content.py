@@ -83,6 +83,12 @@ def conflict_error(store: object, conflicts: Sequence[ContentConflict]) -> Store
         f"images stored for data set {', '.join(stored)} ({why}), e.g. {shown}; nothing was embedded. A store "
         f"holds one image per id: embed {first.dataset or 'this data set'} into its own store (--backbone "
         "OTHER_NAME), or give its images ids that no other data set of this store uses"
+        + (
+            ". Identical images become comparable once both data sets' shards carry content keys: rerun `chex shard` "
+            "for each (shards written before content keys lack them)"
+            if unknown
+            else ""
+        )
     )
 
 

@@ -135,3 +135,18 @@ def test_shards_record_the_decoded_pixels_hash(ws):
     assert samples and all(s.meta["pixel_sha256"] == pixel_digest(s.pixels) for s in samples)
     manifest = pd.read_parquet(Path(ws.shards_dir("h")) / "manifest.parquet")
     assert list(manifest["pixel_sha256"]) == [s.meta["pixel_sha256"] for s in samples]
+
+
+def test_shards_written_before_content_keys_are_rewritten_by_the_next_shard_run(ws):
+    from pipeline.shard import iter_samples, shard_paths
+
+    _dataset(ws, "legacy", seed=8, ids=["a", "b", "c"])
+    _shard(ws, "legacy")
+    for sidecar in Path(ws.shards_dir("legacy")).glob("*.done.json"):
+        data = json.loads(sidecar.read_text())
+        for sample in data["samples"]:
+            sample.pop("pixel_sha256")
+        sidecar.write_text(json.dumps(data))
+    _shard(ws, "legacy")
+    samples = list(iter_samples(shard_paths(ws.shards_dir("legacy"))))
+    assert len(samples) == 3 and all(s.meta.get("pixel_sha256") for s in samples)
