@@ -7,9 +7,10 @@ planned, `same_image` decides:
 
 - both content keys known: equal means the same image (the row is reused, also by another data set, which the
   ledger records under `shared/`); different means other pixels under the same id, refused (`ContentConflict`).
-- otherwise (a store or shards from before content keys): a row of the same data set and the same source file
-  is reused by id as before; across data sets (or source files) both files are hashed when they can be read,
-  and an image whose content cannot be verified is refused like a different one.
+- otherwise (a store or shards from before content keys, or manifest inputs): a row of the same data set and
+  source file is reused by id as before; across data sets or source files both files are hashed when they can be
+  read and compared; an image of another data set whose content cannot be verified is refused like a different
+  one (the same data set's, e.g. read from a moved folder whose old files are gone, is reused as before).
 
 Refused rather than embedded again: one store holds one row per (image_id, view), which every reader selects
 by id. The message names the data sets and ids and says what to do (another store, or other ids).
@@ -56,7 +57,7 @@ def same_image(old: RowKey, new: RowKey, digest: Callable[[str], str] | None = N
     b = new.content or (_safe(digest, new.source) if digest and new.source else "")
     if a and b:
         return a == b
-    return None
+    return True if same_set else None  # the same data set from a moved folder whose old files are gone: as before
 
 
 def conflict_error(store: object, conflicts: Sequence[ContentConflict]) -> StoreError:

@@ -150,3 +150,22 @@ def test_shards_written_before_content_keys_are_rewritten_by_the_next_shard_run(
     _shard(ws, "legacy")
     samples = list(iter_samples(shard_paths(ws.shards_dir("legacy"))))
     assert len(samples) == 3 and all(s.meta.get("pixel_sha256") for s in samples)
+
+
+def test_same_image_rules():
+    from pipeline.store.content import RowKey, same_image
+
+    def gone(path: str) -> str:
+        raise FileNotFoundError(path)
+
+    def digest(path: str) -> str:
+        return {"/a/x.png": "h1", "/b/x.png": "h1", "/c/x.png": "h2"}[path]
+
+    assert same_image(RowKey("d", "h1"), RowKey("e", "h1")) is True  # shared image, keys recorded
+    assert same_image(RowKey("d", "h1"), RowKey("d", "h2")) is False  # re-sharded with other pixels
+    assert same_image(RowKey("d", "", "/a/x.png"), RowKey("e", "", "/b/x.png"), digest) is True  # hashed
+    assert same_image(RowKey("d", "", "/a/x.png"), RowKey("e", "", "/c/x.png"), digest) is False
+    assert same_image(RowKey("d", "", "/a/x.png"), RowKey("d", "", "/c/x.png"), digest) is False  # other root
+    assert same_image(RowKey("d", "", "/gone.png"), RowKey("d", "", "/new.png"), gone) is True  # moved folder
+    assert same_image(RowKey("d"), RowKey("e")) is None  # other data set, nothing to compare: refused
+    assert same_image(RowKey(""), RowKey("e")) is True  # rows of unknown data set (older compress): by id
