@@ -118,10 +118,13 @@ def _check_fit_request(path: Path, saved: dict | None, wanted: dict | None) -> N
     """StoreError when the basis of the store at `path` was fitted for other options than this run asks for."""
     if saved is None or wanted is None or saved == wanted:
         return  # stores written before the request was recorded keep their basis, as before
-    text = {name: ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(r.items()))
-            for name, r in (("saved", saved), ("wanted", wanted))}  # fmt: skip
+    keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+    def text(r: dict) -> str:
+        return ", ".join(f"--{k.replace('_', '-')} {r.get(k)}" for k in keys)
+
     raise StoreError(
-        f"feature store {path} holds a basis fitted with {text['saved']}, not with {text['wanted']} as asked: a store "
+        f"feature store {path} holds a basis fitted with {text(saved)}, not with {text(wanted)} as asked: a store "
         "keeps the basis it was made with. Write to a new store (another --out), or rerun with the options it "
         "was made with"
     )
