@@ -153,7 +153,7 @@ def embed_inputs(
             pool=opt.pool,
         )
     except ValueError as exc:
-        raise ConfigError(f"--rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
+        raise ConfigError(f"--dtype {opt.dtype} / --rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
     attrs = store_attrs(
         backbone_name,
         config.to_dict(),
