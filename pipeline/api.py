@@ -3,7 +3,7 @@
     from pipeline import open_store
     store = open_store("chex-workspace")              # the workspace's default backbone
     ids, cls = store.image_ids, store.numpy("cls")     # (N,), (N, L, D) float32
-    frame = store.pandas("pooled")                     # one row per image, indexed by image_id
+    frame = store.pandas("pooled")                     # one row per image (every layer), indexed by image_id
     ds = store.dataset("patch")                        # torch Dataset of (image_id, tensor)
 
 Only complete rows are visible: the Zarr arrays underneath are allocated in whole write units, so rows of
@@ -107,9 +107,10 @@ class StoreView:
             out[start : start + batch_size] = self._read(rows[start : start + batch_size], kind).numpy()
         return out
 
-    def pandas(self, kind: Literal["cls", "pooled"] = "cls", layer: int | None = -1) -> pd.DataFrame:
-        """One row per image indexed by image_id; columns `<kind>_<k>` of one layer (default the last), or
-        `<kind>_l<layer>_<k>` of every layer with `layer=None`."""
+    def pandas(self, kind: Literal["cls", "pooled"] = "cls", layer: int | None = None) -> pd.DataFrame:
+        """One row per image indexed by image_id; columns `<kind>_l<layer>_<k>` of every stored layer (default:
+        the same values, in the same order, as `numpy(kind)` and the npz/Parquet export, (N, L, D) flattened),
+        or `<kind>_<k>` of one layer (`layer=-1`: the last)."""
         import pandas as pd
 
         if kind not in ("cls", "pooled"):

@@ -1,7 +1,8 @@
 """The shard contract (DESIGN.md "Shards") shared by writer and readers.
 
 Per sample: `__key__` = sanitised image_id, `png` = the image as a lossless PNG (8-bit "L" or 16-bit "I;16"
-grey-scale, keeping the source's depth), `json` = the manifest fields of the row (original image_id included).
+grey-scale, keeping the source's depth), `json` = the manifest fields of the row (original image_id included)
+plus `pixel_sha256`, the content key of the decoded pixels (`pixel_digest`; shards written before it lack it).
 Shard files are `{name}-{index:06d}.tar`; `index.parquet` lists shards with sample counts and sha256.
 """
 
@@ -18,7 +19,19 @@ INDEX_FILE = "index.parquet"
 QUARANTINE_FILE = "quarantine.csv"
 IMAGE_EXT = "png"
 META_EXT = "json"
+PIXEL_KEY = "pixel_sha256"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """The content key of a decoded grey image: sha256 of its dtype, shape and little-endian pixel bytes, so the
+    same pixels give the same key whatever file format or path they came from."""
+    import hashlib
+
+    array = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
+    digest = hashlib.sha256(f"{array.dtype.str}:{'x'.join(map(str, array.shape))}:".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def sanitize_key(image_id: str) -> str:

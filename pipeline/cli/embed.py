@@ -43,7 +43,7 @@ def embed_command(
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
     layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
-        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+        str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
     ] = "float16",
     train_views: Annotated[int, typer.Option(help="Views per training image (view 0 = plain eval view).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
@@ -201,9 +201,11 @@ def store_verify_command(
             raise ConfigError(f"no feature stores under {ws.root / 'features'}; run `chex embed` first")
     else:
         paths = [Path(name) if Path(name).exists() else ws.features_dir(name)]
-    damaged = []
+    damaged, repairs = [], set()
     for path in paths:
         report = verify_store(path)
+        if not report.ok:
+            repairs.add(f"`{report.repair}`")
         typer.echo(
             f"{path}: {len(report.intact)} units intact, {len(report.damaged)} damaged, "
             f"{len(report.unverifiable)} unverifiable, {len(report.pending)} not finished"
@@ -213,11 +215,13 @@ def store_verify_command(
                 f"  unverifiable (written before chex recorded unit files): {_names(report.unverifiable)}; "
                 "re-embed into a new store to make them checkable"
             )
+        if report.projection:
+            typer.echo(f"  projection damaged: {'; '.join(report.projection)}; the basis and every row were taken back")
         damaged += [f"{path.name}/{unit} ({'; '.join(problems)})" for unit, problems in report.damaged.items()]
-    if damaged:
+    if damaged or repairs:
         raise StoreError(
             f"{len(damaged)} damaged units: {', '.join(damaged)}; their rows are hidden now, and a rerun of the "
-            "same `chex embed` embeds exactly these units again"
+            f"same {' or '.join(sorted(repairs))} writes exactly these units again"
         )
 
 
@@ -274,7 +278,7 @@ def store_compress_command(
     out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
     patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
     dtype: Annotated[
-        str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
+        str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
     ] = "float16",
     pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     dataset: Annotated[
@@ -298,7 +302,7 @@ def store_compress_command(
         out = ws.features_dir(check_name(str(out), "--out store"))
     names = [t.strip() for t in dataset.split(",") if t.strip()] if dataset else None
     summary = compress_store(source, out, train_image_ids(ws, names), patch_rank, dtype=dtype, pool=pool,
-                             fit_images=fit_images, unit_rows=unit_rows)  # fmt: skip
+                             fit_images=fit_images, unit_rows=unit_rows, fit_datasets=names)  # fmt: skip
     kept = "" if summary.variance_kept is None else f", variance kept {summary.variance_kept:.4f}"
     console.print(
         f"{summary.store_path}: {summary.rows} rows (this run wrote {summary.written}); rank {summary.rank}, "

@@ -21,9 +21,12 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.manifest import read_manifest
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter
+from pipeline.store.layout import DTYPES
+from pipeline.store.ledger import Ledger
 from pipeline.store.projection import (
     BLOCK_BYTES,
     Projection,
+    check_finite_tokens,
     fit_projection,
     load_projection,
     patch_transform,
@@ -72,8 +75,8 @@ def check_request(rank: int, pool: int, dtype: str) -> None:
         raise ConfigError(f"--rank {rank}: must be 0 (full tokens) or a positive number of components")
     if pool < 1:
         raise ConfigError(f"--pool {pool}: must be 1 (no pooling) or more")
-    if dtype not in ("float16", "int8"):
-        raise ConfigError(f"--dtype {dtype!r}: must be float16 or int8")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: must be one of {', '.join(DTYPES)}")
 
 
 def make_layout(source: StoreLayout, rank: int, pool: int, dtype: str, unit_rows: int = 0) -> StoreLayout:
@@ -95,18 +98,36 @@ def check_layout(writer: StoreWriter, wanted: StoreLayout) -> None:
         )
 
 
-def ensure_projection(writer: StoreWriter, fit) -> Projection | None:
-    """The store's basis: the one saved (a resumed run), else `fit()` saved now, before any row is written."""
+def ensure_projection(writer: StoreWriter, fit, request: dict | None = None) -> Projection | None:
+    """The store's basis: the one saved (a resumed run), else `fit()` saved now, before any row is written.
+    `request` (the options that chose the fit images) must match the saved basis's: a store keeps one basis."""
     if not writer.layout.rank:
         return None
     have = load_projection(writer.path)
     if have is not None:
+        _check_fit_request(writer.path, have.fit.get("request"), request)
         return have
     projection = fit()
     with writer.ledger.planning_lock():
         if load_projection(writer.path) is None:  # a concurrent run may have saved its (identical) fit first
             save_projection(writer.path, projection)
     return load_projection(writer.path)
+
+
+def _check_fit_request(path: Path, saved: dict | None, wanted: dict | None) -> None:
+    """StoreError when the basis of the store at `path` was fitted for other options than this run asks for."""
+    if saved is None or wanted is None or saved == wanted:
+        return  # stores written before the request was recorded keep their basis, as before
+    keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+    def text(r: dict) -> str:
+        return ", ".join(f"--{k.replace('_', '-')} {r.get(k)}" for k in keys)
+
+    raise StoreError(
+        f"feature store {path} holds a basis fitted with {text(saved)}, not with {text(wanted)} as asked: a store "
+        "keeps the basis it was made with. Write to a new store (another --out), or rerun with the options it "
+        "was made with"
+    )
 
 
 def compress_store(
@@ -121,9 +142,12 @@ def compress_store(
     seed: int = 0,
     unit_rows: int = 0,
     progress: bool = True,
+    fit_datasets: Sequence[str] | None = None,
 ) -> CompressSummary:
     """Write `out`: every complete row of the full store at `source_path`, projected to `rank` (0: keep the
-    full width) and pooled by `pool`; the basis fitted on at most `fit_images` train images (0: all)."""
+    full width) and pooled by `pool`; the basis fitted on at most `fit_images` train images (0: all).
+    `fit_datasets` names the data sets `train_ids` came from (None: all), recorded with the basis, so a rerun
+    into the same store with other fit options is refused instead of silently keeping the old basis."""
     start = time.perf_counter()
     check_request(rank, pool, dtype)
     if not rank and pool == 1:
@@ -138,19 +162,30 @@ def compress_store(
     attrs |= {"dtype": dtype, "compressed_from": {"path": str(source.path), "created": source.attrs.get("created")}}
     attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     writer = StoreWriter.open(out, layout, attrs)
+    damaged = writer.take_back_damaged()  # missing or shortened files, a damaged basis: written again below
+    if damaged:
+        log.warning("%s: %d damaged units will be written again: %s", out, len(damaged), ", ".join(damaged))
     check_layout(writer, layout)
+    request = {"dataset": ",".join(sorted(fit_datasets)) if fit_datasets else "all", "fit_images": fit_images,
+               "seed": seed}  # fmt: skip
 
     def fit() -> Projection:
         rows = fit_rows(source, train_ids, fit_images, seed)
         log.info("fitting a rank-%d basis on %d train images of %s", rank, len(rows), source.path)
-        batches = (source.read(block, ("patch",))["patch"] for block in _blocks(rows, source.layout))
-        fit_info = {"split": "train", "source": str(source.path), "available_train_images": _n_train(source, train_ids)}
+        ids = dict(zip(source.row_numbers.tolist(), source.image_ids, strict=True))
+        batches = (
+            check_finite_tokens(source.read(block, ("patch",))["patch"], [ids[r] for r in block.tolist()], source.path)
+            for block in _blocks(rows, source.layout)
+        )
+        fit_info = {"split": "train", "source": str(source.path), "available_train_images": _n_train(source, train_ids),
+                    "request": request}  # fmt: skip
         return fit_projection(batches, source.n_layers * source.dim, rank, pool, fit_info)
 
-    projection = ensure_projection(writer, fit)
+    projection = ensure_projection(writer, fit, request)
     transform = patch_transform(pool, projection)
-    items = [Item(str(i), int(v), group="compress") for i, v in zip(source.image_ids, source.views, strict=True)]
-    writer.plan(items)
+    writer.plan(_copied_items(source))
+    for dataset in {str(d) for d in source.datasets if d}:  # data sets that read other data sets' rows, verified
+        writer.ledger.add_shared(dataset, Ledger(source.path).shared(dataset))
     keys = zip(source.image_ids, source.views, source.row_numbers, strict=True)
     index = {(str(i), int(v)): int(r) for i, v, r in keys}
     pending = writer.pending()
@@ -177,6 +212,12 @@ def compress_store(
     return CompressSummary(Path(out), len(done), written, rank, pool,
                            done.projection.variance_kept if done.projection else None, layout.bytes_per_image,
                            time.perf_counter() - start)  # fmt: skip
+
+
+def _copied_items(source: FeatureStore) -> list[Item]:
+    """The source's rows as items, keeping each row's data set and content key (pipeline/store/content.py)."""
+    rows = zip(source.image_ids, source.views, source.datasets, source.contents, strict=True)
+    return [Item(str(i), int(v), f"compress:{d}" if d else "compress", "", str(d), str(c)) for i, v, d, c in rows]
 
 
 def fit_rows(store: FeatureStore, train_ids: set[str], fit_images: int, seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from pipeline.embed.loader import UnitRows, make_loader
 from pipeline.embed.preprocess import Preprocessing
 from pipeline.errors import ConfigError
 from pipeline.store.ledger import Unit
-from pipeline.store.projection import Projection, fit_projection
+from pipeline.store.projection import Projection, check_finite_tokens, fit_projection
 from pipeline.store.writer import Item
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def fit_from_images(
             for batch in loader:
                 with autocast(device):
                     _, patch, _ = last_layer_tokens(model, batch["x"].to(device), n_layers)
-                yield patch.to("cpu", torch.float32)
+                ids = [units[u].image_ids[r] for u, r in zip(batch["unit"], batch["row"], strict=True)]
+                yield check_finite_tokens(patch.to("cpu", torch.float32), ids, "the backbone's fit tokens")
 
     return fit_projection(batches(), n_layers * dim, rank, pool, {"split": "train", "source": "embed"})
 

@@ -20,7 +20,15 @@ import pandas as pd
 
 from pipeline.errors import ConfigError, ImageReadError, ShardError
 from pipeline.manifest import read_manifest
-from pipeline.shard_format import IMAGE_EXT, INDEX_FILE, META_EXT, QUARANTINE_FILE, decode_png
+from pipeline.shard_format import (
+    IMAGE_EXT,
+    INDEX_FILE,
+    META_EXT,
+    PIXEL_KEY,
+    QUARANTINE_FILE,
+    decode_png,
+    pixel_digest,
+)
 from pipeline.store.writer import Item
 from pipeline.workspace import Workspace, check_name
 
@@ -94,34 +102,48 @@ def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Ite
     items: list[Item] = []
     for inp in inputs:
         split = dict(zip(inp.manifest["image_id"].astype(str), inp.manifest["split"].astype(str), strict=True))
-        if inp.from_shards:
-            rows = [(str(shard), image_id, "") for shard in _shard_files(inp.shard_dir) for image_id in scan_ids(shard)]
-        else:
+        if inp.from_shards:  # content keys recorded by `chex shard` ("" in shards written before them)
             rows = [
-                (MANIFEST_GROUP + inp.name, str(i), str(inp.image_root / p))
+                (str(shard), image_id, "", content)
+                for shard in _shard_files(inp.shard_dir)
+                for image_id, content in scan_samples(shard)
+            ]
+        else:  # content unknown until read: hashed only when another row claims the same id (`pixel_digest_of`)
+            rows = [
+                (MANIFEST_GROUP + inp.name, str(i), str(inp.image_root / p), "")
                 for i, p in zip(inp.manifest["image_id"], inp.manifest["path"], strict=True)
             ]
-        for group, image_id, source in rows:
+        for group, image_id, source, content in rows:
             n_views = train_views if split.get(image_id) == "train" else 1
-            items.extend(Item(image_id, v, group, source) for v in range(n_views))
+            items.extend(Item(image_id, v, group, source, inp.name, content) for v in range(n_views))
     return items
 
 
 def scan_ids(shard: Path) -> list[str]:
     """Original image ids of a shard, in order (reads only the small json members)."""
-    ids = []
+    return [image_id for image_id, _ in scan_samples(shard)]
+
+
+def scan_samples(shard: Path) -> list[tuple[str, str]]:
+    """(original image id, content key or "" in older shards) of a shard's samples, in order (json members)."""
+    samples = []
     try:
         with tarfile.open(shard, "r") as tar:
             for member in tar:
                 if member.name.endswith("." + META_EXT):
                     meta = json.loads(tar.extractfile(member).read())
-                    ids.append(str(meta["image_id"]))
+                    samples.append((str(meta["image_id"]), str(meta.get(PIXEL_KEY) or "")))
     except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
         raise ShardError(f"cannot read shard {shard}: {exc}") from exc
     from pipeline.shard.reader import check_shard
 
-    check_shard(shard, len(ids))  # a tar that lost members must not pass for a complete one
-    return ids
+    check_shard(shard, len(samples))  # a tar that lost members must not pass for a complete one
+    return samples
+
+
+def pixel_digest_of(path: str) -> str:
+    """The content key of an image file's decoded pixels (as embedding reads them)."""
+    return pixel_digest(read_pixels(Path(path)))
 
 
 def iter_group(group: str, rows: dict[str, list[str]] | None = None) -> Iterator[tuple[str, np.ndarray]]:

@@ -48,7 +48,7 @@ def embed_batches(
     start = time.perf_counter()
     buffers: dict[int, dict[str, torch.Tensor]] = {}
     filled: dict[int, int] = {}
-    buffer_dtype = torch.float32 if writer.layout.quantized else torch.float16
+    buffer_dtype = torch.float16 if writer.layout.dtype == "float16" else torch.float32  # the writer checks finiteness
     parts = writer.layout.parts
     futures: list[Future] = []
     beat = time.monotonic()

@@ -16,7 +16,7 @@ from pipeline.device import pick_device
 from pipeline.embed.compress import check_layout, check_request, ensure_projection
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
 from pipeline.embed.fit import fit_from_images, train_items
-from pipeline.embed.inputs import DatasetInput, dataset_input, plan_items
+from pipeline.embed.inputs import DatasetInput, dataset_input, pixel_digest_of, plan_items
 from pipeline.embed.loader import UnitRows, make_loader
 from pipeline.embed.model import BackboneSpec
 from pipeline.embed.preprocess import Preprocessing
@@ -153,7 +153,7 @@ def embed_inputs(
             pool=opt.pool,
         )
     except ValueError as exc:
-        raise ConfigError(f"--rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
+        raise ConfigError(f"--dtype {opt.dtype} / --rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
     attrs = store_attrs(
         backbone_name,
         config.to_dict(),
@@ -178,7 +178,7 @@ def embed_inputs(
         ),
     )  # fmt: skip
     transform = patch_transform(opt.pool, projection) if (opt.patch_rank or opt.pool > 1) else None
-    new_units = writer.plan(items)
+    new_units = writer.plan(items, digest=pixel_digest_of)  # other images under stored ids: refused, named
     skipped = len(items) - sum(len(u.image_ids) for u in new_units)
     # assign over all planned units (not just pending ones) so every rank computes the same split
     pending = {u.index for u in writer.pending()}

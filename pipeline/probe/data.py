@@ -154,6 +154,15 @@ def check_in_store(store: FeatureStore, image_ids: Sequence[str], dataset: str, 
             f"{store.path} (e.g. {missing[:MAX_EXAMPLES]}); embed them with "
             f"`chex embed {dataset} --backbone {backbone}` (plus the --checkpoint or --random-init it was made with)"
         )
+    foreign = store.foreign_images(image_ids, dataset)
+    if foreign:  # the same ids, embedded for another data set: maybe other pixels (pipeline/store/content.py)
+        examples = [f"{i!r} ({owner})" for i, owner in list(foreign.items())[:MAX_EXAMPLES]]
+        raise StoreError(
+            f"{len(foreign)} of {len(image_ids)} images of data set {dataset!r} are in feature store {store.path} "
+            f"only as images of another data set, e.g. {', '.join(examples)}; their pixels were never checked "
+            f"against {dataset!r}'s. Run `chex embed {dataset} --backbone {backbone}` (plus the --checkpoint or "
+            "--random-init it was made with): it reuses the rows of identical images and refuses other ones"
+        )
 
 
 class Features:
@@ -174,6 +183,7 @@ class Features:
         self.store = store
         self.parts = tuple(parts)
         ids = [str(i) for i in image_ids]
+        self.image_ids = ids
         counts = view_counts(store, ids) if max_views > 1 else np.ones(len(ids), dtype=np.int64)
         self.views_per_image = np.minimum(counts, max_views)
         self.rows = np.full((int(self.views_per_image.max(initial=1)), len(ids)), -1, dtype=np.int64)
@@ -188,6 +198,7 @@ class Features:
             self._slot = np.full(self.rows.shape, -1, dtype=np.int64)
             self._slot[present] = np.arange(int(present.sum()))
             self.cached = store.read(self.rows[present], self.parts)
+            check_finite(store, self.cached, [ids[k] for k in np.nonzero(present)[1]])
             log.info("features cached in memory: %d rows, %.1f MB", int(present.sum()), self.nbytes / 1e6)
         else:
             log.info("features streamed from the store: %d rows, %.2f GB", int(present.sum()), self.nbytes / 1e9)
@@ -214,7 +225,22 @@ class Features:
         rows = self.rows[views, positions]
         sorter = np.argsort(rows)
         for batch_rows, tokens in self.store.iter_batches(rows, batch_size, self.parts, shuffle=shuffle, seed=seed):
-            yield positions[sorter[np.searchsorted(rows, batch_rows, sorter=sorter)]], tokens
+            batch_positions = positions[sorter[np.searchsorted(rows, batch_rows, sorter=sorter)]]
+            check_finite(self.store, tokens, [self.image_ids[k] for k in batch_positions])
+            yield batch_positions, tokens
+
+
+def check_finite(store: FeatureStore, tokens: dict[str, torch.Tensor], image_ids: Sequence[str]) -> None:
+    """StoreError naming the images (and the store) whose features hold inf or NaN: a head never meets them."""
+    for part, values in tokens.items():
+        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+        if bad.any():
+            ids = sorted({image_ids[k] for k in torch.nonzero(bad).flatten().tolist()})
+            raise StoreError(
+                f"feature store {store.path}: {len(ids)} images have non-finite {part} features (inf/NaN), e.g. "
+                f"{ids[:MAX_EXAMPLES]}; no head can train on them. Re-embed them into a new store (`chex embed "
+                "... --backbone NEW_NAME`; with --dtype float32 when the backbone exceeds float16's range)"
+            )
 
 
 def view_counts(store: FeatureStore, image_ids: Sequence[str]) -> np.ndarray:

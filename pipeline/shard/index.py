@@ -3,7 +3,8 @@
 Files (each rewritten atomically, temp name + rename):
 - `index.parquet`: shard, index, n_samples, bytes, sha256; only shards whose tar + sidecar are verified.
 - `quarantine.csv`: path, image_id, reason, shard; every input that could not be decoded.
-- `manifest.parquet`: the sharded manifest rows plus shard, key, height, width, bit_depth, in shard order.
+- `manifest.parquet`: the sharded manifest rows plus shard, key, height, width, bit_depth, pixel_sha256, in shard
+  order.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipeline.shard_format import INDEX_FILE, QUARANTINE_FILE
 MANIFEST_FILE = "manifest.parquet"
 INDEX_COLUMNS = ["shard", "index", "n_samples", "bytes", "sha256"]
 QUARANTINE_COLUMNS = ["path", "image_id", "reason", "shard"]
-SAMPLE_COLUMNS = ["shard", "key", "height", "width", "bit_depth"]
+SAMPLE_COLUMNS = ["shard", "key", "height", "width", "bit_depth", "pixel_sha256"]  # pixel_sha256: None in old shards
 
 
 @dataclass

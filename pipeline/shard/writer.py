@@ -25,7 +25,7 @@ from pipeline.atomic import fsync_dir
 from pipeline.errors import ImageReadError
 from pipeline.imageio import DECODE_POLICY, MAX_PIXELS, VoiMode, check_within, decode_image, read_bytes
 from pipeline.shard.plan import ShardTask
-from pipeline.shard_format import IMAGE_EXT, META_EXT, encode_png, sanitize_key
+from pipeline.shard_format import IMAGE_EXT, META_EXT, PIXEL_KEY, encode_png, pixel_digest, sanitize_key
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -48,7 +48,7 @@ class ShardResult:
     """What `write_shard` returns and stores in the sidecar."""
 
     record: dict[str, Any]  # shard, index, n_samples, bytes, sha256
-    samples: list[dict[str, Any]] = field(default_factory=list)  # image_id, key, height, width, bit_depth
+    samples: list[dict[str, Any]] = field(default_factory=list)  # image_id, key, height, width, bit_depth, pixel_sha256
     quarantine: list[dict[str, Any]] = field(default_factory=list)  # path, image_id, reason
     fingerprint: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # the WriteOptions it was written with
@@ -92,7 +92,8 @@ def write_shard(
                     quarantine.append({"path": rel, "image_id": image_id, "reason": _reason(exc, root / rel)})
                     continue
                 key = sanitize_key(image_id)
-                meta = json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+                meta = {**row, PIXEL_KEY: facts[PIXEL_KEY]}  # the content key store rows are matched by
+                meta = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
                 _add_member(tar, f"{key}.{IMAGE_EXT}", png)
                 _add_member(tar, f"{key}.{META_EXT}", meta)
                 samples.append({"image_id": image_id, "key": key, **facts})
@@ -120,7 +121,7 @@ def load_done(
 ) -> ShardResult | None:
     """The finished shard's result if its tar and sidecar are present, match this task and `options` (None:
     whatever options it was written with), and the tar passes `verify` ("size": its byte count; "sha256": a
-    full re-hash); None if it must be (re)written."""
+    full re-hash), and records its samples' content keys; None if it must be (re)written."""
     out_dir = Path(out_dir)
     try:
         data = json.loads(done_path(out_dir, task).read_text())
@@ -140,6 +141,8 @@ def load_done(
         return None
     if verify == "sha256" and _sha256_file(out_dir / task.file) != record.get("sha256"):
         return None
+    if any(PIXEL_KEY not in sample for sample in data.get("samples", [])):
+        return None  # written before content keys: rewritten, so store rows can be matched by content
     return ShardResult(record, data["samples"], data["quarantine"], data["fingerprint"], data["options"], written=False)
 
 
@@ -150,12 +153,13 @@ def fingerprint(task: ShardTask, options: WriteOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sample_png(path: Path, options: WriteOptions) -> tuple[bytes, dict[str, int]]:
+def _sample_png(path: Path, options: WriteOptions) -> tuple[bytes, dict[str, int | str]]:
     data = read_bytes(path)
     decoded = decode_image(data, path, options.max_side, max_pixels=options.max_pixels, voi=options.voi)
     pixels = decoded.pixels
     png = data if decoded.plain_png else encode_png(pixels)
-    facts = {"height": int(pixels.shape[0]), "width": int(pixels.shape[1]), "bit_depth": pixels.dtype.itemsize * 8}
+    facts = {"height": int(pixels.shape[0]), "width": int(pixels.shape[1]), "bit_depth": pixels.dtype.itemsize * 8,
+             PIXEL_KEY: pixel_digest(pixels)}  # fmt: skip
     return png, facts
 
 

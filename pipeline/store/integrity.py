@@ -1,6 +1,6 @@
 """What a finished write unit wrote, and whether it is still there: the per-unit file records of the ledger.
 
-Every array of the store (whatever arrays it holds: token parts, scales, ids, projections) is split along N
+Every row array of the store (whatever arrays it holds: token parts, scales, ids) is split along N
 into blocks of whole units, one file (or folder of files) per block under `<array>/c/<block>`. When a unit is
 done its files are recorded with size and sha256. A quick check compares sizes (a stat per file: missing,
 emptied or shortened files); a deep check also compares digests (a flipped byte). Each chunk inside a file
@@ -20,8 +20,13 @@ _READ_BLOCK = 4 << 20
 
 
 def array_names(store_path: Path) -> list[str]:
-    """Every array at the top level of the store (folders holding a zarr.json), sorted."""
-    return sorted(p.parent.name for p in Path(store_path).glob("*/zarr.json") if p.parent.name != "ledger")
+    """Every array of the store's rows (folders holding a zarr.json), sorted. Not the projection's arrays: they
+    belong to no unit and are recorded in their own attribute (pipeline/store/projection.py)."""
+    return sorted(
+        p.parent.name
+        for p in Path(store_path).glob("*/zarr.json")
+        if p.parent.name != "ledger" and not p.parent.name.startswith("projection_")
+    )
 
 
 def _row_block(array_dir: Path) -> int:

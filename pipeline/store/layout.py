@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TOKEN_PARTS = ("cls", "patch", "registers")
-DTYPES = ("float16", "int8")
+DTYPES = ("float16", "int8", "float32")  # float32: for backbones whose activations exceed float16's range
 INT8_PARTS = ("patch", "all")  # which token parts an int8 store quantizes
 STORE_FORMAT = 1
 _TARGET_CHUNK_BYTES = 4 << 20  # inner chunk: one or a few images
@@ -40,7 +40,10 @@ class StoreLayout:
             raise ValueError(f"int8_parts must be one of {INT8_PARTS}, got {self.int8_parts!r}")
         side = math.isqrt(self.n_patches)
         if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
-            raise ValueError(f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches})")
+            grid = f"{side}x{side}" if side * side == self.n_patches else "not square"
+            raise ValueError(
+                f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches} patches: {grid})"
+            )
         if not 0 <= self.rank <= self.n_layers * self.dim:
             raise ValueError(f"rank {self.rank} must be in 0..{self.n_layers * self.dim} (layers x dim)")
         per_image = self.bytes_per_image
@@ -70,7 +73,9 @@ class StoreLayout:
         return self.quantized and (self.int8_parts == "all" or part == "patch")
 
     def part_dtype(self, part: str) -> str:
-        return "int8" if self.part_quantized(part) else "float16"
+        if self.part_quantized(part):
+            return "int8"
+        return "float32" if self.dtype == "float32" else "float16"
 
     @property
     def bytes_per_image(self) -> int:

@@ -2,7 +2,8 @@
 
 A write unit is one Zarr shard along N (a few hundred images), so two writers never touch the same file.
 Files under `<store>/ledger/`:
-    plan/unit-000012.json   rows the unit holds: start row, image ids, views, input group (written once)
+    plan/unit-000012.json   rows the unit holds: start row, image ids, views, input group, data set and each row's
+                            content key (the decoded pixels' sha256; "" when unknown) (written once)
     claims/unit-000012      O_EXCL claim of a writer (host, pid, time); its mtime is the writer's heartbeat;
                             removed once the unit is done
     done/unit-000012.json   written (atomically) only after the unit's data is flushed: the truth for readers;
@@ -11,6 +12,8 @@ Files under `<store>/ledger/`:
                             rows are written empty (view -1) and hidden from readers
     damaged/unit-000012.json  a done marker taken back because the unit's files were found damaged (with the
                             problems); the unit is pending again, and the next `chex embed` rewrites it
+    shared/<dataset>.json   ids of rows embedded for another data set that this data set reads too, because their
+                            pixels were found identical (`chex embed` verified them; pipeline/store/content.py)
     plan.lock               O_EXCL lock held while units are planned and the arrays resized
 
 Taking over a claim: a claim whose owner is a dead process on this host is taken over at once; any claim
@@ -60,6 +63,8 @@ class Unit:
     views: list[int]
     group: str = ""  # the input the rows come from (a shard file, or a manifest block)
     sources: list[str] = field(default_factory=list)  # per-row image path for manifest inputs
+    dataset: str = ""  # the data set the rows were embedded for ("": older plans, see `unit_dataset`)
+    contents: list[str] = field(default_factory=list)  # per-row content key; [] or "": unknown (older inputs)
 
     @property
     def stop(self) -> int:
@@ -68,6 +73,18 @@ class Unit:
     @property
     def name(self) -> str:
         return f"unit-{self.index:06d}"
+
+
+def unit_dataset(unit: Unit) -> str:
+    """The data set a unit's rows were embedded for: recorded, else read from its input group (`manifest:<name>`
+    or a shard `shards/<name>/<name>-NNNNNN.tar`, as plans written before the field have it); "" when unknown."""
+    if unit.dataset:
+        return unit.dataset
+    if unit.group.startswith("manifest:"):
+        return unit.group.removeprefix("manifest:")
+    if unit.group.endswith(".tar"):
+        return Path(unit.group).parent.name
+    return ""
 
 
 class Ledger:
@@ -193,6 +210,20 @@ class Ledger:
             return json.loads((self.root / "quarantine" / f"{unit.name}.json").read_text())
         except (OSError, ValueError):
             return {}
+
+    def add_shared(self, dataset: str, image_ids: Iterable[str]) -> None:
+        """Record that `dataset` reads these ids' rows, embedded for another data set from identical pixels."""
+        have = self.shared(dataset)
+        new = have | set(image_ids)
+        if new != have:
+            _atomic_json(self.root / "shared" / f"{dataset}.json", {"image_ids": sorted(new)})
+
+    def shared(self, dataset: str) -> set[str]:
+        """Ids whose rows (embedded for another data set) `dataset` reads: pixels verified identical."""
+        try:
+            return set(json.loads((self.root / "shared" / f"{dataset}.json").read_text())["image_ids"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
 
     def mark_damaged(self, unit: Unit, problems: list[str]) -> None:
         """Take back the done marker of a damaged unit (kept under damaged/ with the problems), so it is pending

@@ -15,7 +15,15 @@ this (attribute `projection.coordinates` absent) hold raw coordinates, S = I, an
 
 Arrays beside the tokens: `projection_mean` (F,), `projection_basis` (F, R), `projection_variance` (R,) (the
 variance of each component on the fit tokens), all float64; attribute `projection` (rank, pool, total
-variance, variance kept, what it was fitted on), written last, so a store without it has no basis yet.
+variance, variance kept, what it was fitted on and the request that asked for it, and `files`: each array's
+chunk file with size and sha256), written last, so a store without it has no basis yet.
+
+Protected like the tokens: each chunk ends in a crc32c and its fill value is NaN, `load_projection` (run by every
+`FeatureStore.open`) refuses a missing or resized file, a chunk that fails to decode and arrays that cannot be a
+basis (non-finite values, columns not of unit length), naming the store and array; `projection_problems` is the
+check `chex store verify` runs (sha256 too). The arrays are no write unit's files: their loss takes back every
+row and the basis (pipeline/store/verify.py), so the rerun refits it instead of reading a zero basis. Stores
+written before (no `files`, no crc32c) are still checked for finite values and unit-length columns.
 
 Fitting streams tokens through a float64 covariance (`CovarianceAccumulator`): memory is 8·F² + 8·F bytes
 for the sums plus one block of at most `BLOCK_BYTES` of float32 tokens and its float64 copy, whatever the
@@ -25,6 +33,7 @@ number of images (F = 4,096 at ViT-L: 134 MB + ~200 MB; eigh needs another ~2·8
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.store.integrity import check_files, sha256_file
 
 ARRAYS = ("projection_mean", "projection_basis", "projection_variance")
 # Whitening divides by no SD below this fraction of the first component's, so that a near-null direction of the
@@ -51,7 +62,8 @@ def pool_patches(patch: torch.Tensor, pool: int) -> torch.Tensor:
     b, n_layers, p, d = patch.shape
     side = math.isqrt(p)
     if side * side != p or side % pool:
-        raise ConfigError(f"--pool {pool} must divide the side of the square patch grid ({p} patches)")
+        grid = f"{side}x{side}" if side * side == p else "not square"
+        raise ConfigError(f"--pool {pool} must divide the side of the square patch grid ({p} patches: {grid})")
     grid = patch.reshape(b * n_layers, side, side, d).permute(0, 3, 1, 2)
     pooled = torch.nn.functional.avg_pool2d(grid, pool)
     return pooled.permute(0, 2, 3, 1).reshape(b, n_layers, (side // pool) ** 2, d)
@@ -149,6 +161,8 @@ class CovarianceAccumulator:
             raise ConfigError(f"--rank {rank} exceeds the patch token width {self.n_features} (layers x dim)")
         mean_shifted = self.sum / self.n
         cov = (self.outer - self.n * torch.outer(mean_shifted, mean_shifted)) / (self.n - 1)
+        if not torch.isfinite(cov).all():
+            raise StoreError("the fit tokens hold inf or NaN values; no basis is fitted on them")
         values, vectors = torch.linalg.eigh(cov)  # ascending
         values, vectors = values.flip(0)[:rank].clamp_min(0), vectors.flip(1)[:, :rank]
         # a fixed sign per direction (largest entry positive), so the same data always give the same basis
@@ -158,6 +172,19 @@ class CovarianceAccumulator:
         mean = (mean_shifted + self.shift).numpy()
         info = {"tokens": self.n, **(fit or {})}
         return Projection(mean, vectors.numpy().copy(), values.numpy().copy(), total, pool, info)
+
+
+def check_finite_tokens(patch: torch.Tensor, image_ids: list[str], where: object) -> torch.Tensor:
+    """`patch` (B, ...) unchanged; StoreError naming the images of `where` whose tokens hold inf or NaN, so that
+    a basis is never fitted on them (a NaN covariance gives an all-NaN basis that claims all the variance)."""
+    bad = ~torch.isfinite(patch.reshape(len(patch), -1)).all(dim=1)
+    if bad.any():
+        ids = [image_ids[k] for k in torch.nonzero(bad).flatten().tolist()]
+        raise StoreError(
+            f"{where}: {len(ids)} training images have non-finite patch tokens (inf/NaN), e.g. {ids[:5]}; no basis "
+            "is fitted on them: re-embed them (a backbone beyond float16's range needs --dtype float32)"
+        )
+    return patch
 
 
 def random_projection(width: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,29 +205,95 @@ def fit_projection(
 
 
 def save_projection(path: str | Path, projection: Projection) -> None:
-    """Write the basis arrays, then the `projection` attribute (last: its presence means complete)."""
+    """Write the basis arrays (crc32c per chunk, NaN fill), then the `projection` attribute with their files'
+    sizes and sha256 (last: its presence means complete)."""
     group = zarr.open_group(path, mode="r+")
     values = {"projection_mean": projection.mean, "projection_basis": projection.basis,
               "projection_variance": projection.variance}  # fmt: skip
     for name, value in values.items():
-        arr = group.create_array(name, shape=value.shape, dtype="float64", overwrite=True)
+        arr = group.create_array(name, shape=value.shape, chunks=value.shape, dtype="float64", fill_value=np.nan,
+                                 compressors=[ZstdCodec(level=3), Crc32cCodec()], overwrite=True)  # fmt: skip
         arr[...] = np.asarray(value, dtype=np.float64)
-    group.attrs["projection"] = projection.attrs()
+    files = {}
+    for name in ARRAYS:
+        for file in sorted(f for f in (Path(path) / name / "c").rglob("*") if f.is_file()):
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+            files[file.relative_to(path).as_posix()] = [file.stat().st_size, sha256_file(file)]
+    group.attrs["projection"] = {**projection.attrs(), "files": files}
 
 
 def load_projection(path: str | Path, group: zarr.Group | None = None) -> Projection | None:
-    """The store's basis, or None when it has none (yet)."""
+    """The store's basis, or None when it has none (yet); StoreError naming the store and array when damaged."""
     group = group if group is not None else zarr.open_group(path, mode="r")
-    info = dict(group.attrs).get("projection")
+    attrs = dict(group.attrs)
+    info = attrs.get("projection")
     if not info:
         return None
-    try:
-        mean, basis, variance = (np.asarray(group[name][...]) for name in ARRAYS)
-    except KeyError as exc:
-        raise StoreError(f"feature store {path} lists a projection but lacks its array {exc}; recreate it") from exc
+    problems = check_files(Path(path), info.get("files") or {})
+    if problems:
+        raise StoreError(damaged_message(path, attrs, problems))
+    arrays = {}
+    for name in ARRAYS:
+        try:
+            arrays[name] = np.asarray(group[name][...], dtype=np.float64)
+        except KeyError:
+            raise StoreError(damaged_message(path, attrs, [f"{name} is missing"])) from None
+        except (ValueError, RuntimeError) as exc:  # crc32c mismatch, or bytes the codecs cannot decode
+            raise StoreError(damaged_message(path, attrs, [f"a chunk of {name} fails to decode ({exc})"])) from None
+    problems = _implausible(arrays, int(info["rank"]))
+    if problems:
+        raise StoreError(damaged_message(path, attrs, problems))
+    mean, basis, variance = (arrays[name] for name in ARRAYS)
     whitened = info.get("coordinates", "raw") == "whitened"  # stores written before whitening: raw
     return Projection(mean, basis, variance, float(info["total_variance"]), int(info["pool"]), dict(info["fit"]),
                       whitened)  # fmt: skip
+
+
+def projection_problems(path: str | Path, deep: bool = True) -> list[str]:
+    """What is wrong with a store's saved basis (files, sha256 when `deep`, decoding, values); [] when intact or
+    when the store has no basis (yet)."""
+    group = zarr.open_group(path, mode="r")
+    info = dict(group.attrs).get("projection")
+    if not info:
+        return []
+    problems = check_files(Path(path), info.get("files") or {}, deep=deep)
+    if problems:
+        return problems
+    try:
+        load_projection(path, group)
+    except StoreError as exc:
+        return [str(exc)]
+    return []
+
+
+def repair_command(attrs: dict[str, Any]) -> str:
+    """The command that rewrites a store's rows (and refits its basis): the one that made it."""
+    return "chex store compress" if attrs.get("compressed_from") else "chex embed"
+
+
+def damaged_message(path: str | Path, attrs: dict[str, Any], problems: list[str]) -> str:
+    return (
+        f"feature store {path}: its projection (the basis every patch row is stored in) is damaged: "
+        f"{'; '.join(problems)}; run `chex store verify` (it takes back the basis and every row), then rerun "
+        f"the same `{repair_command(attrs)}` to refit the basis and rewrite the rows"
+    )
+
+
+def _implausible(arrays: dict[str, np.ndarray], rank: int) -> list[str]:
+    """Values no fitted basis has: non-finite ones, a basis column not of unit length, a negative variance."""
+    problems = [f"{name} holds non-finite values" for name, a in arrays.items() if not np.isfinite(a).all()]
+    basis, variance = arrays["projection_basis"], arrays["projection_variance"]
+    if problems:
+        return problems
+    if basis.ndim != 2 or basis.shape[1] != rank or variance.shape != (rank,):
+        return [f"projection_basis {basis.shape} / projection_variance {variance.shape} do not match rank {rank}"]
+    norms = np.linalg.norm(basis, axis=0)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        return [f"projection_basis has columns of length {norms.min():.3g}..{norms.max():.3g}, not 1 (zeros?)"]
+    if (variance < 0).any():
+        return ["projection_variance holds negative values"]
+    return []
 
 
 def patch_transform(pool: int, projection: Projection | None):

@@ -3,7 +3,8 @@
 Only rows of units the ledger marks done are visible; a store still being written (or killed) is readable,
 and `rows()` names the ids that are missing and the command that embeds them. Before a unit's rows are first
 read, its recorded files are checked (present, same size); a chunk that fails its crc32c is refused too. Either
-way the StoreError names the unit and file: damaged data is never read as data.
+way the StoreError names the unit and file: damaged data is never read as data. A projected store's basis is
+checked on every open (pipeline/store/projection.py).
 """
 
 from __future__ import annotations
@@ -22,21 +23,35 @@ import zarr
 from pipeline.errors import StoreError
 from pipeline.store.integrity import check_files
 from pipeline.store.layout import StoreLayout
-from pipeline.store.ledger import Ledger
-from pipeline.store.projection import Projection, load_projection
+from pipeline.store.ledger import Ledger, Unit, unit_dataset
+from pipeline.store.projection import Projection, load_projection, repair_command
 from pipeline.store.quant import dequantize
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTS = ("cls", "patch")
-_REPAIR = "run `chex store verify` to list every damaged unit, then rerun `chex embed` to embed them again"
 _SPAN_BYTES = 16 << 20
+
+
+def _row_contents(unit: Unit) -> np.ndarray:
+    out = np.full(len(unit.image_ids), "", dtype=object)
+    out[: len(unit.contents)] = unit.contents[: len(unit.image_ids)]
+    return out
 
 
 class FeatureStore:
     """A read-only view of the complete rows of one backbone's feature store."""
 
-    def __init__(self, path: Path, group: zarr.Group, rows: np.ndarray, n_units: int, n_pending_units: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        group: zarr.Group,
+        rows: np.ndarray,
+        n_units: int,
+        n_pending_units: int,
+        datasets: np.ndarray | None = None,
+        contents: np.ndarray | None = None,
+    ) -> None:
         self.path = path
         self.n_units, self.n_pending_units = n_units, n_pending_units
         self._group = group
@@ -48,6 +63,10 @@ class FeatureStore:
         self._rows = rows[keep]  # global row index of every complete row, ascending
         self.image_ids: np.ndarray = np.asarray(ids[keep], dtype=object)
         self.views: np.ndarray = np.asarray(views[keep], dtype=np.int64)
+        # per row: the data set it was embedded for and its content key ("": unknown; pipeline/store/content.py)
+        blank = np.full(len(rows), "", dtype=object)
+        self.datasets: np.ndarray = np.asarray(datasets if datasets is not None else blank, dtype=object)[keep]
+        self.contents: np.ndarray = np.asarray(contents if contents is not None else blank, dtype=object)[keep]
 
     def _select(self, name: str, rows: np.ndarray) -> np.ndarray:
         if not len(rows):
@@ -75,6 +94,8 @@ class FeatureStore:
         if not done:
             raise StoreError(f"feature store {path} has no complete rows yet; run (or resume) `chex embed`")
         rows = np.concatenate([np.arange(units[i].start, units[i].stop) for i in done]).astype(np.int64)
+        datasets = np.concatenate([np.full(len(units[i].image_ids), unit_dataset(units[i]), object) for i in done])
+        contents = np.concatenate([_row_contents(units[i]) for i in done])
         pending = len(units) - len(done)
         if pending:
             log.warning(
@@ -83,7 +104,13 @@ class FeatureStore:
                 pending,
                 len(units),
             )
-        return cls(path, group, rows, len(units), pending)
+        store = cls(path, group, rows, len(units), pending, datasets, contents)
+        if store.layout.rank and store.projection is None:  # checked on every open: rows mean nothing without it
+            raise StoreError(
+                f"feature store {path} holds projected rows but no projection (basis); run `chex store verify`, "
+                f"then rerun the same `{repair_command(store.attrs)}`"
+            )
+        return store
 
     # ---- shape facts ----------------------------------------------------------------------------------------
     @property
@@ -143,6 +170,17 @@ class FeatureStore:
                 f"e.g. {missing[:5]}; embed them with `chex embed DATASET --checkpoint {self.attrs.get('checkpoint')} "
                 f"--backbone {name}`" + (" --train-views K" if view else "")
             )
+        return out
+
+    def foreign_images(self, image_ids: Sequence[str], dataset: str) -> dict[str, str]:
+        """{image_id: data set} of `image_ids` whose view-0 row was embedded for another data set, and not verified
+        to hold the same pixels (ledger `shared/`). Rows of unknown data set (older compressed stores) count as
+        `dataset`'s: the check falls back to ids alone there."""
+        wanted = {str(i) for i in image_ids} - Ledger(self.path).shared(dataset)
+        out = {}
+        for image_id, view, owner in zip(self.image_ids, self.views, self.datasets, strict=True):
+            if view == 0 and owner and owner != dataset and image_id in wanted:
+                out[str(image_id)] = str(owner)
         return out
 
     def n_views(self, image_ids: Sequence[str]) -> int:
@@ -255,9 +293,16 @@ class FeatureStore:
                 file = "/".join([name, "c", str(first // block_rows)] + ["0"] * (arr.ndim - 1))
                 raise StoreError(
                     f"feature store {self.path}: unit-{first // self.layout.unit_rows:06d} is damaged: a chunk of "
-                    f"{file} fails to decode ({exc}); {_REPAIR}"
+                    f"{file} fails to decode ({exc}); {self._repair}"
                 ) from None
-        raise StoreError(f"feature store {self.path}: rows {start}-{stop - 1} of {name} fail to decode; {_REPAIR}")
+        raise StoreError(f"feature store {self.path}: rows {start}-{stop - 1} of {name} fail to decode; {self._repair}")
+
+    @property
+    def _repair(self) -> str:
+        return (
+            "run `chex store verify` to list every damaged unit, then rerun the same "
+            f"`{repair_command(self.attrs)}` to write them again"
+        )
 
     def _check_units(self, uniq: np.ndarray) -> None:
         """Refuse to read rows of a unit whose recorded files are missing or changed size."""
@@ -269,7 +314,7 @@ class FeatureStore:
             problems = check_files(self.path, files) if files else []
             if problems:
                 raise StoreError(
-                    f"feature store {self.path}: unit-{index:06d} is damaged: {'; '.join(problems)}; {_REPAIR}"
+                    f"feature store {self.path}: unit-{index:06d} is damaged: {'; '.join(problems)}; {self._repair}"
                 )
             self._checked.add(index)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from pipeline import __version__
 from pipeline.errors import StoreError, disk_full_as_error
+from pipeline.store.content import ContentConflict, RowKey, conflict_error, same_image
 from pipeline.store.integrity import record_files
 from pipeline.store.layout import STORE_FORMAT, StoreLayout
-from pipeline.store.ledger import Ledger, Unit
+from pipeline.store.ledger import Ledger, Unit, unit_dataset
 from pipeline.store.quant import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Item:
     view: int = 0
     group: str = ""
     source: str = ""
+    dataset: str = ""  # the data set it belongs to ("": unknown)
+    content: str = ""  # content key of its decoded pixels (pipeline/store/content.py; "": unknown)
 
 
 class StoreWriter:
@@ -66,19 +69,38 @@ class StoreWriter:
                 _create(path, layout, attrs)
         return cls(path, layout)
 
-    def plan(self, items: Iterable[Item]) -> list[Unit]:
+    def plan(self, items: Iterable[Item], digest: Callable[[str], str] | None = None) -> list[Unit]:
         """Allocate units for the items not yet in the store (done or planned); returns the new units.
 
+        An item whose (image_id, view) is already planned is skipped only when it is the same image
+        (`pipeline.store.content.same_image`; `digest` hashes a source file's pixels when contents are unknown);
+        ids of other images are refused (StoreError naming data sets and ids) before anything is planned.
         Units never span input groups, so ranks that own disjoint groups (shards) own disjoint units.
         """
         with self.ledger.planning_lock(), disk_full_as_error(self.path, "the feature store's plan"):
             units = self.ledger.units()
-            have = {(i, v) for u in units for i, v in zip(u.image_ids, u.views, strict=True)}
+            have: dict[tuple[str, int], RowKey] = {}
+            for u in units:
+                dataset = unit_dataset(u)
+                for k, key in enumerate(zip(u.image_ids, u.views, strict=True)):
+                    have[key] = RowKey(dataset, _at(u.contents, k), _at(u.sources, k))
             by_group: dict[str, list[Item]] = {}
+            conflicts: list[ContentConflict] = []
+            shared: dict[str, set[str]] = {}
             for item in items:
-                if (item.image_id, item.view) not in have:
-                    have.add((item.image_id, item.view))
+                key, row = (item.image_id, item.view), RowKey(item.dataset, item.content, item.source)
+                old = have.get(key)
+                if old is None:
+                    have[key] = row
                     by_group.setdefault(item.group, []).append(item)
+                    continue
+                same = same_image(old, row, digest)
+                if not same:
+                    conflicts.append(ContentConflict(item.image_id, item.dataset, old.dataset, same is False))
+                elif item.dataset and old.dataset and item.dataset != old.dataset:
+                    shared.setdefault(item.dataset, set()).add(item.image_id)
+            if conflicts:
+                raise conflict_error(self.path, conflicts)
             next_index = 1 + max((u.index for u in units), default=-1)
             new: list[Unit] = []
             for group, group_items in by_group.items():
@@ -92,6 +114,8 @@ class StoreWriter:
                             views=[it.view for it in block],
                             group=group,
                             sources=[it.source for it in block],
+                            dataset=block[0].dataset,
+                            contents=[it.content for it in block] if any(it.content for it in block) else [],
                         )
                     )
                     next_index += 1
@@ -99,6 +123,8 @@ class StoreWriter:
                 self._resize(next_index * self.layout.unit_rows)
                 for unit in new:
                     self.ledger.add_unit(unit)
+            for dataset, ids in shared.items():
+                self.ledger.add_shared(dataset, ids)
             return new
 
     def pending(self) -> list[Unit]:
@@ -120,22 +146,45 @@ class StoreWriter:
     def _write_unit(self, unit: Unit, tokens: dict[str, torch.Tensor], seconds: float) -> None:
         n = len(unit.image_ids)
         self._remove_partials(unit)
-        group = zarr.open_group(self.path, mode="r+")
-        for part in self.layout.parts:
+        stored = {}
+        for part in self.layout.parts:  # every part checked before anything is written
             x = tokens[part]
             if x.shape != (n, *self.layout.token_shape(part)):
                 raise ValueError(f"{part}: got {tuple(x.shape)}, expected {(n, *self.layout.token_shape(part))}")
+            quantized = self.layout.part_quantized(part)
+            stored[part] = x.float() if quantized else x.to(getattr(torch, self.layout.part_dtype(part)))
+            self._check_finite(unit, part, stored[part])
+        group = zarr.open_group(self.path, mode="r+")
+        for part, values in stored.items():
             if self.layout.part_quantized(part):
-                q, scale = quantize_int8(x)
+                q, scale = quantize_int8(values)
                 group[part][unit.start : unit.stop] = q.numpy()
                 group[f"{part}_scale"][unit.start : unit.stop] = scale.numpy()
             else:
-                group[part][unit.start : unit.stop] = x.to(torch.float16).numpy()
+                group[part][unit.start : unit.stop] = values.numpy()
         bad = self.ledger.quarantined(unit)  # unreadable images: their rows stay empty (view -1, hidden)
         group["image_id"][unit.start : unit.stop] = np.array([i if i not in bad else "" for i in unit.image_ids], str)
         views = [v if i not in bad else -1 for i, v in zip(unit.image_ids, unit.views, strict=True)]
         group["view"][unit.start : unit.stop] = np.asarray(views, dtype=np.int16)
         self.ledger.mark_done(unit, seconds, files=record_files(self.path, unit))
+
+    def _check_finite(self, unit: Unit, part: str, stored: torch.Tensor) -> None:
+        """StoreError naming the images whose `part` tokens are inf or NaN as stored (float16 overflows past
+        65504 in magnitude): a store never holds a value no head can use."""
+        bad = ~torch.isfinite(stored.reshape(len(stored), -1)).all(dim=1)
+        if not bad.any():
+            return
+        ids = [unit.image_ids[k] for k in torch.nonzero(bad).flatten().tolist()]
+        fix = (
+            "the backbone's values exceed float16's range (65504): embed into a new store with --dtype float32 "
+            "(or check the checkpoint); NaN means the backbone itself produced it"
+            if self.layout.dtype != "float32"
+            else "the backbone produced them: check the checkpoint"
+        )
+        raise StoreError(
+            f"feature store {self.path}: {len(ids)} images have non-finite {part} tokens (inf/NaN) as "
+            f"{self.layout.part_dtype(part)}, e.g. {ids[:5]}; nothing of unit {unit.index} was kept: {fix}"
+        )
 
     def _remove_partials(self, unit: Unit) -> None:
         """Drop the temporary chunk files (`<key>.<uuid>.partial`, zarr's atomic write) that a writer killed
@@ -243,6 +292,10 @@ def _check_identity(path: Path, existing: dict[str, Any], wanted: dict[str, Any]
             f"feature store {path} was made by backbone {_describe(existing)}, not by {_describe(wanted)} "
             f"({detail}); use another --backbone name (store folder) for this backbone"
         )
+
+
+def _at(values: list[str], k: int) -> str:
+    return values[k] if k < len(values) else ""
 
 
 def _describe(a: dict[str, Any]) -> str:

@@ -57,10 +57,10 @@ def test_pooled_and_patch_tokens_and_the_order_asked_for(ws):
 
 
 def test_pandas_is_indexed_by_image_id(ws):
-    frame = open_store(ws.root, backbone="toy").pandas("cls")
+    frame = open_store(ws.root, backbone="toy").pandas("cls", layer=-1)
     assert frame.shape == (N, D) and frame.index.name == "image_id"
     assert frame.loc["img7", "cls_0"] == 7.0
-    assert open_store(ws.root).pandas("pooled", layer=None).shape == (N, L * D)
+    assert open_store(ws.root).pandas("pooled").shape == (N, L * D)
 
 
 def test_torch_dataset_yields_ids_and_tensors(ws):
@@ -86,6 +86,8 @@ def test_export_npz_and_parquet_round_trip(ws):
         assert data["image_id"].tolist() == list(store.image_ids)
         np.testing.assert_array_equal(data["cls"], store.numpy("cls"))
         np.testing.assert_array_equal(data["pooled"], store.numpy("pooled"))
+        # the same values as the pandas frame of the same name (it once held the last layer only: (N, D))
+        np.testing.assert_array_equal(data["pooled"].reshape(N, -1), store.pandas("pooled").to_numpy())
     frame = pd.read_parquet(ws.root / "exports" / "toy.parquet")
     assert frame["image_id"].tolist() == list(store.image_ids)
     np.testing.assert_array_equal(np.stack(frame["cls"]).reshape(-1, L, D), store.numpy("cls"))

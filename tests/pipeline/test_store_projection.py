@@ -233,4 +233,4 @@ def test_python_api_reads_projected_and_pooled_stores_with_their_own_shapes(tmp_
     mean_z = torch.from_numpy(small.numpy("patch")).double().mean(dim=2, keepdim=True)
     expected = projection.reconstruct(mean_z, L)[:, :, 0].float().numpy()
     np.testing.assert_allclose(small.numpy("pooled"), expected, atol=1e-5)
-    assert small.pandas("pooled").shape == (20, D)
+    assert small.pandas("pooled").shape == (20, L * D) and small.pandas("pooled", layer=-1).shape == (20, D)
