@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 PAPER_LRS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 256
+OUTPUT_SETTINGS = ("n_resamples", "save_attention")  # ProbeConfig fields that do not name a run folder
 
 
 @dataclass(frozen=True)
@@ -299,12 +300,14 @@ def run_folder(workspace: Workspace, dataset: str, backbone: str, head: str, con
 def configuration_tag(head_config: dict[str, Any], identity: dict[str, Any]) -> str:
     """'' for the head's default options with the default probe settings (ProbeConfig()); else what differs
     from them (head options first, by their short names) and a hash of the whole configuration. The label
-    fraction has a sub-folder of its own and is left out."""
+    fraction has a sub-folder of its own; OUTPUT_SETTINGS change what a run writes, not its head, and are left
+    out (a rerun that changes only them replaces the run, with --force)."""
     spec = head_spec(head_config["name"])
     head, head_default = _plain(head_config), _plain(spec.config())
     probe, probe_default = _plain(identity), _plain(ProbeConfig().identity())
     for values in (probe, probe_default):
-        values.pop("label_fraction", None)
+        for name in ("label_fraction", *OUTPUT_SETTINGS):
+            values.pop(name, None)
     shorts = spec.shorts()
     differences: list[tuple[str, object]] = []
     for mine, default, short in ((head, head_default, shorts), (probe, probe_default, PROBE_SHORT)):
@@ -408,9 +411,8 @@ def _refuse_other_configuration(
     ]
     if changes:
         raise ConfigError(
-            f"{folder.root} holds a finished run of another configuration ({'; '.join(changes)}) although the "
-            "folder is named after this one; move that folder out of results/ to keep it, or rerun with --force "
-            "to replace it"
+            f"{folder.root} holds a finished run with other settings ({'; '.join(changes)}); rerun with --force "
+            "to replace it, or move that folder out of results/ to keep it"
         )
 
 

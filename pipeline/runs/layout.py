@@ -45,8 +45,8 @@ TAG_READABLE = 40  # characters of the readable part of a tag (the hash follows)
 TAG_HASH = 6
 # Short names of the probe settings in a tag (ProbeConfig.identity()'s fields; others keep their own name).
 PROBE_SHORT = {
-    "lrs": "lrs", "epochs": "ep", "batch_size": "bs", "weight_decay": "wd", "seed": "seed", "n_resamples": "boot",
-    "val_fraction": "val", "train_views": "views", "save_attention": "att", "sweep": "sweep", "micro_batch": "mb",
+    "lrs": "lrs", "epochs": "ep", "batch_size": "bs", "weight_decay": "wd", "seed": "seed", "val_fraction": "val",
+    "train_views": "views", "sweep": "sweep", "micro_batch": "mb",
 }  # fmt: skip
 
 

@@ -52,6 +52,8 @@ def test_the_default_configuration_keeps_the_head_folder(tmp_path):
     assert run_folder(ws, "plco", "demo-dino", "glori", given).root == ws.results_dir("plco", "demo-dino", "glori")
     tagged = run_folder(ws, "plco", "demo-dino", "glori", ProbeConfig(seed=1, head_options=NARROW)).root
     assert re.fullmatch(r"glori@dim16-ffn24-seed1-[0-9a-f]{6}", tagged.name)
+    outputs = ProbeConfig(seed=1, head_options=NARROW, n_resamples=200, save_attention=4)  # output settings only
+    assert run_folder(ws, "plco", "demo-dino", "glori", outputs).root == tagged
     fraction = run_folder(ws, "plco", "demo-dino", "glori", ProbeConfig(label_fraction=0.1, head_options=NARROW))
     assert fraction.root.name == "label_fraction=0.1" and fraction.root.parent.name.startswith("glori@dim16-ffn24-")
 
