@@ -16,6 +16,7 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from heads.registry import head_names, head_spec
 from pipeline import __version__
 from pipeline.report.cells import ReportTable
 from pipeline.report.collect import Collection, Run, dataset_name, head_name
@@ -80,6 +81,8 @@ def _head_configs(coll: Collection) -> dict[str, str]:
         if run.record is None or run.record.head_config.get("oracle") or run.model[1] in configs:
             continue
         options = {k: v for k, v in run.record.head_config.items() if k != "name"}
+        declared = list(head_spec(run.head).shorts()) if run.head in head_names() else []  # run.json sorts keys
+        options = dict(sorted(options.items(), key=lambda kv: declared.index(kv[0]) if kv[0] in declared else 99))
         configs[run.model[1]] = ", ".join(f"{k} {_value(v)}" for k, v in options.items()) or "no options"
     return {head_name(key): text for key, text in sorted(configs.items())}
 

@@ -88,7 +88,7 @@ def missing_inputs(coll: Collection) -> list[str]:
     for run in coll.full_runs():
         if coll.is_survival(run.dataset) and run.survival_path is None:
             messages.append(
-                f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.head)} ({run.folder}): "
+                f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.model[1])} ({run.folder}): "
                 f"no Kaplan-Meier curves from it; rerun {rerun_hint(run)}"
             )
         if not (run.folder / RUN_FILE).is_file():
@@ -126,6 +126,8 @@ def _missing_fractions(coll: Collection) -> list[str]:
     for dataset in sorted(partial):
         fractions = sorted({round(r.label_fraction, 9) for r in coll.runs if r.dataset == dataset} | {1.0})
         for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
+            if model == ORACLE:  # a reference fitted on the planted features, not a probe
+                continue
             some = next(r for r in coll.runs if r.dataset == dataset and r.model == model)
             for fraction in fractions:
                 if fraction < 1 and coll.run(dataset, model, fraction) is None:
