@@ -10,7 +10,7 @@ import shutil
 from pipeline.report.collect import collect_runs
 from pipeline.report.missing import missing_inputs, rerun_hint
 from pipeline.report.tables import performance_table
-from pipeline.runs import RunFolder, read_record, write_record
+from pipeline.runs import CompareConfig, RunFolder, compare_runs, read_record, write_record
 from pipeline.workspace import Workspace
 from tests.pipeline.report.fabricate import run_dir
 
@@ -53,6 +53,9 @@ def test_two_configurations_of_one_head_are_two_labelled_rows(workspace, tmp_pat
     labels = [row.labels for row in performance_table(coll).panels[0].rows]
     assert labels == [("vits-a", "GLoRI (dim 64, ffn 128)"), ("vits-a", "GLoRI (dim 768, ffn 2048)")]
     assert not coll.problems  # before: "two run folders for (jsrt, vits-a, glori, 1.0) ... using the first"
+    compared = compare_runs(run_dir(ws, "jsrt", "vits-a", "glori"), narrow, CompareConfig(n_permutations=20))
+    assert compared["model_a"].iloc[0] == "vits-a/glori"  # `chex compare` titles: not "glori vs glori"
+    assert compared["model_b"].iloc[0] == "vits-a/glori@dim64-ffn128-abcdef"
 
     shutil.rmtree(run_dir(ws, "jsrt", "vits-a", "glori"))  # the demo's configuration alone
     coll = collect_runs([ws.root / "results"])
