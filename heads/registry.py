@@ -27,13 +27,14 @@ class HeadOptionError(ValueError):
 
 @dataclass(frozen=True)
 class HeadOption:
-    """One keyword argument of a head's class: its default, a help line, and its CLI flag (without dashes;
-    default '<head>-<name>')."""
+    """One keyword argument of a head's class: its default, a help line, its CLI flag (without dashes;
+    default '<head>-<name>') and its short name in run-folder tags and report labels (default: the name)."""
 
     name: str
     default: Value
     help: str
     flag: str | None = None
+    short: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class HeadSpec:
 
     def flag(self, option: HeadOption) -> str:
         return option.flag or f"{self.name}-{option.name.replace('_', '-')}"
+
+    def shorts(self) -> dict[str, str]:
+        """option name -> its short name (run-folder tags, report labels)."""
+        return {o.name: o.short or o.name for o in self.options}
 
     def resolve(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
         """Every declared option with its value (given, else default), in declared order; HeadOptionError on an
@@ -157,11 +162,19 @@ register(
         "glori",
         "heads.glori:GloriHead",
         options=(
-            HeadOption("embed_dim", 768, "decoder width (CheXFound: 768)", flag="glori-dim"),
-            HeadOption("num_heads", 8, "attention heads of the decoder"),
-            HeadOption("ffn_dim", 2048, "decoder feed-forward width (CheXFound: 2048)", flag="glori-ffn-dim"),
-            HeadOption("dropout", 0.1, "dropout of the decoder"),
-            HeadOption("train_queries", False, "train the queries (CheXFound freezes them)", flag="train-queries"),
+            HeadOption("embed_dim", 768, "decoder width (CheXFound: 768)", flag="glori-dim", short="dim"),
+            HeadOption("num_heads", 8, "attention heads of the decoder", short="heads"),
+            HeadOption(
+                "ffn_dim", 2048, "decoder feed-forward width (CheXFound: 2048)", flag="glori-ffn-dim", short="ffn"
+            ),
+            HeadOption("dropout", 0.1, "dropout of the decoder", short="drop"),
+            HeadOption(
+                "train_queries",
+                False,
+                "train the queries (CheXFound freezes them)",
+                flag="train-queries",
+                short="trainq",
+            ),
         ),
         needs_patch=True,
         has_attention=True,
@@ -174,8 +187,8 @@ register(
         "heads.mlp:MlpHead",
         options=(
             HeadOption("hidden", 512, "hidden width"),
-            HeadOption("dropout", 0.1, "dropout after the hidden layer"),
-            HeadOption("label_smoothing", 0.1, "binary label smoothing of the loss"),
+            HeadOption("dropout", 0.1, "dropout after the hidden layer", short="drop"),
+            HeadOption("label_smoothing", 0.1, "binary label smoothing of the loss", short="smooth"),
         ),
         check=_mlp_check,
     )

@@ -2,8 +2,9 @@
 
 `run_probe(workspace, dataset, head, backbone, config)` runs one probe on the cached features and writes its
 run folder (pipeline.runs); `ProbeConfig` holds every knob (defaults = the paper's protocol, here only).
-Rerunning an identical probe whose outputs are present is a no-op unless `force`; a run folder holding a run
-of another head or probe configuration is not replaced unless `force`.
+Rerunning an identical probe whose outputs are present is a no-op unless `force`. The run folder names the
+configuration (`run_folder`): runs of other head options or probe settings live beside each other, and a run
+left in the head's default folder by an older chex is moved into its own folder first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_st
 from pipeline.runs import (
     HEAD_FILE,
     PREDICTIONS_FILE,
+    PROBE_SHORT,
     RECORD_FILE,
     RESULTS_FILE,
     SURVIVAL_FILE,
@@ -45,7 +47,9 @@ from pipeline.runs import (
     RunFolder,
     RunRecord,
     RunRecordError,
+    config_tag,
     evaluate_run,
+    parse_fraction,
     read_record,
     write_parquet,
     write_record,
@@ -59,6 +63,7 @@ log = logging.getLogger(__name__)
 PAPER_LRS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 256
+OUTPUT_SETTINGS = ("n_resamples", "save_attention")  # ProbeConfig fields that do not name a run folder
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,9 @@ def _one_writer(func):
         if head not in head_names():
             return func(ws, dataset, head, backbone, config, *args, **kwargs)  # refused there, with the known heads
         name = resolve_backbone(ws, backbone)
-        fraction = (config or ProbeConfig()).label_fraction
-        with folder_lock(RunFolder.of(ws, dataset, name, head, fraction).root, "probe run folder"):
+        folder = run_folder(ws, dataset, name, head, config or ProbeConfig())
+        _move_misplaced_run(ws, dataset, name, head, (config or ProbeConfig()).label_fraction)
+        with folder_lock(folder.root, "probe run folder"):
             return func(ws, dataset, head, name, config, *args, **kwargs)
 
     return wrapper
@@ -164,7 +170,7 @@ def run_probe(
     check_in_store(store, list(data.image_ids), dataset, backbone)
     epochs, batch_size = _schedule(data, config)
     factory = _factory(head, store, len(data.outputs), config.head_options)
-    folder = RunFolder.of(ws, dataset, backbone, head, config.label_fraction)
+    folder = run_folder(ws, dataset, backbone, head, config)
     key = _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data)
     previous = _previous_record(folder)
     if previous is not None and previous.key == key and _files_present(folder, previous) and not force:
@@ -284,6 +290,67 @@ def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{where} ({head} option {exc.option}): {exc.reason}") from None
 
 
+def run_folder(workspace: Workspace, dataset: str, backbone: str, head: str, config: ProbeConfig) -> RunFolder:
+    """The run's folder: the head's own at its default options and the default probe settings, else one beside
+    it named by the configuration's tag (pipeline/runs/layout.py)."""
+    tag = configuration_tag(head_config_of(head, config.head_options), config.identity())
+    return RunFolder.of(workspace, dataset, backbone, head, config.label_fraction, tag)
+
+
+def configuration_tag(head_config: dict[str, Any], identity: dict[str, Any]) -> str:
+    """'' for the head's default options with the default probe settings (ProbeConfig()); else what differs
+    from them (head options first, by their short names) and a hash of the whole configuration. The label
+    fraction has a sub-folder of its own; OUTPUT_SETTINGS change what a run writes, not its head, and are left
+    out (a rerun that changes only them replaces the run, with --force)."""
+    spec = head_spec(head_config["name"])
+    head, head_default = _plain(head_config), _plain(spec.config())
+    probe, probe_default = _plain(identity), _plain(ProbeConfig().identity())
+    for values in (probe, probe_default):
+        for name in ("label_fraction", *OUTPUT_SETTINGS):
+            values.pop(name, None)
+    shorts = spec.shorts()
+    differences: list[tuple[str, object]] = []
+    for mine, default, short in ((head, head_default, shorts), (probe, probe_default, PROBE_SHORT)):
+        for name in [*default, *(n for n in mine if n not in default)]:  # declared order (run.json sorts keys)
+            if mine.get(name) != default.get(name):
+                differences.append((short.get(name, name), mine.get(name)))
+    return config_tag(differences, {"head": head, "config": probe})
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as run.json holds them (tuples as lists), so a record's configuration compares to a fresh one."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def _move_misplaced_run(ws: Workspace, dataset: str, backbone: str, head: str, fraction: float) -> None:
+    """Before run folders were named by configuration, every run of a head shared `<head>/`: a finished run of
+    another configuration found there moves into its own folder (unless that one is finished too), so the
+    default configuration's run and it live side by side and neither is rerun."""
+    base = RunFolder.of(ws, dataset, backbone, head, fraction)
+    if not base.has(RECORD_FILE):
+        return
+    with folder_lock(base.root, "probe run folder"):
+        record = _previous_record(base)
+        if record is None or record.head != head:
+            return
+        try:
+            tag = configuration_tag(record.head_config, record.config)
+        except (KeyError, TypeError, ValueError):  # a record of an unknown head or a damaged configuration
+            return
+        target = RunFolder.of(ws, dataset, backbone, head, fraction, tag)
+        if not tag or target.has(RECORD_FILE):
+            return
+        with folder_lock(target.root, "probe run folder"):
+            entries = [e for e in base.root.iterdir() if not e.name.startswith(".") and parse_fraction(e.name) is None]
+            for entry in sorted(entries, key=lambda e: e.name == RECORD_FILE):  # run.json last: it marks complete
+                destination = target.root / entry.name
+                if destination.is_dir():
+                    shutil.rmtree(destination)
+                entry.replace(destination)
+        log.warning("%s: moved its run (another configuration) to %s; run folders are named by configuration",
+                    base.root, target.root)  # fmt: skip
+
+
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
     """The named backbone, else the workspace's default, else the only feature store (StoreError otherwise)."""
     from pipeline.workspace_stores import choose_store
@@ -344,8 +411,8 @@ def _refuse_other_configuration(
     ]
     if changes:
         raise ConfigError(
-            f"{folder.root} holds a finished run of another configuration ({'; '.join(changes)}); rerun with "
-            "--force to replace it, or keep it by probing into another workspace"
+            f"{folder.root} holds a finished run with other settings ({'; '.join(changes)}); rerun with --force "
+            "to replace it, or move that folder out of results/ to keep it"
         )
 
 

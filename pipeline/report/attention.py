@@ -95,7 +95,7 @@ def attention_figure(
     predictions = run.predictions()
     default_outputs = list(pd.unique(predictions["output"].astype(str))) if predictions is not None else None
     maps = load_attention(run.attention_dir, default_outputs)
-    where = f"{run.dataset} {run.backbone}/{head_name(run.head)}"
+    where = f"{run.dataset} {run.backbone}/{head_name(run.model[1])}"
     if maps is None:
         return None, [f"no readable attention maps in {run.attention_dir}"]
     chosen = list(findings) if findings else _most_prevalent(run, maps.outputs, max_panels)

@@ -1,8 +1,10 @@
 """Find and load probe run folders for the report, through `pipeline.runs` (which owns the folder's layout).
 
 A run's identity and provenance come from its RunRecord (run.json), else from its results columns or the
-folder names. A folder without results.parquet is evaluated by `pipeline.runs.evaluate_run`, the probe's
-own rules; a folder that cannot be read is named in `Collection.problems` and the rest of the report goes on.
+folder names. Runs of one head in other configurations (their own folders, `<head>@<tag>`) are told apart by
+`Run.variant` (e.g. "dim 64, ffn 128"), which the report prints after the head's name. A folder without
+results.parquet is evaluated by `pipeline.runs.evaluate_run`, the probe's own rules; a folder that cannot be
+read is named in `Collection.problems` and the rest of the report goes on.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ class Run:
     results: pd.DataFrame
     record: RunRecord | None = None
     computed: bool = False  # results evaluated here from predictions (no results.parquet)
+    variant: str = ""  # what sets this configuration apart from the head's others ('' = none to tell)
     _predictions: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def model(self) -> tuple[str, str]:
-        return (self.backbone, self.head)
+        """(backbone, head key): the head key is the head, or 'head (variant)' for one of several configurations."""
+        return (self.backbone, head_key(self.head, self.variant))
 
     @property
     def is_full(self) -> bool:
@@ -151,8 +155,14 @@ def order_datasets(names: set[str] | list[str]) -> list[str]:
     return sorted(set(names), key=lambda d: (DATASET_ORDER.index(d) if d in DATASET_ORDER else 99, d))
 
 
+def head_key(head: str, variant: str = "") -> str:
+    """The head's name in a model tuple: 'glori', or 'glori (dim 64, ffn 128)' for one of its configurations."""
+    return f"{head} ({variant})" if variant else head
+
+
 def head_rank(head: str) -> int:
-    return HEADS.index(head) if head in HEADS else len(HEADS)
+    base = head.partition(" (")[0]
+    return HEADS.index(base) if base in HEADS else len(HEADS)
 
 
 def dataset_name(dataset: str) -> str:
@@ -160,7 +170,9 @@ def dataset_name(dataset: str) -> str:
 
 
 def head_name(head: str) -> str:
-    return HEAD_NAMES.get(head, head)
+    """The head's printed name ('GLoRI'), with its configuration when the key names one ('GLoRI (dim 64)')."""
+    base, sep, variant = head.partition(" (")
+    return HEAD_NAMES.get(base, base) + sep + variant
 
 
 def collect_runs(
@@ -190,6 +202,7 @@ def collect_runs(
             runs.append(_load_run(folder, n_resamples, seed))
         except (ChexError, OSError, ValueError, KeyError) as exc:  # RunRecordError is a ChexError
             problems.append(f"cannot read run folder {folder}: {exc}")
+    label_configurations(runs)
     runs = _dedupe(runs, problems)
     names = {r.dataset for r in runs} | set(expected)
     cards = {name: card for name in names if (card := _card(name, workspace)) is not None}
@@ -251,10 +264,56 @@ def _identity(folder: Path, results: pd.DataFrame, record: RunRecord | None) -> 
     return identity
 
 
+def label_configurations(runs: list[Run]) -> None:
+    """Set each run's `variant`: the head options (short names, heads.registry) off the head's defaults or
+    differing between its runs in the report, the same for every run of one head; where two runs of one data set,
+    backbone, head and label fraction still share a label, the probe settings that differ between them, and
+    last the folder's configuration tag."""
+    from heads.registry import head_names, head_spec
+
+    by_head: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.record is not None and run.head in head_names():
+            by_head.setdefault(run.head, []).append(run)
+        else:
+            run.variant = RunFolder(run.folder).path_names().get("config_tag") or ""
+    for head, group in by_head.items():
+        spec = head_spec(head)
+        defaults, shorts = spec.config(), spec.shorts()
+        values = [{n: r.record.head_config.get(n, d) for n, d in defaults.items() if n != "name"} for r in group]
+        shown = [
+            n for n in defaults if n != "name" and any(v[n] != defaults[n] or v[n] != values[0][n] for v in values)
+        ]
+        for run, mine in zip(group, values, strict=True):
+            run.variant = ", ".join(_label_item(shorts[n], mine[n]) for n in shown)
+    clashes: dict[tuple, list[Run]] = {}
+    for run in runs:
+        clashes.setdefault((run.dataset, run.model, round(run.label_fraction, 9)), []).append(run)
+    for group in (g for g in clashes.values() if len(g) > 1):
+        probes = [{k: v for k, v in (r.record.config if r.record else {}).items() if k != "label_fraction"}
+                  for r in group]  # fmt: skip
+        names = sorted({n for p in probes for n in p if any(q.get(n) != p.get(n) for q in probes)})
+        for run, probe in zip(group, probes, strict=True):
+            extra = [_label_item(n.replace("_", " "), probe.get(n)) for n in names]
+            if not extra:  # the same configuration in two folders: the folders tell them apart
+                extra = [RunFolder(run.folder).path_names().get("config_tag") or "default folder"]
+            run.variant = ", ".join([run.variant, *extra] if run.variant else extra)
+
+
+def _label_item(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return name if value else f"no {name}"
+    if isinstance(value, list | tuple):
+        return f"{len(value)} {name}"
+    if isinstance(value, float):
+        return f"{name} {value:g}"
+    return f"{name} {'default' if value is None else value}"
+
+
 def _dedupe(runs: list[Run], problems: list[str]) -> list[Run]:
     seen: dict[tuple, Run] = {}
     for run in runs:
-        key = (run.dataset, run.backbone, run.head, round(run.label_fraction, 9))
+        key = (run.dataset, run.backbone, run.model[1], round(run.label_fraction, 9))
         if key in seen:
             problems.append(f"two run folders for {key}: {seen[key].folder} and {run.folder}; using the first")
             continue

@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline.errors import ChexError
 from pipeline.progress import track
 from pipeline.report.collect import Collection, head_name
+from pipeline.report.missing import rerun_hint
 from pipeline.report.tables import TABLE2_METRICS, classification_datasets, is_oracle, result_cell
 from pipeline.runs import CompareConfig, compare_runs
 from pipeline.stats import adjust_pvalues
@@ -107,8 +108,8 @@ def _compare(
     for run in (run_a, run_b):
         if run.predictions_path is None:
             return (
-                f"no predictions.parquet for {dataset} {run.backbone}/{head_name(run.head)} ({run.folder}): "
-                f"no permutation test against it; rerun `chex probe --head {run.head} --dataset {dataset}`"
+                f"no predictions.parquet for {dataset} {run.backbone}/{head_name(run.model[1])} ({run.folder}): "
+                f"no permutation test against it; rerun {rerun_hint(run)}"
             )
     try:
         return compare_runs(run_a.folder, run_b.folder, CompareConfig(n_permutations=n_permutations, seed=seed))

@@ -1,4 +1,8 @@
-"""The report's front page: index.md (and index.html) linking every table and figure, with provenance."""
+"""The report's front page: index.md (and index.html) linking every table and figure, with provenance.
+
+The results come first: the SYNTHETIC banner, the tables, the cautions about them, the figures; then the
+missing inputs and the provenance, each folded (<details>) under a one-line summary.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from heads.registry import head_names, head_spec
 from pipeline import __version__
 from pipeline.report.cells import ReportTable
-from pipeline.report.collect import Collection, dataset_name, head_name
+from pipeline.report.collect import Collection, Run, dataset_name, head_name
 from pipeline.report.figures import FigureResult
 from pipeline.report.formats import to_markdown
+from pipeline.report.tables import ORACLE
 
 
 @dataclass
@@ -42,13 +48,13 @@ def provenance(coll: Collection, sources: list[str]) -> dict:
                 if value:
                     entry[key].add(str(value))
     runs = []
-    for run in sorted(coll.runs, key=lambda r: (r.dataset, r.backbone, r.head, r.label_fraction)):
+    for run in sorted(coll.runs, key=lambda r: (r.dataset, r.backbone, r.model[1], r.label_fraction)):
         record = run.record
         runs.append(
             {
                 "dataset": run.dataset,
                 "backbone": run.backbone,
-                "head": head_name(run.head),
+                "head": head_name(run.model[1]),
                 "label_fraction": run.label_fraction,
                 "seed": record.seed if record else None,
                 "lr": record.chosen_lr if record else None,
@@ -63,7 +69,57 @@ def provenance(coll: Collection, sources: list[str]) -> dict:
         "synthetic": sorted(coll.synthetic),
         "backbones": {b: {k: sorted(v) for k, v in e.items()} for b, e in sorted(backbones.items())},
         "runs": runs,
+        "head_configs": _head_configs(coll),
+        "oracle": _oracle(coll),
     }
+
+
+def _head_configs(coll: Collection) -> dict[str, str]:
+    """Each head configuration once: its printed name -> its options, readable ('embed_dim 64, num_heads 8')."""
+    configs: dict[str, str] = {}
+    for run in sorted(coll.runs, key=lambda r: (r.model[1], r.dataset)):
+        if run.record is None or run.record.head_config.get("oracle") or run.model[1] in configs:
+            continue
+        options = {k: v for k, v in run.record.head_config.items() if k != "name"}
+        declared = list(head_spec(run.head).shorts()) if run.head in head_names() else []  # run.json sorts keys
+        options = dict(sorted(options.items(), key=lambda kv: declared.index(kv[0]) if kv[0] in declared else 99))
+        configs[run.model[1]] = ", ".join(f"{k} {_value(v)}" for k, v in options.items()) or "no options"
+    return {head_name(key): text for key, text in sorted(configs.items())}
+
+
+def _oracle(coll: Collection) -> dict | None:
+    """What the planted-features reference rows are: the model, the features and their truth files."""
+    runs = [r for r in coll.runs if r.record is not None and r.record.head_config.get("oracle")]
+    if not runs:
+        return None
+    config = runs[0].record.head_config
+    features = sorted({f for r in runs for f in r.record.head_config.get("features", [])})
+    shown = [f for f in features if f.startswith("shown:")]
+    return {
+        "model": str(config.get("model", "")),
+        "features": [
+            *([f"{len(shown)} 'shown:' finding flags"] if shown else []),
+            *(f for f in features if f not in shown),
+        ],
+        "truth": sorted({_truth_file(r, coll) for r in runs}),
+        "datasets": sorted({r.dataset for r in runs}),
+    }
+
+
+def _truth_file(run: Run, coll: Collection) -> str:
+    if run.record is not None and run.record.store_path:
+        return run.record.store_path
+    if coll.workspace is not None:
+        from pipeline.synth.cohort import truth_path
+
+        return str(truth_path(coll.workspace, run.dataset))
+    return f"{run.dataset}.truth.parquet"
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def index_markdown(
@@ -73,8 +129,10 @@ def index_markdown(
     missing: list[str],
     prov: dict,
     out_dir: Path,
+    cautions: list[str] | None = None,
 ) -> str:
-    """index.md: title, SYNTHETIC banner, provenance, missing inputs, each table inline, each figure embedded."""
+    """index.md: title, SYNTHETIC banner, each table inline, cautions, each figure embedded; then the missing
+    inputs and the provenance, folded."""
     synthetic = coll.is_synthetic()
     title = "chex report" + (" — SYNTHETIC" if synthetic else "")
     lines = [f"# {title}", ""]
@@ -85,15 +143,14 @@ def index_markdown(
             "test the pipeline; they are not clinical results.",
             "",
         ]
-    lines += ["## Provenance", "", *_provenance_lines(prov, out_dir), ""]
-    if missing:
-        lines += ["## Missing inputs", "", *[f"- {m}" for m in missing], ""]
     lines += ["## Tables", ""]
     for entry in tables:
         links = " · ".join(f"[{p.suffix[1:]}]({_rel(p, out_dir)})" for p in entry.files)
         lines += [to_markdown(entry.table, heading_level=3).rstrip(), "", f"Files: {links}", ""]
     if not tables:
         lines += ["(no tables: no probe results were found)", ""]
+    if cautions:
+        lines += ["## Cautions", "", *[f"- {c}" for c in cautions], ""]
     lines += ["## Figures", ""]
     for figure in figures:
         png = next((p for p in figure.paths if p.suffix == ".png"), None)
@@ -104,10 +161,21 @@ def index_markdown(
         lines += [f"*{figure.caption}*", "", f"Files: {links}", ""]
     if not figures:
         lines += ["(no figures)", ""]
+    if missing:
+        lines += ["## Missing inputs", "", _summary(f"{len(missing)} runs or files that would add to this report"),
+                  "", *[f"- {m}" for m in missing], "", "</details>", ""]  # fmt: skip
+    summary = f"chex {prov['chex_version']}, {prov['date']}, {len(prov['runs'])} runs"
+    lines += ["## Provenance", "", _summary(summary), "", *_provenance_lines(prov, out_dir), "", "</details>", ""]
     return "\n".join(lines)
 
 
+def _summary(text: str) -> str:
+    """The opening line of a folded section (index_html passes it through as HTML)."""
+    return f"<details><summary>{html.escape(text)}</summary>"
+
+
 _TRUSTED_LINES = ("<details><summary>Runs</summary>", "</details>")
+_TRUSTED_PATTERN = r"<details><summary>[\w .,:+()-]*</summary>"  # _summary's lines: our own words, no markup
 
 
 def index_html(markdown: str, title: str) -> str:
@@ -116,9 +184,9 @@ def index_html(markdown: str, title: str) -> str:
     Raw HTML in the markdown is escaped (html off): folder, backbone and data set names come from users. Only
     the index's own <details> lines pass through as tags."""
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    pattern = "^(" + "|".join(re.escape(t) for t in _TRUSTED_LINES) + ")$"
-    chunks = re.split(pattern, markdown, flags=re.MULTILINE)
-    body = "".join(chunk + "\n" if chunk in _TRUSTED_LINES else md.render(chunk) for chunk in chunks)
+    trusted = "|".join([*(re.escape(t) for t in _TRUSTED_LINES), _TRUSTED_PATTERN])
+    chunks = re.split(f"^({trusted})$", markdown, flags=re.MULTILINE)
+    body = "".join(chunk + "\n" if re.fullmatch(trusted, chunk) else md.render(chunk) for chunk in chunks)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
         "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}th,td{padding:2px 8px;"
@@ -147,16 +215,22 @@ def _provenance_lines(prov: dict, out_dir: Path) -> list[str]:
     ]
     if prov["synthetic"]:
         lines.append(f"- SYNTHETIC data sets: {', '.join(prov['synthetic'])}")
+    oracle = prov.get("oracle")
     for backbone, entry in prov["backbones"].items():
+        if oracle is not None and backbone == ORACLE[0]:
+            lines.append(
+                f"- backbone `{backbone}` (SYNTHETIC reference, not a model): {oracle['model']}, fitted on the "
+                f"planted features ({', '.join(oracle['features'])}) of {', '.join(oracle['truth'])}"
+            )
+            continue
         sha = ", ".join(s[:16] for s in entry["checkpoint_sha256"]) or "unknown (no run.json)"
         store = ", ".join(entry["store"]) or "unknown"
         checkpoint = f", checkpoint {', '.join(entry['checkpoint'])}" if entry["checkpoint"] else ""
         lines.append(f"- backbone `{backbone}`: checkpoint sha256 `{sha}`{checkpoint}; store {store}")
     seeds = sorted({str(r["seed"]) for r in prov["runs"] if r["seed"] is not None})
     lines.append(f"- seeds: {', '.join(seeds) or 'unknown'}")
-    configs = {(r["head"], r["head_config"]) for r in prov["runs"] if r["head_config"]}
-    for head, config in sorted(configs):
-        lines.append(f"- {head} head config: `{config}`")
+    for head, options in prov.get("head_configs", {}).items():
+        lines.append(f"- head {head}: {options}")
     lines += ["", "<details><summary>Runs</summary>", ""]
     lines += [
         "| data set | backbone | head | label fraction | seed | lr | folder |",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.report.collect import HEADS, RUN_FILE, Collection, head_name
+from pipeline.report.collect import HEADS, RUN_FILE, Collection, Run, head_name
 from pipeline.report.tables import ORACLE, fraction_name
+from pipeline.runs import RunFolder
 
 EFFICIENCY_FRACTIONS = (0.01, 0.1)
 
@@ -16,6 +17,49 @@ def probe_hint(dataset: str, head: str, backbone: str | None = None, fraction: f
     if fraction is not None:
         parts.append(f"--label-fraction {fraction:g}")
     return "`" + " ".join(parts) + "`"
+
+
+def rerun_hint(run: Run, fraction: float | None = None, extra: str = "") -> str:
+    """The `chex probe` command line of `run`'s configuration (another label fraction with `fraction`): a run in
+    a folder of its own (`<head>@<tag>`) gets the flags of its head options and probe settings from run.json."""
+    hint = probe_hint(run.dataset, run.head, run.backbone, fraction)[1:-1]
+    if run.record is not None and RunFolder(run.folder).path_names().get("config_tag"):
+        hint = " ".join([hint, *_head_flags(run.record.head, run.record.head_config), *_probe_flags(run.record.config)])
+    return f"`{hint}{extra}`"
+
+
+def _head_flags(head: str, config: dict) -> list[str]:
+    from heads.registry import head_names, head_spec
+
+    if head not in head_names():
+        return []
+    spec, flags = head_spec(head), []
+    for option in spec.options:
+        value, flag = config.get(option.name, option.default), spec.flag(option)
+        if value != option.default:
+            flags.append(f"--{flag}" if value is True else f"--no-{flag}" if value is False else f"--{flag} {value:g}"
+                         if isinstance(value, float) else f"--{flag} {value}")  # fmt: skip
+    return flags
+
+
+def _probe_flags(config: dict) -> list[str]:
+    """`chex probe` flags that give a run these probe settings (ProbeConfig.identity(); seed 0, train views on,
+    the full sweep and 1,000 resamples are the defaults)."""
+    flags = []
+    if config.get("lrs"):
+        flags.append("--lrs " + ",".join(f"{lr:g}" for lr in config["lrs"]))
+    for name, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("micro_batch", "--micro-batch")):
+        if config.get(name):
+            flags.append(f"{flag} {config[name]}")
+    if config.get("seed"):
+        flags.append(f"--seed {config['seed']}")
+    if config.get("n_resamples", 1000) != 1000:
+        flags.append(f"--resamples {config['n_resamples']}")
+    if config.get("train_views") is False:
+        flags.append("--no-train-views")
+    if config.get("sweep", "full") != "full":
+        flags.append(f"--sweep {config['sweep']}")
+    return flags
 
 
 def missing_inputs(coll: Collection) -> list[str]:
@@ -35,8 +79,8 @@ def missing_inputs(coll: Collection) -> list[str]:
             )
             continue
         for backbone in backbones:
-            for head in HEADS:
-                if coll.run(dataset, (backbone, head)) is None:
+            for head in HEADS:  # any configuration of the head counts
+                if not any(r.model[0] == backbone and r.head == head for r in coll.full_runs(dataset)):
                     where = f"{dataset}" + (f" (backbone {backbone})" if len(backbones) > 1 else "")
                     hint = probe_hint(dataset, head, backbone if len(backbones) > 1 else None)
                     messages.append(f"no {head_name(head)} results for {where}: run {hint}")
@@ -44,8 +88,8 @@ def missing_inputs(coll: Collection) -> list[str]:
     for run in coll.full_runs():
         if coll.is_survival(run.dataset) and run.survival_path is None:
             messages.append(
-                f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.head)} ({run.folder}): "
-                f"no Kaplan-Meier curves from it; rerun {probe_hint(run.dataset, run.head)}"
+                f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.model[1])} ({run.folder}): "
+                f"no Kaplan-Meier curves from it; rerun {rerun_hint(run)}"
             )
         if not (run.folder / RUN_FILE).is_file():
             messages.append(
@@ -62,7 +106,7 @@ def missing_inputs(coll: Collection) -> list[str]:
         if glori:
             messages.append(
                 "no GLoRI attention maps (attention/ in a GLoRI run folder): no attention figure; run "
-                f"{probe_hint(glori[0].dataset, 'glori')[:-1]} --save-attention 8 --force`"
+                f"{rerun_hint(glori[0], extra=' --save-attention 8 --force')}"
             )
     return messages
 
@@ -82,10 +126,13 @@ def _missing_fractions(coll: Collection) -> list[str]:
     for dataset in sorted(partial):
         fractions = sorted({round(r.label_fraction, 9) for r in coll.runs if r.dataset == dataset} | {1.0})
         for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
+            if model == ORACLE:  # a reference fitted on the planted features, not a probe
+                continue
+            some = next(r for r in coll.runs if r.dataset == dataset and r.model == model)
             for fraction in fractions:
                 if fraction < 1 and coll.run(dataset, model, fraction) is None:
                     messages.append(
                         f"no {fraction_name(fraction)}-label run for {dataset} {model[0]}/{head_name(model[1])}: "
-                        f"run {probe_hint(dataset, model[1], model[0], fraction)}"
+                        f"run {rerun_hint(some, fraction)}"
                     )
     return messages

@@ -155,10 +155,7 @@ def _write_all(coll, ws, sources, out, formats, progress, n_resamples, n_permuta
     summary.missing = list(dict.fromkeys(summary.missing))
     summary.cautions = report_notes(coll)  # findings with few test positives (pipeline/cautions.py)
     prov = provenance(coll, [str(p) for p in sources] if sources else [str(ws.root / "results")])
-    markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out)
-    if summary.cautions:  # before the first section, where a reader of the tables sees it
-        head, sep, rest = markdown.partition("\n## ")
-        markdown = head + "\n## Cautions\n\n" + "".join(f"- {c}\n" for c in summary.cautions) + sep + rest
+    markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out, summary.cautions)
     summary.paths.append(write_text_atomic(out / "index.md", markdown))
     title = "chex report" + (" — SYNTHETIC" if summary.synthetic else "")
     summary.paths.append(write_text_atomic(out / "index.html", index_html(markdown, title)))

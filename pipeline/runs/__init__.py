@@ -5,7 +5,9 @@
 - layout: `RunFolder` (`RunFolder.of(ws, dataset, backbone, head, label_fraction)`, `folder / name`,
   `partial_dir`, `attention_path`), the file names (`PREDICTIONS_FILE`, `VAL_PREDICTIONS_FILE`,
   `SURVIVAL_FILE`, `RESULTS_FILE`, `SWEEP_FILE`, `HEAD_FILE`, `RECORD_FILE`, `ATTENTION_DIR`), label-fraction
-  sub-folders (`fraction_folder`, `parse_fraction`) and `find_run_folders(root)`.
+  sub-folders (`fraction_folder`, `parse_fraction`), `find_run_folders(root)`, and the configuration tag of a
+  non-default configuration's folder `<head>@<tag>` (`config_tag`, `head_folder`, `split_head_folder`,
+  `PROBE_SHORT`; `RunFolder.of(..., tag=...)`).
 - record: `RunRecord` (typed, versioned content of run.json; `RECORD_VERSION`), `read_record(folder)`,
   `write_record(record, folder)`, `RunRecordError`.
 - evaluation: `evaluate_run(folder, config=None, record=None)` -> results.parquet rows, the same for the probe,
@@ -26,27 +28,34 @@ from pipeline.runs.io import read_table, write_attention, write_parquet, write_t
 from pipeline.runs.layout import (
     ATTENTION_DIR,
     ATTENTION_FILE,
+    CONFIG_SEPARATOR,
     FRACTION_PREFIX,
     HEAD_FILE,
     PREDICTIONS_FILE,
+    PROBE_SHORT,
     RECORD_FILE,
     RESULTS_FILE,
     SURVIVAL_FILE,
     SWEEP_FILE,
     VAL_PREDICTIONS_FILE,
     RunFolder,
+    config_tag,
     find_run_folders,
     fraction_folder,
+    head_folder,
     parse_fraction,
+    split_head_folder,
 )
 from pipeline.runs.record import RECORD_VERSION, RunRecord, RunRecordError, read_record, write_record
 
 __all__ = [
     "ATTENTION_DIR",
     "ATTENTION_FILE",
+    "CONFIG_SEPARATOR",
     "FRACTION_PREFIX",
     "HEAD_FILE",
     "PREDICTIONS_FILE",
+    "PROBE_SHORT",
     "RECORD_FILE",
     "RECORD_VERSION",
     "RESULTS_FILE",
@@ -59,14 +68,17 @@ __all__ = [
     "RunRecordError",
     "StatsConfig",
     "compare_runs",
+    "config_tag",
     "evaluate_run",
     "evaluate_tables",
     "find_run_folders",
     "fraction_folder",
+    "head_folder",
     "parse_fraction",
     "read_record",
     "read_table",
     "run_predictions",
+    "split_head_folder",
     "write_attention",
     "write_parquet",
     "write_record",

@@ -18,7 +18,14 @@ import pandas as pd
 
 from pipeline.errors import ConfigError, PredictionsError
 from pipeline.runs.io import read_table
-from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE, VAL_PREDICTIONS_FILE
+from pipeline.runs.layout import (
+    FRACTION_PREFIX,
+    PREDICTIONS_FILE,
+    SURVIVAL_FILE,
+    VAL_PREDICTIONS_FILE,
+    RunFolder,
+    head_folder,
+)
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.metrics import METRICS
@@ -151,7 +158,18 @@ def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) 
     )
     if skipped:
         result["note"] = result["note"] + f"; left out (no train positives or negatives in a run): {', '.join(skipped)}"
+    if len(result) and result["model_a"].iloc[0] == result["model_b"].iloc[0]:  # e.g. two configurations of a head
+        result["model_a"], result["model_b"] = _folder_name(Path(run_a)), _folder_name(Path(run_b))
     return result
+
+
+def _folder_name(path: Path) -> str:
+    """backbone/head folder (with its configuration tag)[/label_fraction=f] of a run folder or one of its files."""
+    names = RunFolder(path if path.is_dir() else path.parent).path_names()
+    parts = [names.get("backbone"), head_folder(names.get("head") or "", names.get("config_tag") or "")]
+    if names.get("label_fraction"):
+        parts.append(f"{FRACTION_PREFIX}{float(names['label_fraction']):g}")
+    return "/".join(p for p in parts if p)
 
 
 def _without_outputs(frame: pd.DataFrame, outputs: dict[str, str] | list[str]) -> pd.DataFrame:

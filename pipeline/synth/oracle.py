@@ -111,7 +111,8 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
         head_config={"name": ORACLE_HEAD, "oracle": True, "features": list(features.columns), "model": ORACLE_MODEL},
         config=ProbeConfig(seed=seed, n_resamples=n_resamples).identity(), outputs=list(data.outputs),
         skipped_train=skipped, skipped_test=outputs_without_both_classes(data.labels[data.test], data.outputs),
-        threshold_transfer="quantile", synthetic=True, store_attrs={"synth": params.get("params", {})},
+        threshold_transfer="quantile", synthetic=True, store_path=str(path),  # the features: the truth file
+        store_attrs={"synth": params.get("params", {})},
         data={"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(fit_test),
               "n_test": len(data.test), **data.notes},
         files=[*files, RECORD_FILE],

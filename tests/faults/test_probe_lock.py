@@ -15,13 +15,13 @@ from pipeline.errors import ChexError
 
 def test_a_second_probe_of_the_same_run_refuses_naming_the_holder(tmp_path):
     from pipeline.probe import ProbeConfig, run_probe
-    from pipeline.runs import RunFolder
+    from pipeline.probe.protocol import run_folder
     from tests.pipeline.probe.conftest import make_workspace as make_probe_workspace
 
     ws = make_probe_workspace(tmp_path / "ws")
     backbone = next((ws.root / "features").iterdir()).name
     config = ProbeConfig(lrs=(1e-2,), epochs=1, n_resamples=10)
-    folder = RunFolder.of(ws, "toy", backbone, "linear", 1.0).root
+    folder = run_folder(ws, "toy", backbone, "linear", config).root
     folder.mkdir(parents=True)
     holder = {"host": socket.gethostname(), "pid": os.getppid(), "time": time.time()}  # a live process
     (folder / ".chex-lock").write_text(json.dumps(holder))

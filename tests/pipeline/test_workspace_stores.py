@@ -63,4 +63,5 @@ def test_probe_cli_uses_the_default_with_two_stores(two_stores):
               "--quiet", "--workspace", str(two_stores.root)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert (two_stores.results_dir("toy", "toy-vit", "linear") / "results.parquet").is_file()
+    (folder,) = two_stores.results_dir("toy", "toy-vit", "linear").parent.glob("linear@*")  # --epochs 1: not default
+    assert (folder / "results.parquet").is_file()

@@ -16,7 +16,7 @@ def test_chex_probe_runs_label_fractions_and_reports(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "lr" in result.output and "test macro AUROC" in result.output
-    base = ws.results_dir("toy", "toy-vit", "linear")
+    (base,) = ws.results_dir("toy", "toy-vit", "linear").parent.glob("linear@lrs2-ep1-*")  # not the defaults
     assert (base / "run.json").is_file() and (base / "label_fraction=0.5" / "predictions.parquet").is_file()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("already done") == 2
@@ -36,7 +36,8 @@ def test_chex_probe_glori_width_options_reach_the_head(tmp_path):
             "--glori-dim", "16", "--glori-ffn-dim", "24", "-w", str(ws.root)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    state = torch.load(ws.results_dir("toy", "toy-vit", "glori") / "head.pt", weights_only=True)
+    (folder,) = ws.results_dir("toy", "toy-vit", "glori").parent.glob("glori@dim16-ffn24-*")
+    state = torch.load(folder / "head.pt", weights_only=True)
     weights = state.get("state_dict", state)
     assert tuple(weights["linear1.weight"].shape) == (24, 16)
     result = runner.invoke(app, [*args[:-2], "--glori-dim", "12", "-w", str(ws.root)])

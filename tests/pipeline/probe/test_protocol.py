@@ -37,7 +37,8 @@ def test_linear_and_glori_find_planted_findings_and_null_gives_chance(tmp_path):
 def test_outputs_follow_the_contract_and_rerun_is_a_noop(toy_workspace):
     summary = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=2), progress=False)
     folder = summary.folder
-    assert folder == toy_workspace.results_dir("toy", "toy-vit", "linear")
+    assert folder.parent == toy_workspace.results_dir("toy", "toy-vit", "linear").parent
+    assert folder.name.startswith("linear@ep2-")  # epochs 2 is not the default configuration: a folder of its own
     pred = pd.read_parquet(folder / "predictions.parquet")
     manifest = pd.read_parquet(toy_workspace.manifest_path("toy"))
     test = manifest[manifest["split"] == "test"]
@@ -65,10 +66,11 @@ def test_outputs_follow_the_contract_and_rerun_is_a_noop(toy_workspace):
     forced = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=2), force=True, progress=False)
     assert not forced.skipped
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "predictions.parquet"), pred)  # deterministic on CPU
-    with pytest.raises(ConfigError, match=r"config\.epochs: 2 there, 3 now"):  # never replaced silently
-        run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), progress=False)
-    changed = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), force=True, progress=False)
-    assert not changed.skipped  # another configuration is not the same run
+    with pytest.raises(ConfigError, match=r"config\.n_resamples: 30 there, 20 now.*--force"):  # never silently
+        run_probe(toy_workspace, "toy", "linear", config=_config(epochs=2, n_resamples=20), progress=False)
+    changed = run_probe(toy_workspace, "toy", "linear", config=_config(epochs=3), progress=False)
+    assert not changed.skipped and changed.folder != folder  # another configuration: beside the first
+    assert (folder / "run.json").is_file()
 
 
 def test_missing_images_give_a_count_examples_and_the_embed_command(tmp_path):

@@ -109,7 +109,8 @@ def test_cli_probe_sweep_halving_and_micro_batch(toy_workspace):
             "--sweep", "halving", "--micro-batch", "8", "-w", str(toy_workspace.root)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    table = pd.read_parquet(toy_workspace.results_dir("toy", "toy-vit", "linear") / "sweep.parquet")
+    (folder,) = toy_workspace.results_dir("toy", "toy-vit", "linear").parent.glob("linear@*-sweephalving-mb8-*")
+    table = pd.read_parquet(folder / "sweep.parquet")
     assert sorted(table["epochs_trained"]) == [1, 2]
     bad = CliRunner().invoke(app, [*args[:-2], "--micro-batch", "7", "--force", "-w", str(toy_workspace.root)])
     assert bad.exit_code == 2 and "--micro-batch 7 must divide" in bad.output

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from pipeline.errors import ConfigError
 from pipeline.report.collect import collect_runs
 from pipeline.report.comparisons import best_vs_others
+from pipeline.report.index import index_markdown, provenance
 from pipeline.report.tables import ORACLE_LABELS, performance_table, pvalue_table, survival_table
 from pipeline.runs import read_record
 from pipeline.synth import generate_cohort
@@ -131,3 +132,14 @@ def test_demo_null_flag_reaches_the_null_cohort(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["demo", "--size", "tiny", "--null", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 0, result.output
     assert seen["null"] is True and "null cohort" in result.output
+
+
+def test_the_oracle_has_a_provenance_line_of_its_own(planted, tmp_path):
+    """Issue 26 item 13: the report said "backbone oracle: checkpoint sha256 unknown (no run.json); store unknown"
+    and printed a raw-JSON "planted head config" line per data set."""
+    coll = collect_runs(workspace=planted)
+    index = index_markdown(coll, [], [], [], provenance(coll, ["results"]), tmp_path)
+    (line,) = [x for x in index.splitlines() if x.startswith("- backbone `oracle`")]
+    assert "SYNTHETIC reference, not a model" in line and "logistic regression per output" in line
+    assert "z_heart" in line and all(f"{d}.truth.parquet" in line for d in DATASETS)
+    assert "unknown" not in line and "planted head" not in index and "{" not in index
