@@ -1,0 +1,6 @@
+"""The backbone families chex knows: one module each, registered on import (this list is the registration).
+
+Adding a family: a module here defining a `Family` subclass and calling `register(...)`, plus its line below.
+"""
+
+from pipeline.backbone.families import chex, dinov2, mae, timm_vit  # noqa: F401
