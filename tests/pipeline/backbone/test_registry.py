@@ -1,0 +1,67 @@
+"""The family registry: recognition by folder config or tell-tale keys, clear words for what it does not know,
+a foreign config.json never read as chex's own, and no torch import to list or recognise folder families."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+from pipeline.backbone.registry import all_families, open_backbone
+from pipeline.errors import CheckpointError
+
+
+def test_every_family_says_what_it_expects_and_how_it_preprocesses():
+    fams = all_families()
+    names = [f.name for f in fams]
+    assert {"chex", "dinov2", "mae", "timm-vit", "rad-dino"} <= set(names) and len(set(names)) == len(names)
+    for f in fams:
+        assert f.summary and f.expects and f.preprocessing and f.follows
+
+
+def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.CLIPConfig(
+        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+            patch_size=16,
+        ),
+        projection_dim=8,
+    )  # fmt: skip
+    transformers.CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    with pytest.raises(CheckpointError, match="a transformers CLIPModel folder") as err:
+        open_backbone(tmp_path / "clip")
+    assert "rad-dino" in str(err.value) and "chex backbones" in str(err.value)
+
+
+def test_unrecognised_state_dict_is_described_by_its_key_prefixes(tmp_path):
+    torch.save({"visual.trunk.blocks.0.w": torch.zeros(2), "visual.head.proj.weight": torch.zeros(2)}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match=r"a state dict with keys visual\.trunk\.\*"):
+        open_backbone(tmp_path / "x.pt")
+
+
+def test_foreign_config_json_beside_a_weights_file_is_not_read_as_chex_config(tmp_path):
+    src = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2
+    )
+    torch.save(src.state_dict(), tmp_path / "vit.pth")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 1000}))
+    backbone = open_backbone(tmp_path / "vit.pth", num_heads=2)
+    assert backbone.family == "timm-vit" and backbone.grid == (4, 4)
+
+
+def test_listing_families_and_recognising_folders_import_no_torch(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "architectures": ["Dinov2Model"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    code = (
+        "import sys; from pipeline.backbone.registry import all_families, recognise; "
+        "from pipeline.backbone.found import inspect_path; "
+        f"f = recognise(inspect_path({str(tmp_path)!r})); assert f.name == 'rad-dino', f; "
+        "assert len(all_families()) >= 5; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
