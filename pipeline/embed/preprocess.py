@@ -6,7 +6,8 @@ grey -> [0, 1] -> `resize` policy -> 3 channels -> mean/std normalisation. Polic
 transformers' shortest_edge + center_crop), "pad_square+resize" (pad the long side on black to a square, then
 resize; CheXzero). Interpolation "bilinear+antialias" (chex's default), "bicubic+antialias" (PIL-like bicubic,
 as transformers/open_clip/timm eval transforms), "bicubic" (no antialias). Mean/std are on the [0, 1] scale
-(a family whose authors normalise 0-255 values declares theirs divided by 255: the same arithmetic). Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
+(a family whose authors normalise 0-255 values declares theirs divided by 255: the same arithmetic).
+Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
 (image_id, view) so a rerun embeds the same pixels.
 """
 
@@ -64,10 +65,7 @@ class Preprocessing:
     def __call__(self, pixels: np.ndarray, image_id: str = "", view: int = 0) -> torch.Tensor:
         """(3, S, S) float32 network input for one grey image and view."""
         x = to_unit_float(pixels)
-        if view == 0:
-            x = self.eval_view(x)
-        else:
-            x = self.augmented(x, view_seed(image_id, view))
+        x = self.eval_view(x) if view == 0 else self.augmented(x, view_seed(image_id, view))
         x = x.expand(3, -1, -1)
         return TF.normalize(x, list(self.mean), list(self.std))
 

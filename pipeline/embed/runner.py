@@ -37,7 +37,7 @@ def embed_batches(
     max_pending_writes: int = 2,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunStats:
-    """Run the backbone's token interface (`Backbone.tokens`) over batches {x, unit, row}; write each unit as soon as all its rows are in.
+    """Run the backbone's tokens (`Backbone.tokens`) over batches {x, unit, row}; write each unit when complete.
 
     Writing (fp16/int8 conversion, compression, flush, done marker) runs on one background thread so the
     model never waits for the disk, with at most `max_pending_writes` units in flight. `transform` maps the

@@ -116,8 +116,7 @@ class StoreLayout:
         }[part]
 
     def to_dict(self) -> dict[str, int | str | list[int]]:
-        grid = {} if self.patch_grid is None else {"patch_grid": list(self.patch_grid)}
-        return dict(
+        d = dict(
             n_layers=self.n_layers,
             dim=self.dim,
             n_patches=self.n_patches,
@@ -128,4 +127,7 @@ class StoreLayout:
             rank=self.rank,
             pool=self.pool,
             int8_parts=self.int8_parts,
-        ) | grid
+        )
+        if self.patch_grid is not None:  # stores written before it: a square grid
+            d["patch_grid"] = list(self.patch_grid)
+        return d

@@ -40,7 +40,8 @@ def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
 
 
 def test_unrecognised_state_dict_is_described_by_its_key_prefixes(tmp_path):
-    torch.save({"visual.trunk.blocks.0.w": torch.zeros(2), "visual.head.proj.weight": torch.zeros(2)}, tmp_path / "x.pt")
+    state = {"visual.trunk.blocks.0.w": torch.zeros(2), "visual.head.proj.weight": torch.zeros(2)}
+    torch.save(state, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match=r"a state dict with keys visual\.trunk\.\*"):
         open_backbone(tmp_path / "x.pt")
 
