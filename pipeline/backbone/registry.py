@@ -32,6 +32,7 @@ class Family:
     preprocessing: str  # the declared preprocessing, in words
     follows: str  # the original code this family's conversion follows
     priority: int = 50  # lower is asked first; folder-config families < key-based ones
+    by_config: bool = False  # recognises from a folder's JSON config alone (no weights read, no torch)
 
     def recognise(self, found: Found) -> bool:
         raise NotImplementedError
@@ -74,6 +75,23 @@ def recognise(found: Found, family: str | None = None) -> Family:
         + "; ".join(f"{f.name} ({f.expects})" for f in fams)
         + ". List them with `chex backbones`."
     )
+
+
+def precheck(path: str | Path, family: str | None = None) -> Found:
+    """Argument and format errors that need no torch: the path, its weight files, a named family, and a release
+    folder whose config no family recognises ("a transformers CLIPModel folder")."""
+    found = inspect_path(path)
+    if family is not None:
+        get_family(family)
+        return found
+    foreign = found.folder is not None and found.describe(with_keys=False) != f"a weights file {found.weights}"
+    if foreign and not any(f.by_config and f.recognise(found) for f in all_families()):
+        raise CheckpointError(
+            f"chex does not recognise {found.describe(with_keys=False)} as a backbone; known families: "
+            + "; ".join(f"{f.name} ({f.expects})" for f in all_families())
+            + ". List them with `chex backbones`."
+        )
+    return found
 
 
 def open_backbone(

@@ -31,7 +31,9 @@ app.add_typer(store_app, name="store")
 @chex_command
 def embed_command(
     datasets: Annotated[list[str] | None, typer.Argument(help="Data sets (default: all in the workspace).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="chex / DINOv2 / CheXFound / timm / MAE checkpoint.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint file or release folder (families: `chex backbones`).")
+    ] = None,
     random_init: Annotated[
         str | None, typer.Option(help="Built-in architecture at random init, e.g. vit_small_patch16.")
     ] = None,
@@ -78,6 +80,10 @@ def embed_command(
     if info is not None:
         _print_info(info)
         return
+    if checkpoint is not None:  # path and release-format errors before torch is imported
+        from pipeline.backbone.registry import precheck
+
+        precheck(checkpoint)
     from pipeline.embed import EmbedOptions, embed_datasets
     from pipeline.embed.distributed import torchrun_rank
 

@@ -34,5 +34,6 @@ register(
         preprocessing="short side -> img_size, centre crop, bilinear+antialias, [0,1], config mean/std",
         follows="chex (pipeline/backbone/build.py)",
         priority=10,
+        by_config=True,
     )
 )

@@ -153,5 +153,6 @@ register(
         "bicubic+antialias, /255, its mean/std (RAD-DINO: 518 px)",
         follows="huggingface/transformers models/dinov2/modeling_dinov2.py; microsoft/rad-dino model card",
         priority=10,
+        by_config=True,
     )
 )

@@ -23,7 +23,7 @@ def test_every_family_says_what_it_expects_and_how_it_preprocesses():
         assert f.summary and f.expects and f.preprocessing and f.follows
 
 
-def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
+def _clip_folder(path):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.CLIPConfig(
         text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
@@ -33,7 +33,12 @@ def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
         ),
         projection_dim=8,
     )  # fmt: skip
-    transformers.CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    transformers.CLIPModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
+    _clip_folder(tmp_path / "clip")
     with pytest.raises(CheckpointError, match="a transformers CLIPModel folder") as err:
         open_backbone(tmp_path / "clip")
     assert "rad-dino" in str(err.value) and "chex backbones" in str(err.value)
@@ -66,3 +71,17 @@ def test_listing_families_and_recognising_folders_import_no_torch(tmp_path):
         "assert len(all_families()) >= 5; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_lists_families_and_refuses_a_foreign_folder_before_loading_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["backbones"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "rad-dino" in listed.output and "preprocessor_config.json" in listed.output
+    folder = _clip_folder(tmp_path / "clip")
+    refused = runner.invoke(app, ["embed", "--checkpoint", str(folder), "-w", str(tmp_path / "ws")])
+    assert refused.exit_code == 2 and "a transformers CLIPModel folder" in refused.output
+    assert "Traceback" not in refused.output
