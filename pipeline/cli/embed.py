@@ -252,6 +252,7 @@ def _print_info(path: Path, as_json: bool = False) -> None:
         + (f"; damaged: {_names(info['damaged_units'])} (run `chex store verify`)" if info["damaged_units"] else ""),
         f"backbone    {prov.get('backbone_name')}  {json.dumps(prov.get('backbone'))}",
         f"checkpoint  {prov.get('checkpoint')}  sha256 {prov.get('checkpoint_sha256')}",
+        f"family      {prov.get('family', '(not recorded: a ViT store)')}  patch grid {prov.get('patch_grid', '-')}",
         f"layers      {prov.get('layers')}",
         f"preprocess  {json.dumps(prov.get('preprocessing'))}",
         f"chex        {prov.get('chex_version')}  created {prov.get('created')}",
