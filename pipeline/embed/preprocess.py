@@ -4,9 +4,10 @@ View 0 is the plain evaluation view, as the backbone family declares it (pipelin
 grey -> [0, 1] -> `resize` policy -> 3 channels -> mean/std normalisation. Policies: "short_side+center_crop"
 (the short side to `resize_to` (default: the input size), then a centred square; DINOv2's eval transform and
 transformers' shortest_edge + center_crop), "pad_square+resize" (pad the long side on black to a square, then
-resize; CheXzero). Interpolation "bilinear+antialias" (chex's default), "bicubic+antialias" (PIL-like bicubic,
-as transformers/open_clip/timm eval transforms), "bicubic" (no antialias). Mean/std are on the [0, 1] scale
-(a family whose authors normalise 0-255 values declares theirs divided by 255: the same arithmetic).
+resize; CheXzero), "resize" (warp to the square; ConvNeXt at >= 384 px). Interpolation "bilinear+antialias"
+(chex's default), "bicubic+antialias" (PIL-like bicubic, as transformers/open_clip/timm eval transforms),
+"bicubic" (no antialias). Mean/std are on the [0, 1] scale (a family whose authors normalise 0-255 values
+declares theirs divided by 255: the same arithmetic).
 Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
 (image_id, view) so a rerun embeds the same pixels.
 """
@@ -23,7 +24,7 @@ import torchvision.transforms.v2.functional as TF
 from pipeline.crop import random_resized_crop_box
 from pipeline.imageio import DECODE_POLICY
 
-RESIZE_POLICIES = ("short_side+center_crop", "pad_square+resize")
+RESIZE_POLICIES = ("short_side+center_crop", "pad_square+resize", "resize")
 INTERPOLATIONS = {
     "bilinear+antialias": (TF.InterpolationMode.BILINEAR, True),
     "bicubic+antialias": (TF.InterpolationMode.BICUBIC, True),
@@ -78,6 +79,8 @@ class Preprocessing:
             side = max(h, w)
             top, left = (side - h) // 2, (side - w) // 2
             x = TF.pad(x, [left, top, side - w - left, side - h - top], fill=0.0)
+            return TF.resize(x, [size, size], interpolation=mode, antialias=antialias)
+        if self.resize == "resize":
             return TF.resize(x, [size, size], interpolation=mode, antialias=antialias)
         x = TF.resize(x, [self.resize_to or size], interpolation=mode, antialias=antialias)
         return TF.center_crop(x, [size, size])
