@@ -77,47 +77,24 @@ class CheXzeroFamily(Family):
         return "open_clip_config.json" not in found.configs and is_openai_clip(found.keys())
 
     def load(self, found: Found, image_size: int | None = None, num_heads: int | None = None):
-        import math
-        from functools import partial
-
-        from timm.models.vision_transformer import VisionTransformer
-        from torch import nn
-
-        from pipeline.backbone.checkpoint import file_sha256, load_state_dict_strict, resample_pos_embed
-        from pipeline.backbone.config import BackboneConfig
-        from pipeline.backbone.interface import Backbone
-        from pipeline.backbone.tokens import last_layer_tokens
+        from pipeline.backbone.checkpoint import file_sha256
+        from pipeline.backbone.families._vit import clip_vit_backbone
         from pipeline.embed.preprocess import Preprocessing
 
         sd, aside = openai_clip_visual(dict(found.state_dict()))
         if aside:
             log.info("set aside (not the image backbone): visual.proj and the text tower, %d keys", len(aside))
-        width, patch = sd["cls_token"].shape[-1], sd["patch_embed.proj.weight"].shape[-1]
-        depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"^blocks\.(\d+)\.", k)))
-        native = math.isqrt(sd["pos_embed"].shape[1]) * patch
-        size = image_size or native
-        heads = num_heads or max(1, width // 64)
-        grid = size // patch
-        sd = resample_pos_embed(sd, BackboneConfig(embed_dim=width, num_heads=1, patch_size=patch, img_size=size))
-        model = VisionTransformer(
-            img_size=size, patch_size=patch, embed_dim=width, depth=depth, num_heads=heads,
-            mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / width, qkv_bias=True, pre_norm=True,
-            no_embed_class=True, class_token=True, global_pool="token", num_classes=0, act_layer="quick_gelu",
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),
-        )  # fmt: skip
-        load_state_dict_strict(model, sd, source=str(found.weights))
-        model.eval()
-        prep = Preprocessing(
-            size, (MEAN_255 / 255,) * 3, (STD_255 / 255,) * 3, resize="pad_square+resize",
-            interpolation="bicubic+antialias",
-        )  # fmt: skip
-        config = dict(
-            arch="openai-clip-vit", embed_dim=width, depth=depth, num_heads=heads, patch_size=patch, img_size=size,
-            act="quick_gelu",
-        )  # fmt: skip
-        return Backbone(
-            family=self.name, model=model, config=config, sha256=file_sha256(found.weights), preprocessing=prep,
-            dim=width, depth=depth, n_registers=0, grid=(grid, grid), token_fn=last_layer_tokens,
+        width = sd["cls_token"].shape[-1]
+
+        def preprocessing(size: int) -> Preprocessing:
+            return Preprocessing(
+                size, (MEAN_255 / 255,) * 3, (STD_255 / 255,) * 3, resize="pad_square+resize",
+                interpolation="bicubic+antialias",
+            )  # fmt: skip
+
+        return clip_vit_backbone(
+            self.name, sd, heads=num_heads or max(1, width // 64), act="quick_gelu", eps=1e-5, image_size=image_size,
+            preprocessing=preprocessing, sha256=file_sha256(found.weights), source=str(found.weights),
             token_convention=TOKENS, norm="ln_post applied to each layer's tokens",
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 
+from pipeline.backbone.families._hf import preprocessing_from
 from pipeline.backbone.found import Found
 from pipeline.backbone.registry import Family, register
 from pipeline.errors import CheckpointError
@@ -65,37 +66,6 @@ def hf_dinov2_filter(sd: dict) -> dict:
         else:
             out.update(dict(parts.values()))  # incomplete q/k/v: reported by the strict load
     return fold_prefix_pos_embed(out)
-
-
-def preprocessing_from(processor: dict | None, img_size: int, config_size: int, where: str):
-    """The folder's BitImageProcessor settings as chex's Preprocessing at input size `img_size`."""
-    from pipeline.backbone.config import IMAGENET_MEAN, IMAGENET_STD
-    from pipeline.embed.preprocess import Preprocessing
-
-    if processor is None:
-        log.warning("%s has no preprocessor_config.json: bicubic resize to %d, ImageNet mean/std", where, img_size)
-        return Preprocessing(img_size, IMAGENET_MEAN, IMAGENET_STD, interpolation="bicubic+antialias")
-    if not processor.get("do_center_crop", True) or not processor.get("do_resize", True):
-        raise CheckpointError(f"{where}/preprocessor_config.json: only resize + centre crop is supported")
-    if processor.get("do_rescale", True) and abs(float(processor.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-        raise CheckpointError(f"{where}/preprocessor_config.json: rescale_factor must be 1/255")
-    crop = processor.get("crop_size") or {}
-    crop_side = int(crop.get("height", config_size)) if isinstance(crop, dict) else int(crop)
-    size = processor.get("size") or {}
-    short = int(size.get("shortest_edge", crop_side)) if isinstance(size, dict) else int(size)
-    if isinstance(crop, dict) and crop.get("height") != crop.get("width"):
-        raise CheckpointError(f"{where}/preprocessor_config.json: a non-square crop {crop} is not supported")
-    resample = {2: "bilinear+antialias", 3: "bicubic+antialias"}.get(int(processor.get("resample", 3)))
-    if resample is None:
-        raise CheckpointError(f"{where}/preprocessor_config.json: resample {processor.get('resample')} not supported")
-    resize_to = round(short * img_size / crop_side)
-    return Preprocessing(
-        img_size,
-        tuple(processor.get("image_mean", IMAGENET_MEAN)),
-        tuple(processor.get("image_std", IMAGENET_STD)),
-        interpolation=resample,
-        resize_to=None if resize_to == img_size else resize_to,
-    )
 
 
 def _side(value) -> int:

@@ -18,29 +18,26 @@ from pipeline.errors import CheckpointError
 def test_every_family_says_what_it_expects_and_how_it_preprocesses():
     fams = all_families()
     names = [f.name for f in fams]
-    assert {"chex", "dinov2", "mae", "timm-vit", "rad-dino"} <= set(names) and len(set(names)) == len(names)
+    assert {"chex", "dinov2", "mae", "timm-vit", "rad-dino", "convnext", "chexzero", "pubmedclip"} <= set(names)
+    assert len(set(names)) == len(names)
     for f in fams:
         assert f.summary and f.expects and f.preprocessing and f.follows
 
 
-def _clip_folder(path):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
-        vision_config=dict(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-            patch_size=16,
-        ),
-        projection_dim=8,
-    )  # fmt: skip
-    transformers.CLIPModel(cfg).save_pretrained(path)
+def _swin_folder(path):
+    """A transformers SwinModel release folder (a family chex does not load)."""
+    from safetensors.torch import save_file
+
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"architectures": ["SwinModel"], "model_type": "swin"}))
+    save_file({"embeddings.patch_embeddings.projection.weight": torch.zeros(4, 3, 4, 4)}, path / "model.safetensors")
     return path
 
 
 def test_unrecognised_folder_is_named_with_the_known_families(tmp_path):
-    _clip_folder(tmp_path / "clip")
-    with pytest.raises(CheckpointError, match="a transformers CLIPModel folder") as err:
-        open_backbone(tmp_path / "clip")
+    _swin_folder(tmp_path / "swin")
+    with pytest.raises(CheckpointError, match="a transformers SwinModel folder") as err:
+        open_backbone(tmp_path / "swin")
     assert "rad-dino" in str(err.value) and "chex backbones" in str(err.value)
 
 
@@ -81,7 +78,7 @@ def test_cli_lists_families_and_refuses_a_foreign_folder_before_loading_it(tmp_p
     runner = CliRunner()
     listed = runner.invoke(app, ["backbones"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "rad-dino" in listed.output and "preprocessor_config.json" in listed.output
-    folder = _clip_folder(tmp_path / "clip")
+    folder = _swin_folder(tmp_path / "swin")
     refused = runner.invoke(app, ["embed", "--checkpoint", str(folder), "-w", str(tmp_path / "ws")])
-    assert refused.exit_code == 2 and "a transformers CLIPModel folder" in refused.output
+    assert refused.exit_code == 2 and "a transformers SwinModel folder" in refused.output
     assert "Traceback" not in refused.output
