@@ -12,9 +12,20 @@ import torch
 from pipeline.backbone.converters import StateDict, unwrap
 from pipeline.errors import CheckpointError
 
+
+def _numpy_scalar_globals() -> list:
+    """What unpickling a numpy scalar (e.g. EVA-X's saved metric) needs: the scalar constructor, `numpy.dtype`
+    and the concrete dtype classes. Plain data: no code runs beyond building the number."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "StringDType"]
+    return [core.multiarray.scalar, np.dtype, *dtypes]
+
+
 # Plain data that training scripts save beside the weights, allowed through weights_only loading:
-# MAE's argparse.Namespace of arguments.
-SAFE_GLOBALS: list = [argparse.Namespace]
+# MAE's argparse.Namespace of arguments, numpy scalars (EVA-X's .pt files).
+SAFE_GLOBALS: list = [argparse.Namespace, *_numpy_scalar_globals()]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

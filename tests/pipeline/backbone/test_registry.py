@@ -82,3 +82,17 @@ def test_cli_lists_families_and_refuses_a_foreign_folder_before_loading_it(tmp_p
     refused = runner.invoke(app, ["embed", "--checkpoint", str(folder), "-w", str(tmp_path / "ws")])
     assert refused.exit_code == 2 and "a transformers SwinModel folder" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_numpy_scalars_beside_the_weights_load_and_code_is_still_refused(tmp_path):
+    import numpy as np
+
+    from pipeline.backbone.weights import read_weights
+
+    # EVA-X's .pt files keep a numpy scalar next to {'model': ...}
+    torch.save({"model": {"w": torch.ones(2)}, "acc": np.float64(0.5), "step": np.int64(3)}, tmp_path / "eva.pt")
+    assert set(read_weights(tmp_path / "eva.pt")) == {"w"}
+    torch.save({"model": {"w": torch.ones(2)}, "cls": CheckpointError("x")}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match="pickled code") as err:
+        read_weights(tmp_path / "code.pt")
+    assert "\x1b" not in str(err.value)  # no terminal colour codes from torch's message
