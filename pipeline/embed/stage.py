@@ -131,7 +131,9 @@ def embed_inputs(
     joined = init_process_group(opt.world_size)
     model = spec.load()  # a Backbone (pipeline/backbone/interface.py): tokens, grid, declared preprocessing
     if not 1 <= opt.n_layers <= model.depth:
-        raise ConfigError(f"--layers {opt.n_layers} is not in 1..{model.depth} (the backbone's depth)")
+        raise ConfigError(
+            f"--layers {opt.n_layers} is not in 1..{model.depth} (blocks a {model.family} backbone yields tokens of)"
+        )
     device = pick_device(opt.device)
     model.to(device)
     preprocessing: Preprocessing = model.preprocessing

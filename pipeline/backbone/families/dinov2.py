@@ -21,8 +21,15 @@ log = logging.getLogger(__name__)
 PREFIXES = ("teacher.backbone.", "backbone.", "student.backbone.", "module.backbone.")
 
 
+def has_eva_signs(keys) -> bool:
+    """EVA / EVA-X keys (2-D RoPE tables, separate q/v biases): neither DINOv2 nor a plain timm ViT."""
+    return any(".attn.q_bias" in k or k.startswith("rope.") or ".rope." in k for k in keys)
+
+
 def is_dinov2(keys: Mapping | list) -> bool:
     keys = list(keys)
+    if has_eva_signs(keys):
+        return False
     has_decoder = any(k.startswith(("decoder_", "decoder.")) for k in keys)
     return (
         any(k.startswith(PREFIXES) for k in keys)

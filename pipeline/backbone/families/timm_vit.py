@@ -19,8 +19,10 @@ HEAD_KEYS = re.compile(r"^(head|head_dist|fc_norm_head)\.")
 
 
 def is_timm_vit(keys) -> bool:
+    from pipeline.backbone.families.dinov2 import has_eva_signs
+
     keys = {k.removeprefix("module.") for k in keys}
-    return "patch_embed.proj.weight" in keys and "blocks.0.attn.qkv.weight" in keys
+    return "patch_embed.proj.weight" in keys and "blocks.0.attn.qkv.weight" in keys and not has_eva_signs(keys)
 
 
 def timm_filter(sd: dict) -> dict:

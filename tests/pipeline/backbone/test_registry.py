@@ -96,3 +96,17 @@ def test_numpy_scalars_beside_the_weights_load_and_code_is_still_refused(tmp_pat
     with pytest.raises(CheckpointError, match="pickled code") as err:
         read_weights(tmp_path / "code.pt")
     assert "\x1b" not in str(err.value)  # no terminal colour codes from torch's message
+
+
+def test_eva_x_keys_are_not_taken_for_dinov2_or_timm(tmp_path):
+    """EVA-X Ti/S .pt: mask_token + fused qkv + q_bias/v_bias + rope: not a DINOv2 or timm ViT (issue 23)."""
+    state = {
+        "cls_token": torch.zeros(1, 1, 8), "mask_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8),
+        "patch_embed.proj.weight": torch.zeros(8, 3, 16, 16), "blocks.0.attn.qkv.weight": torch.zeros(24, 8),
+        "blocks.0.attn.q_bias": torch.zeros(8), "blocks.0.attn.v_bias": torch.zeros(8),
+        "rope.freqs_cos": torch.zeros(4, 4),
+    }  # fmt: skip
+    torch.save({"model": state}, tmp_path / "eva_x_tiny_patch16_merged520k_mim.pt")
+    with pytest.raises(CheckpointError, match=r"does not recognise a state dict with keys .*blocks\.0\.\*") as err:
+        open_backbone(tmp_path / "eva_x_tiny_patch16_merged520k_mim.pt")
+    assert "dinov2 layout" not in str(err.value)
