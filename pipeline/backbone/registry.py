@@ -9,6 +9,7 @@ order (folder configs before tell-tale keys); the first that recognises the path
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class Family:
     follows: str  # the original code this family's conversion follows
     priority: int = 50  # lower is asked first; folder-config families < key-based ones
     by_config: bool = False  # recognises from a folder's JSON config alone (no weights read, no torch)
+    arg: str | None = None  # what follows the colon of a named family: the model of "timm:vit_small_patch14"
 
     def recognise(self, found: Found) -> bool:
         raise NotImplementedError
@@ -56,10 +58,12 @@ def all_families() -> list[Family]:
 
 
 def get_family(name: str) -> Family:
+    """A family by name; "NAME:ARG" passes ARG to it (e.g. "timm:convnext_tiny")."""
+    base, _, arg = name.partition(":")
     fams = {f.name: f for f in all_families()}
-    if name not in fams:
-        raise CheckpointError(f"unknown backbone family {name!r}; known: {sorted(fams)}")
-    return fams[name]
+    if base not in fams:
+        raise CheckpointError(f"unknown backbone family {base!r}; known: {sorted(fams)}")
+    return dataclasses.replace(fams[base], arg=arg) if arg else fams[base]
 
 
 def recognise(found: Found, family: str | None = None) -> Family:

@@ -43,6 +43,9 @@ def embed_command(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size (positional embeddings interpolated).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Backbone family when not recognised from the files, e.g. timm:MODEL_NAME.")
+    ] = None,
     layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
         str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
@@ -83,7 +86,7 @@ def embed_command(
     if checkpoint is not None:  # path and release-format errors before torch is imported
         from pipeline.backbone.registry import precheck
 
-        precheck(checkpoint)
+        precheck(checkpoint, family)
     from pipeline.embed import EmbedOptions, embed_datasets
     from pipeline.embed.distributed import torchrun_rank
 
@@ -121,6 +124,7 @@ def embed_command(
         seed=seed,
         image_size=image_size,
         num_heads=num_heads,
+        family=family,
         source=source,
         image_root=root,
         store_path=out,

@@ -85,6 +85,7 @@ def embed_datasets(
     seed: int = 0,
     image_size: int | None = None,
     num_heads: int | None = None,
+    family: str | None = None,
     source: str = "auto",
     image_root: str | Path | None = None,
     store_path: str | Path | None = None,
@@ -98,6 +99,7 @@ def embed_datasets(
         seed=seed,
         image_size=image_size,
         num_heads=num_heads,
+        family=family,
     )
     name = check_name(backbone_name or spec.default_name(), "backbone (the store folder; choose one with --backbone)")
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]

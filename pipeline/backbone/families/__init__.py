@@ -3,4 +3,15 @@
 Adding a family: a module here defining a `Family` subclass and calling `register(...)`, plus its line below.
 """
 
-from pipeline.backbone.families import biomedclip, chex, chexzero, convnext, dinov2, mae, pubmedclip, rad_dino, timm_vit  # noqa: F401
+from pipeline.backbone.families import (  # noqa: F401
+    biomedclip,
+    chex,
+    chexzero,
+    convnext,
+    dinov2,
+    mae,
+    pubmedclip,
+    rad_dino,
+    timm_name,
+    timm_vit,
+)
