@@ -1,17 +1,31 @@
-"""Backbones: build a timm ViT from a small config, load chex/DINOv2/CheXFound/timm/MAE weights, take tokens."""
+"""Backbones as an interface: families (pipeline/backbone/families/) recognise their files, build the model,
+convert the weights strictly, declare their preprocessing and yield tokens (`interface.Backbone`).
 
-from pipeline.backbone.build import build_backbone
-from pipeline.backbone.checkpoint import file_sha256, load_backbone, save_checkpoint
-from pipeline.backbone.config import PRESETS, BackboneConfig, preset
-from pipeline.backbone.tokens import last_layer_tokens
+Names resolve lazily (PEP 562), so recognising files and reporting argument errors need no torch import.
+"""
 
-__all__ = [
-    "PRESETS",
-    "BackboneConfig",
-    "build_backbone",
-    "file_sha256",
-    "last_layer_tokens",
-    "load_backbone",
-    "preset",
-    "save_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "PRESETS": "pipeline.backbone.config",
+    "BackboneConfig": "pipeline.backbone.config",
+    "preset": "pipeline.backbone.config",
+    "build_backbone": "pipeline.backbone.build",
+    "file_sha256": "pipeline.backbone.checkpoint",
+    "load_backbone": "pipeline.backbone.checkpoint",
+    "save_checkpoint": "pipeline.backbone.checkpoint",
+    "last_layer_tokens": "pipeline.backbone.tokens",
+    "Backbone": "pipeline.backbone.interface",
+    "open_backbone": "pipeline.backbone.registry",
+    "all_families": "pipeline.backbone.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline.backbone' has no attribute {name!r}")

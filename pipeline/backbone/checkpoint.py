@@ -1,18 +1,17 @@
 """chex checkpoints (tensors-only `model.pt` + `config.json`) and loading foreign ones safely.
 
-`load_backbone` accepts a chex checkpoint folder, or a single weights file in the DINOv2/CheXFound, timm
-or MAE layout (architecture inferred from tensor shapes). Files are read with `torch.load(weights_only=True)`:
-a checkpoint that needs pickled code is refused. Unknown or missing keys are an error listing them.
+`load_backbone` accepts a chex checkpoint folder, or a single weights file of a ViT family (DINOv2/CheXFound,
+timm, MAE; architecture inferred from tensor shapes); any family loads through `registry.open_backbone`.
+Files are read with `torch.load(weights_only=True)` (pipeline/backbone/weights.py): a checkpoint that needs
+pickled code is refused. Unknown or missing keys are an error listing them.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import math
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,16 +21,16 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from pipeline.backbone.build import build_backbone
 from pipeline.backbone.config import BackboneConfig
-from pipeline.backbone.converters import StateDict, convert, detect_layout, infer_config, unwrap
+from pipeline.backbone.converters import StateDict, convert
+from pipeline.backbone.found import inspect_path
+from pipeline.backbone.weights import read_weights  # noqa: F401  (re-exported)
 from pipeline.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def save_checkpoint(model: nn.Module, config: BackboneConfig, directory: str | Path) -> Path:
@@ -54,49 +53,25 @@ def load_backbone(
     num_heads: int | None = None,
     config: BackboneConfig | None = None,
 ) -> tuple[VisionTransformer, BackboneConfig, str]:
-    """(model in eval mode, its config, sha256 of the weights file) from a chex or foreign checkpoint.
+    """(timm ViT in eval mode, its config, sha256 of the weights file) from a checkpoint of a ViT family.
 
     `image_size` rebuilds the model at another resolution with interpolated positional embeddings.
-    `config` (or a `config.json` beside the weights) overrides inference from shapes; `num_heads`
-    overrides the dim/64 guess for foreign checkpoints.
+    `config` (or chex's `config.json` beside the weights) overrides inference from shapes; `num_heads`
+    overrides the dim/64 guess for foreign checkpoints. Any family: `registry.open_backbone`.
     """
-    weights, sidecar = _resolve(Path(path))
-    raw = read_weights(weights)
-    layout = detect_layout(raw)
-    sd = convert(raw, layout)
-    if config is None and sidecar is not None:
-        config = BackboneConfig.load(sidecar)
-    if config is None:
-        config = infer_config(sd, num_heads=num_heads)
-    log.info("loaded %s (%s layout): %s", weights, layout, config)
-    if image_size is not None and image_size != config.img_size:
-        config = config.replace(img_size=image_size)
-    sd = _resample_pos_embed(sd, config)
-    model = build_backbone(config)
-    load_state_dict_strict(model, sd, source=str(weights))
-    model.eval()
-    return model, config, file_sha256(weights)
+    from pipeline.backbone.families._vit import vit_backbone
+    from pipeline.backbone.registry import open_backbone
 
-
-def read_weights(path: Path) -> StateDict:
-    """The flat tensor dict in a weights file, loaded without running pickled code."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        # argparse.Namespace is a plain attribute bag that MAE's training script saves beside the weights.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} needs pickled code to load, which chex refuses (torch.load weights_only=True): "
-            f"{_first_line(exc)}. "
-            "Re-save it as a tensors-only state dict (torch.save(model.state_dict(), path)) from a trusted environment."
-        ) from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
-    return unwrap(obj, source=str(path))
+    if config is not None:
+        found = inspect_path(path)
+        sd = convert(found.state_dict())
+        backbone = vit_backbone("chex", sd, config, file_sha256(found.weights), str(found.weights), image_size)
+    else:
+        backbone = open_backbone(path, image_size=image_size, num_heads=num_heads)
+    if backbone.vit_config is None:
+        raise CheckpointError(f"{path}: a {backbone.family} backbone is not a timm ViT; use registry.open_backbone")
+    log.info("loaded %s (%s): %s", path, backbone.family, backbone.vit_config)
+    return backbone.model, backbone.vit_config, backbone.sha256
 
 
 def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
@@ -127,28 +102,7 @@ def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _resolve(path: Path) -> tuple[Path, Path | None]:
-    """(weights file, config.json beside it or None)."""
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        if (path / MODEL_FILE).is_file():
-            weights = path / MODEL_FILE
-        else:
-            found = sorted(p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-            if len(found) != 1:
-                raise CheckpointError(
-                    f"checkpoint folder {path} holds {len(found)} weight files {[p.name for p in found]}; "
-                    f"expected {MODEL_FILE} (+ {CONFIG_FILE}) or exactly one of {_WEIGHT_SUFFIXES}: pass the file"
-                )
-            weights = found[0]
-    else:
-        weights = path
-    sidecar = weights.parent / CONFIG_FILE
-    return weights, sidecar if sidecar.is_file() else None
-
-
-def _resample_pos_embed(sd: StateDict, config: BackboneConfig) -> StateDict:
+def resample_pos_embed(sd: StateDict, config: BackboneConfig) -> StateDict:
     pos = sd.get("pos_embed")
     if pos is None or pos.shape[1] == config.n_patches:
         return sd
@@ -178,10 +132,6 @@ def _config_bytes(config: BackboneConfig) -> bytes:
     import json
 
     return (json.dumps(config.to_dict(), indent=2) + "\n").encode()
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _clip(items: list[str], n: int = 12) -> str:

@@ -1,9 +1,9 @@
-"""Checkpoint filter functions: one small function per foreign layout, mapping it to chex's timm layout.
+"""What the ViT families share: unwrapping a checkpoint's container, chex's timm-ViT layout and `infer_config`.
 
 chex's layout is `build_backbone`'s state dict: a headless timm ViT whose class and register tokens carry
-no positional embedding (DINOv2 layout), SwiGLU as timm's packed `mlp.fc1` / `mlp.fc2`. Each filter takes
-a flat {name: tensor} dict and returns one in that layout; `infer_config` then reads the architecture off the
-tensor shapes. Leftover or missing keys are reported by `checkpoint.load_state_dict_strict`, never ignored.
+no positional embedding (DINOv2 layout), SwiGLU as timm's packed `mlp.fc1` / `mlp.fc2`. Each ViT family's
+filter (pipeline/backbone/families/) maps its keys to that layout; `infer_config` then reads the architecture
+off the tensor shapes. Leftover or missing keys are reported by `checkpoint.load_state_dict_strict`, never ignored.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ StateDict = dict[str, torch.Tensor]
 
 # Containers that training scripts wrap the weights in, tried in order.
 _CONTAINER_KEYS = ("teacher", "model", "state_dict", "model_state_dict", "module")
-# Prefixes of the backbone inside a DINOv2/CheXFound training state dict, preferred first.
-_DINOV2_PREFIXES = ("teacher.backbone.", "backbone.", "student.backbone.", "module.backbone.")
-# Classifier heads of timm/MAE fine-tune checkpoints: not part of the embedding backbone.
-_HEAD_KEYS = re.compile(r"^(head|head_dist|fc_norm_head)\.")
 
 
 def unwrap(obj: object, source: str = "checkpoint") -> StateDict:
@@ -48,74 +44,29 @@ def unwrap(obj: object, source: str = "checkpoint") -> StateDict:
 
 
 def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
-    """'dinov2' (DINOv2/CheXFound), 'mae' (MAE pretraining), or 'timm' (timm and chex layouts)."""
+    """'dinov2' (DINOv2/CheXFound), 'mae' (MAE pretraining), or 'timm' (timm and chex layouts).
+
+    The tests are the families' own (pipeline/backbone/families/dinov2.py, mae.py)."""
+    from pipeline.backbone.families.dinov2 import is_dinov2
+    from pipeline.backbone.families.mae import is_mae
+
     keys = list(sd)
-    has_decoder = any(k.startswith(("decoder_", "decoder.")) for k in keys)
-    dinov2_signs = (
-        any(k.startswith(_DINOV2_PREFIXES) for k in keys)
-        or any(re.match(r"^blocks\.\d+\.\d+\.", k) or ".mlp.w12." in k for k in keys)
-        or "register_tokens" in sd
-        or ("mask_token" in sd and not has_decoder)
-    )
-    if dinov2_signs:
+    if is_dinov2(keys):
         return "dinov2"
-    return "mae" if has_decoder else "timm"
+    return "mae" if is_mae(keys) else "timm"
 
 
 def convert(sd: Mapping[str, torch.Tensor], layout: str | None = None) -> StateDict:
-    """Map a flat state dict of `layout` (detected when None) to chex's layout."""
+    """Map a flat state dict of the ViT `layout` (detected when None) to chex's layout."""
+    from pipeline.backbone.families.dinov2 import dinov2_filter
+    from pipeline.backbone.families.mae import mae_filter
+    from pipeline.backbone.families.timm_vit import timm_filter
+
     layout = layout or detect_layout(sd)
     filters = {"dinov2": dinov2_filter, "mae": mae_filter, "timm": timm_filter}
     if layout not in filters:
         raise CheckpointError(f"unknown checkpoint layout {layout!r}; known: {sorted(filters)}")
     return filters[layout](dict(sd))
-
-
-def dinov2_filter(sd: StateDict) -> StateDict:
-    """DINOv2 / CheXFound training or teacher checkpoint -> chex layout.
-
-    Takes the teacher backbone (`teacher.backbone.*`), un-chunks `blocks.<chunk>.<i>.` (DINOv2 numbers
-    blocks globally inside each chunk), renames SwiGLU `w12`/`w3` to timm's packed `fc1`/`fc2` and
-    `register_tokens` to `reg_token`, and folds the CLS positional embedding into `cls_token`.
-    """
-    for prefix in _DINOV2_PREFIXES:
-        if any(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-            log.info("taking the backbone under %r", prefix)
-            break
-    sd.pop("mask_token", None)
-    out: StateDict = {}
-    for k, v in sd.items():
-        k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)
-        k = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", k)
-        k = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)
-        if k == "register_tokens":
-            k = "reg_token"
-        out[k] = v
-    return _fold_prefix_pos_embed(out)
-
-
-def mae_filter(sd: StateDict) -> StateDict:
-    """MAE pretraining checkpoint (encoder + decoder) -> chex layout: keep the encoder only."""
-    sd = {k: v for k, v in sd.items() if not k.startswith(("decoder_", "decoder.")) and k != "mask_token"}
-    return timm_filter(sd)
-
-
-def timm_filter(sd: StateDict) -> StateDict:
-    """timm ViT state dict (or chex's own) -> chex layout.
-
-    Drops a classifier head, takes `fc_norm` as the final norm when the model pooled with it (timm/MAE
-    global-average fine-tunes have no `norm`), and folds prefix-token positional embeddings into the tokens.
-    """
-    if any(k.startswith("module.") for k in sd):
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    dropped = sorted(k for k in sd if _HEAD_KEYS.match(k))
-    if dropped:
-        log.info("dropping classifier head keys %s", dropped)
-    sd = {k: v for k, v in sd.items() if not _HEAD_KEYS.match(k)}
-    if "norm.weight" not in sd and "fc_norm.weight" in sd:
-        sd["norm.weight"], sd["norm.bias"] = sd.pop("fc_norm.weight"), sd.pop("fc_norm.bias")
-    return _fold_prefix_pos_embed(sd)
 
 
 def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, **fields: object) -> BackboneConfig:
@@ -147,7 +98,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, *
     return BackboneConfig(**inferred)  # type: ignore[arg-type]
 
 
-def _fold_prefix_pos_embed(sd: StateDict) -> StateDict:
+def fold_prefix_pos_embed(sd: StateDict) -> StateDict:
     """Move positional embeddings of CLS/register tokens into the tokens (exact: both are added once)."""
     if "pos_embed" not in sd or "cls_token" not in sd:
         return sd

@@ -31,7 +31,9 @@ app.add_typer(store_app, name="store")
 @chex_command
 def embed_command(
     datasets: Annotated[list[str] | None, typer.Argument(help="Data sets (default: all in the workspace).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="chex / DINOv2 / CheXFound / timm / MAE checkpoint.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint file or release folder (families: `chex backbones`).")
+    ] = None,
     random_init: Annotated[
         str | None, typer.Option(help="Built-in architecture at random init, e.g. vit_small_patch16.")
     ] = None,
@@ -41,6 +43,9 @@ def embed_command(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size (positional embeddings interpolated).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Backbone family when not recognised from the files, e.g. timm:MODEL_NAME.")
+    ] = None,
     layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
         str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
@@ -78,6 +83,10 @@ def embed_command(
     if info is not None:
         _print_info(info)
         return
+    if checkpoint is not None:  # path and release-format errors before torch is imported
+        from pipeline.backbone.registry import precheck
+
+        precheck(checkpoint, family)
     from pipeline.embed import EmbedOptions, embed_datasets
     from pipeline.embed.distributed import torchrun_rank
 
@@ -115,6 +124,7 @@ def embed_command(
         seed=seed,
         image_size=image_size,
         num_heads=num_heads,
+        family=family,
         source=source,
         image_root=root,
         store_path=out,
@@ -250,6 +260,7 @@ def _print_info(path: Path, as_json: bool = False) -> None:
         + (f"; damaged: {_names(info['damaged_units'])} (run `chex store verify`)" if info["damaged_units"] else ""),
         f"backbone    {prov.get('backbone_name')}  {json.dumps(prov.get('backbone'))}",
         f"checkpoint  {prov.get('checkpoint')}  sha256 {prov.get('checkpoint_sha256')}",
+        f"family      {prov.get('family', '(not recorded: a ViT store)')}  patch grid {prov.get('patch_grid', '-')}",
         f"layers      {prov.get('layers')}",
         f"preprocess  {json.dumps(prov.get('preprocessing'))}",
         f"chex        {prov.get('chex_version')}  created {prov.get('created')}",

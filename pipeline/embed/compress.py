@@ -83,7 +83,7 @@ def make_layout(source: StoreLayout, rank: int, pool: int, dtype: str, unit_rows
     """The layout of a projected/pooled store for a backbone with `source`'s token shapes."""
     try:
         return StoreLayout(source.n_layers, source.dim, source.n_patches, source.n_registers, dtype, 0, unit_rows,
-                           rank=rank, pool=pool)  # fmt: skip
+                           rank=rank, pool=pool, patch_grid=source.patch_grid)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"--rank {rank} / --pool {pool}: {exc}") from exc
 

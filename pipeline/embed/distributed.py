@@ -116,7 +116,7 @@ def _embed_task(
 
 @functools.lru_cache(maxsize=2)
 def _cached_model(spec: BackboneSpec):
-    return spec.load()[0]
+    return spec.load()
 
 
 def _batched(rows, batch_size: int):

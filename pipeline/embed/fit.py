@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from pipeline.backbone.tokens import last_layer_tokens
 from pipeline.device import autocast
 from pipeline.embed.inputs import DatasetInput
 from pipeline.embed.loader import UnitRows, make_loader
@@ -69,7 +68,7 @@ def fit_from_images(
         with torch.inference_mode():
             for batch in loader:
                 with autocast(device):
-                    _, patch, _ = last_layer_tokens(model, batch["x"].to(device), n_layers)
+                    _, patch, _ = model.tokens(batch["x"].to(device), n_layers)
                 ids = [units[u].image_ids[r] for u, r in zip(batch["unit"], batch["row"], strict=True)]
                 yield check_finite_tokens(patch.to("cpu", torch.float32), ids, "the backbone's fit tokens")
 

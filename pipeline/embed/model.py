@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
-from pipeline.backbone import BackboneConfig, build_backbone, load_backbone, preset
+from pipeline.backbone import build_backbone, preset
+from pipeline.backbone.families._vit import vit_backbone
+from pipeline.backbone.interface import Backbone
+from pipeline.backbone.registry import open_backbone
 from pipeline.errors import ConfigError
 
 
@@ -22,19 +24,21 @@ class BackboneSpec:
     seed: int = 0
     image_size: int | None = None
     num_heads: int | None = None
+    family: str | None = None  # None: recognised from the files
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.random_init is None):
             raise ConfigError("give exactly one of --checkpoint PATH or --random-init PRESET")
 
-    def load(self) -> tuple[VisionTransformer, BackboneConfig, str]:
-        """(model in eval mode, config, sha256 identifying the weights)."""
+    def load(self) -> Backbone:
+        """The backbone in eval mode (its family, preprocessing, token interface and weights sha256)."""
         if self.checkpoint is not None:
-            return load_backbone(self.checkpoint, image_size=self.image_size, num_heads=self.num_heads)
+            return open_backbone(self.checkpoint, self.image_size, self.num_heads, family=self.family)
         config = preset(self.random_init, img_size=self.image_size, num_heads=self.num_heads)
         torch.manual_seed(self.seed)
-        model = build_backbone(config).eval()
-        return model, config, state_dict_sha256(model)
+        model = build_backbone(config)
+        sha = state_dict_sha256(model)
+        return vit_backbone("chex", model.state_dict(), config, sha, f"random-init:{self.random_init}")
 
     @property
     def provenance(self) -> str:

@@ -1,8 +1,14 @@
 """Image preprocessing as the paper's evaluation takes it, plus CheXFound's probe-time augmentation as views.
 
-View 0 is the plain evaluation view: grey -> [0, 1] -> resize the short side to the backbone size, centre crop
-(DINOv2's eval transform) -> 3 channels -> mean/std normalisation (ImageNet unless the checkpoint says
-otherwise). Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
+View 0 is the plain evaluation view, as the backbone family declares it (pipeline/backbone/families/):
+grey -> [0, 1] -> `resize` policy -> 3 channels -> mean/std normalisation. Policies: "short_side+center_crop"
+(the short side to `resize_to` (default: the input size), then a centred square; DINOv2's eval transform and
+transformers' shortest_edge + center_crop), "pad_square+resize" (pad the long side on black to a square, then
+resize; CheXzero), "resize" (warp to the square; ConvNeXt at >= 384 px). Interpolation "bilinear+antialias"
+(chex's default), "bicubic+antialias" (PIL-like bicubic, as transformers/open_clip/timm eval transforms),
+"bicubic" (no antialias). Mean/std are on the [0, 1] scale (a family whose authors normalise 0-255 values
+declares theirs divided by 255: the same arithmetic).
+Views 1..K-1 are RandomResizedCrop(scale 0.75-1) + horizontal flip, each seeded by
 (image_id, view) so a rerun embeds the same pixels.
 """
 
@@ -17,6 +23,13 @@ import torchvision.transforms.v2.functional as TF
 
 from pipeline.crop import random_resized_crop_box
 from pipeline.imageio import DECODE_POLICY
+
+RESIZE_POLICIES = ("short_side+center_crop", "pad_square+resize", "resize")
+INTERPOLATIONS = {
+    "bilinear+antialias": (TF.InterpolationMode.BILINEAR, True),
+    "bicubic+antialias": (TF.InterpolationMode.BICUBIC, True),
+    "bicubic": (TF.InterpolationMode.BICUBIC, False),
+}
 
 
 @dataclass(frozen=True)
@@ -34,21 +47,43 @@ class Preprocessing:
     train_view_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     train_view_hflip: float = 0.5
     decode: str = DECODE_POLICY  # how source files became pixels (pipeline/imageio.py)
+    resize_to: int | None = None  # "short_side+center_crop": short side before the crop (None: image_size)
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize policy {self.resize!r} is not one of {RESIZE_POLICIES}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict:
+        """The store's `preprocessing` attribute (an identity key: unset optional fields are left out, so stores
+        written before them still match)."""
         d = asdict(self)
+        if d["resize_to"] is None:
+            del d["resize_to"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def __call__(self, pixels: np.ndarray, image_id: str = "", view: int = 0) -> torch.Tensor:
         """(3, S, S) float32 network input for one grey image and view."""
         x = to_unit_float(pixels)
-        if view == 0:
-            x = TF.resize(x, [self.image_size], antialias=True)
-            x = TF.center_crop(x, [self.image_size, self.image_size])
-        else:
-            x = self.augmented(x, view_seed(image_id, view))
+        x = self.eval_view(x) if view == 0 else self.augmented(x, view_seed(image_id, view))
         x = x.expand(3, -1, -1)
         return TF.normalize(x, list(self.mean), list(self.std))
+
+    def eval_view(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, S, S) from (1, H, W) in [0, 1] by the resize policy."""
+        mode, antialias = INTERPOLATIONS[self.interpolation]
+        size = self.image_size
+        if self.resize == "pad_square+resize":
+            h, w = x.shape[-2:]
+            side = max(h, w)
+            top, left = (side - h) // 2, (side - w) // 2
+            x = TF.pad(x, [left, top, side - w - left, side - h - top], fill=0.0)
+            return TF.resize(x, [size, size], interpolation=mode, antialias=antialias)
+        if self.resize == "resize":
+            return TF.resize(x, [size, size], interpolation=mode, antialias=antialias)
+        x = TF.resize(x, [self.resize_to or size], interpolation=mode, antialias=antialias)
+        return TF.center_crop(x, [size, size])
 
     def augmented(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """RandomResizedCrop + horizontal flip drawn from a generator seeded by `seed`."""

@@ -9,9 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
-from pipeline.backbone.tokens import last_layer_tokens
+from pipeline.backbone.interface import Backbone
 from pipeline.device import autocast
 from pipeline.store.ledger import Unit
 from pipeline.store.writer import StoreWriter
@@ -28,7 +27,7 @@ class RunStats:
 
 
 def embed_batches(
-    model: VisionTransformer,
+    model: Backbone,
     batches: Iterable[dict],
     units: dict[int, Unit],
     writer: StoreWriter,
@@ -38,7 +37,7 @@ def embed_batches(
     max_pending_writes: int = 2,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunStats:
-    """Run `model` over batches {x, unit, row}; write each unit as soon as all its rows are in.
+    """Run the backbone's tokens (`Backbone.tokens`) over batches {x, unit, row}; write each unit when complete.
 
     Writing (fp16/int8 conversion, compression, flush, done marker) runs on one background thread so the
     model never waits for the disk, with at most `max_pending_writes` units in flight. `transform` maps the
@@ -56,7 +55,7 @@ def embed_batches(
         for batch in batches:
             x = batch["x"].to(device, non_blocking=True)
             with autocast(device):
-                tokens = dict(zip(("cls", "patch", "registers"), last_layer_tokens(model, x, n_layers), strict=True))
+                tokens = dict(zip(("cls", "patch", "registers"), model.tokens(x, n_layers), strict=True))
             if transform is not None:
                 tokens["patch"] = transform(tokens["patch"].to("cpu", torch.float32))
             tokens = {p: tokens[p].to("cpu", buffer_dtype) for p in parts}

@@ -85,6 +85,7 @@ def embed_datasets(
     seed: int = 0,
     image_size: int | None = None,
     num_heads: int | None = None,
+    family: str | None = None,
     source: str = "auto",
     image_root: str | Path | None = None,
     store_path: str | Path | None = None,
@@ -98,6 +99,7 @@ def embed_datasets(
         seed=seed,
         image_size=image_size,
         num_heads=num_heads,
+        family=family,
     )
     name = check_name(backbone_name or spec.default_name(), "backbone (the store folder; choose one with --backbone)")
     inputs = [dataset_input(ws, d, source=source, image_root=image_root) for d in datasets]
@@ -129,12 +131,14 @@ def embed_inputs(
     opt = options or EmbedOptions()
     start = time.perf_counter()
     joined = init_process_group(opt.world_size)
-    model, config, sha = spec.load()
-    if not 1 <= opt.n_layers <= config.depth:
-        raise ConfigError(f"--layers {opt.n_layers} is not in 1..{config.depth} (the backbone's depth)")
+    model = spec.load()  # a Backbone (pipeline/backbone/interface.py): tokens, grid, declared preprocessing
+    if not 1 <= opt.n_layers <= model.depth:
+        raise ConfigError(
+            f"--layers {opt.n_layers} is not in 1..{model.depth} (blocks a {model.family} backbone yields tokens of)"
+        )
     device = pick_device(opt.device)
     model.to(device)
-    preprocessing = Preprocessing(config.img_size, config.mean, config.std)
+    preprocessing: Preprocessing = model.preprocessing
     check_request(opt.patch_rank, opt.pool, opt.dtype)
     if (opt.patch_rank or opt.pool > 1) and opt.dask:
         raise ConfigError(
@@ -143,26 +147,27 @@ def embed_inputs(
     try:
         layout = StoreLayout(
             opt.n_layers,
-            config.embed_dim,
-            config.n_patches,
-            config.num_registers,
+            model.dim,
+            model.n_patches,
+            model.n_registers,
             opt.dtype,
             opt.chunk_rows,
             opt.unit_rows,
             rank=opt.patch_rank,
             pool=opt.pool,
+            patch_grid=model.grid,
         )
     except ValueError as exc:
         raise ConfigError(f"--dtype {opt.dtype} / --rank {opt.patch_rank} / --pool {opt.pool}: {exc}") from exc
     attrs = store_attrs(
         backbone_name,
-        config.to_dict(),
+        model.config,
         spec.provenance,
-        sha,
-        layers=list(range(config.depth - opt.n_layers, config.depth)),
+        model.sha256,
+        layers=list(range(model.depth - opt.n_layers, model.depth)),
         dtype=opt.dtype,
         preprocessing=preprocessing.to_dict(),
-        norm="final LayerNorm applied to each layer (DINOv2 norm=True)",
+        **model.store_attrs(),  # family, token convention, patch grid, norm
     )
     writer = StoreWriter.open(store_path, layout, attrs)
     damaged = writer.take_back_damaged()  # missing or shortened unit files: embed those units again
@@ -174,7 +179,7 @@ def embed_inputs(
         writer,
         lambda: fit_from_images(
             model, device, train_items(inputs, items, opt.fit_images, 0), preprocessing, opt.n_layers,
-            config.embed_dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers,
+            model.dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers,
         ),
     )  # fmt: skip
     transform = patch_transform(opt.pool, projection) if (opt.patch_rank or opt.pool > 1) else None

@@ -86,6 +86,7 @@ def attention_maps(
             ids += list(data.image_ids[batch_pos])
             maps.append(weights.float().cpu().numpy())
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-    write_attention(path, ids, data.outputs, np.concatenate(maps), np.concatenate(scores))
+    grid = features.store.layout.grid  # the backbone's patch grid as the store records it (may be non-square)
+    write_attention(path, ids, data.outputs, np.concatenate(maps), np.concatenate(scores), grid=grid)
     log.info("attention maps of %d test images -> %s", len(ids), path)
     return f"{path.parent.name}/{path.name}"

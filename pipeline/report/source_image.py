@@ -3,8 +3,9 @@ store's preprocessing.
 
 Where: `chex report --image-root` (DIR, or DATASET=DIR), the image root `chex manifest` recorded in the card
 (else the workspace's images/<ds>/), then the data set's shards. What: the store records its preprocessing;
-for the eval view ("short_side+center_crop") the map covers the centred square of the short side, not the
-whole radiograph.
+for the eval view ("short_side+center_crop") the map covers the centred square of the short side (a smaller one
+when the family resizes the short side past its input size, `resize_to`), not the whole radiograph; for
+"pad_square+resize" (CheXzero) the whole radiograph padded on black to a square.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.imageio import read_image
 log = logging.getLogger(__name__)
 
 EVAL_RESIZE = "short_side+center_crop"
+PAD_SQUARE = "pad_square+resize"
 MAX_SIDE = 1024
 
 
@@ -39,10 +41,27 @@ def store_preprocessing(workspace, backbone: str) -> dict | None:
 
 def crop_as_model_saw(pixels: np.ndarray, preprocessing: dict | None) -> tuple[np.ndarray, bool]:
     """(pixels of the region the eval view covers, True) or (pixels unchanged, False) when that is unknown."""
-    if not preprocessing or preprocessing.get("resize") != EVAL_RESIZE or not preprocessing.get("image_size"):
+    if not preprocessing or not preprocessing.get("image_size"):
         return pixels, False
-    top, left, h, w = eval_crop_box(pixels.shape[0], pixels.shape[1], int(preprocessing["image_size"]))
-    return pixels[top : top + h, left : left + w], True
+    if preprocessing.get("resize") == PAD_SQUARE:  # the model saw the whole image padded on black to a square
+        height, width = pixels.shape[:2]
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        padded = np.zeros((side, side, *pixels.shape[2:]), dtype=pixels.dtype)
+        padded[top : top + height, left : left + width] = pixels
+        return padded, True
+    if preprocessing.get("resize") != EVAL_RESIZE:
+        return pixels, False
+    size = int(preprocessing["image_size"])
+    resize_to = int(preprocessing.get("resize_to") or size)
+    if resize_to == size:
+        top, left, h, w = eval_crop_box(pixels.shape[0], pixels.shape[1], size)
+        return pixels[top : top + h, left : left + w], True
+    # short side resized to `resize_to`, then a centred `size` square: a centred square of short·size/resize_to
+    height, width = pixels.shape[:2]
+    side = round(min(height, width) * size / resize_to)
+    top, left = (height - side) // 2, (width - side) // 2
+    return pixels[top : top + side, left : left + side], True
 
 
 class ImageFinder:

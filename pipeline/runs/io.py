@@ -66,12 +66,16 @@ def write_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
     return write_atomic(path, write)
 
 
-def write_attention(path: Path, image_ids: list[str], outputs: list[str], maps: np.ndarray, scores: np.ndarray) -> Path:
+def write_attention(
+    path: Path, image_ids: list[str], outputs: list[str], maps: np.ndarray, scores: np.ndarray, grid=None
+) -> Path:
     """attention.npz: image_id (N,), output (K,), attention (N, K, P) averaged over attention heads,
-    grid (rows, cols) of the patch layout when square, score (N, K)."""
+    grid (rows, cols) of the patch layout (the store's `grid`; when not given: square, else 1 x P), score (N, K)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    side = round(maps.shape[-1] ** 0.5)
-    grid = np.array([side, side] if side * side == maps.shape[-1] else [1, maps.shape[-1]])
+    if grid is None:
+        side = round(maps.shape[-1] ** 0.5)
+        grid = [side, side] if side * side == maps.shape[-1] else [1, maps.shape[-1]]
+    grid = np.array([int(g) for g in grid])
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a handle, so numpy does not append .npz to the temporary name

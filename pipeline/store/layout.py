@@ -32,12 +32,18 @@ class StoreLayout:
     # int8 stores: "patch" keeps CLS and registers in float16 (a few kB per image; the linear probe reads them
     # unchanged); "all" is how int8 stores were written before (`from_dict` reads those as such)
     int8_parts: str = "patch"
+    # (h, w) of the backbone's patch grid, h·w = n_patches; None (stores written before it): a square grid
+    patch_grid: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.int8_parts not in INT8_PARTS:
             raise ValueError(f"int8_parts must be one of {INT8_PARTS}, got {self.int8_parts!r}")
+        if self.patch_grid is not None:
+            object.__setattr__(self, "patch_grid", (int(self.patch_grid[0]), int(self.patch_grid[1])))
+            if self.patch_grid[0] * self.patch_grid[1] != self.n_patches:
+                raise ValueError(f"patch grid {self.patch_grid} does not hold {self.n_patches} patches")
         side = math.isqrt(self.n_patches)
         if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
             grid = f"{side}x{side}" if side * side == self.n_patches else "not square"
@@ -94,7 +100,9 @@ class StoreLayout:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the stored patch grid (square backbone grids only)."""
+        """(rows, cols) of the stored patch grid: the recorded backbone grid, else a square one."""
+        if self.patch_grid is not None:
+            return (self.patch_grid[0] // self.pool, self.patch_grid[1] // self.pool)
         side = math.isqrt(self.stored_patches)
         return (side, side) if side * side == self.stored_patches else (1, self.stored_patches)
 
@@ -112,8 +120,8 @@ class StoreLayout:
             "registers": (self.n_layers, self.n_registers, self.dim),
         }[part]
 
-    def to_dict(self) -> dict[str, int | str]:
-        return dict(
+    def to_dict(self) -> dict[str, int | str | list[int]]:
+        d = dict(
             n_layers=self.n_layers,
             dim=self.dim,
             n_patches=self.n_patches,
@@ -125,3 +133,6 @@ class StoreLayout:
             pool=self.pool,
             int8_parts=self.int8_parts,
         )
+        if self.patch_grid is not None:  # stores written before it: a square grid
+            d["patch_grid"] = list(self.patch_grid)
+        return d
