@@ -35,6 +35,7 @@ def evaluate_predictions(
     val_predictions: pd.DataFrame | None = None,
     confidence: float = 0.95,
     threshold_transfer: str = "score",
+    prior_scored: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Every metric per output and macro with bootstrap CIs, in the results.parquet schema.
 
@@ -44,8 +45,10 @@ def evaluate_predictions(
     validation threshold to test as a positive rate (the test score above which the same fraction of test
     images lies) instead of as a score: use it when the validation scores come from another model than the
     test scores (the probe's sweep head vs its refit head), whose scales differ. Resampling is by
-    `cluster_column` when some value of it holds several images (cluster bootstrap), else by image. Outputs
-    without positive or negative test labels get defined=False and stay out of the macro, whose note counts them.
+    `cluster_column` when some value of it holds several images (cluster bootstrap), else by image. The macro
+    averages the outputs with positive and negative test labels (a set fixed by the test labels alone, the same
+    for every run on them); the others get defined=False, and the macro's note names both. `prior_scored` (output
+    -> reason in train) names outputs whose scores are their training prior (a constant: AUROC 0.5), for the notes.
     """
     if ci_method not in ("percentile", "bca"):
         raise ConfigError(f"ci_method must be 'percentile' or 'bca', not {ci_method!r}")
@@ -78,8 +81,8 @@ def evaluate_predictions(
     ci_note = (
         f"{confidence:.0%} {ci_method} CI, {n_resamples} resamples by {unit_name}{', stratified' if stratified else ''}"
     )
-    undefined = [name for name, ok in zip(table.outputs, result.defined, strict=True) if not ok]
     n_outputs = len(table.outputs)
+    macro_note = _macro_note(table.outputs, result.defined, prior_scored or {})
     rows = []
     for metric in METRICS:
         for j, name in enumerate([*table.outputs, MACRO]):
@@ -89,12 +92,12 @@ def evaluate_predictions(
                 defined = result.n_pos[j] + result.n_neg[j] > 0
             notes = [ci_note]
             if is_macro:
-                notes.insert(0, f"mean over {int(result.defined.sum())} of {n_outputs} outputs")
-                if undefined:
-                    notes.insert(1, f"{len(undefined)} undefined left out: {', '.join(undefined)}")
+                notes[:0] = macro_note
             elif not result.defined[j]:
                 reason = "no positive" if result.n_pos[j] == 0 else "no negative"
                 notes.insert(0, f"undefined: {reason} test labels")
+            elif name in (prior_scored or {}):
+                notes.insert(0, f"scored by its training prior ({prior_scored[name]} in train): AUROC 0.5")
             if metric in THRESHOLD_METRICS and not is_macro:
                 notes.append(f"threshold {cut[j]:.4g} ({cut_source[j]})")
             bad = int(result.n_undefined[metric][j])
@@ -121,6 +124,23 @@ def evaluate_predictions(
                 }
             )
     return results_frame(rows)
+
+
+def _macro_note(outputs: list[str], defined: np.ndarray, prior_scored: dict[str, str]) -> list[str]:
+    """What the macro covers: 'mean over K of N outputs (those with test positives and negatives)', the outputs
+    left out, and those in it scored by their training prior."""
+    notes = [f"mean over {int(defined.sum())} of {len(outputs)} outputs (those with test positives and negatives)"]
+    left_out = [name for name, ok in zip(outputs, defined, strict=True) if not ok]
+    if left_out:
+        notes.append(f"{len(left_out)} without test positives or negatives left out: {', '.join(left_out)}")
+    by_reason: dict[str, list[str]] = {}
+    for name, ok in zip(outputs, defined, strict=True):
+        if ok and name in prior_scored:
+            by_reason.setdefault(prior_scored[name], []).append(name)
+    for reason, names in by_reason.items():
+        what = "train positives" if reason == "no positive labels" else "train negatives"
+        notes.append(f"{', '.join(names)} without {what} scored by their training prior (AUROC 0.5)")
+    return notes
 
 
 def _thresholds(

@@ -1,0 +1,45 @@
+"""Issue 25's statistics defects: the macro over a fixed set of findings, one declared survival threshold rule,
+honest small-sample intervals, the permutation test's attainable p, a clustered DeLong test, complete-case horizon
+AUROC and multiplicity in the captions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.runs import StatsConfig, evaluate_tables
+from tests.pipeline.stats.conftest import make_scores, predictions_frame
+
+
+def _macro(results: pd.DataFrame, metric: str = "auroc") -> pd.Series:
+    return results[(results["output"] == "macro") & (results["metric"] == metric)].iloc[0]
+
+
+def _row(results: pd.DataFrame, output: str, metric: str = "auroc") -> pd.Series:
+    return results[(results["output"] == output) & (results["metric"] == metric)].iloc[0]
+
+
+def test_a_finding_without_train_positives_stays_in_the_macro_of_a_label_fraction_run():
+    """The label-efficiency artefact: the 25% run lost Edema (test positives, no train positives) from its macro,
+    so its macro averaged another set of findings than the 100% run's and looked better."""
+    labels, scores, patients = make_scores(4, n=160, prevalences=(0.3, 0.2, 0.4), missing=0.0)
+    outputs = ["Atelectasis", "Edema", "Effusion"]
+    config = StatsConfig(n_resamples=40)
+    full = evaluate_tables(predictions_frame(labels, scores, patients, outputs=outputs), None, None, {}, config)
+    # The 25% head never saw an Edema positive; whatever it scores, the finding stays in the macro.
+    partial = predictions_frame(labels, scores[:, [0, 2, 2]] * 0.5, patients, outputs=outputs, label_fraction=0.25)
+    frac = evaluate_tables(partial, None, None, {"Edema": "no positive labels"}, config)
+
+    edema = _row(frac, "Edema")
+    assert edema["defined"] and edema["estimate"] == 0.5  # scored by its training prior, a constant
+    assert "training prior" in edema["note"]
+    for results in (full, frac):
+        assert _macro(results)["note"].startswith("mean over 3 of 3 outputs")
+    want = np.mean([_row(frac, o)["estimate"] for o in outputs])
+    assert _macro(frac)["estimate"] == pytest.approx(want, abs=1e-12)
+    assert "Edema" in _macro(frac)["note"] and "training prior" in _macro(frac)["note"]
+    # Every finding of the set is the same in both runs: the macros differ only by the findings' own AUROCs.
+    keep = ~np.isnan(labels[:, 1])
+    assert _row(full, "Edema")["estimate"] == pytest.approx(roc_auc_score(labels[keep, 1], scores[keep, 1]))
