@@ -43,3 +43,31 @@ def test_a_finding_without_train_positives_stays_in_the_macro_of_a_label_fractio
     # Every finding of the set is the same in both runs: the macros differ only by the findings' own AUROCs.
     keep = ~np.isnan(labels[:, 1])
     assert _row(full, "Edema")["estimate"] == pytest.approx(roc_auc_score(labels[keep, 1], scores[keep, 1]))
+
+
+def test_the_survival_risk_threshold_is_the_test_median_whatever_else_the_table_holds():
+    """One declared rule, the paper's: the test cohort is split at its own median predicted risk. Validation rows
+    in the table (another head's scale) no longer move the cut, and the note says what was done."""
+    from lifelines.datasets import load_rossi
+
+    from pipeline.stats import evaluate_survival, risk_groups
+
+    rossi = load_rossi()
+    test = pd.DataFrame(
+        {
+            "patient_id": np.arange(len(rossi)),
+            "split": "test",
+            "endpoint": "arrest",
+            "risk_score": rossi["prio"].to_numpy(float) + 1e-4 * np.arange(len(rossi)),
+            "time": rossi["week"].to_numpy(float),
+            "event": rossi["arrest"].to_numpy(float),
+        }
+    )
+    val = test.iloc[:100].assign(split="val", patient_id=lambda f: f["patient_id"] + 10_000)
+    val["risk_score"] = np.linspace(0.0, 1.0, 100) ** 4  # skewed: its median rate is not one half
+    both = pd.concat([test, val], ignore_index=True)
+    _, threshold, source = risk_groups(both, "arrest")
+    assert threshold == pytest.approx(np.median(test["risk_score"])) and source == "median risk on test"
+    results = evaluate_survival(both).set_index("metric")
+    assert "median risk on test" in results.loc["logrank_p", "note"]
+    assert results.loc["survival_low_risk", "n"] == (test["risk_score"] <= threshold).sum()
