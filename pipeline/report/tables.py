@@ -140,8 +140,8 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         number="Table II (companion)",
         title="Paired permutation tests of the best model vs each other model",
         caption=(
-            f"Two-sided paired permutation test ({n_permutations} permutations, scores swapped per patient) of the "
-            "difference in macro AUPRC / AUROC between the best model of each column ('best') and each other "
+            f"Two-sided paired permutation test ({permutation_phrase(comparisons, n_permutations)}; scores "
+            "swapped per patient) of the difference in macro AUPRC / AUROC between the best model of each column ('best') and each other "
             f"model, on the same test images. p-values are {method}-adjusted for multiple comparisons within each "
             "column (the family is that column's comparisons); unadjusted p-values are in "
             "table2_pvalues_detail.csv. – marks a comparison that could not be made (missing predictions)."
@@ -152,6 +152,23 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         panel_header="Metric",
         synthetic=coll.is_synthetic(datasets),
     )
+
+
+def permutation_phrase(comparisons: pd.DataFrame, n_permutations: int) -> str:
+    """How many distinct permutations each test had and the smallest p it could give: '1000 random permutations,
+    p >= 0.001', or per data set where every swap pattern of its few patients was enumerated."""
+    sampled = f"{n_permutations} random permutations, p >= {1 / (1 + n_permutations):.2g}"
+    exact = comparisons[comparisons["exact"].astype(bool)] if "exact" in comparisons else comparisons.iloc[:0]
+    if not len(exact):
+        return sampled
+    few = [
+        f"{dataset_name(d)}: all {int(g['n_permutations'].iloc[0])} swap patterns of its "
+        f"{int(round(math.log2(g['n_permutations'].iloc[0])))} test patients enumerated, so p >= "
+        f"{g['min_p'].iloc[0]:.3g}"
+        for d, g in exact.groupby("dataset", sort=False)
+    ]
+    rest = "; elsewhere " + sampled if len(exact) < len(comparisons) else ""
+    return "; ".join(few) + rest
 
 
 def survival_datasets(coll: Collection) -> list[str]:

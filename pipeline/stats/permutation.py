@@ -11,7 +11,10 @@ weight column of a sparse product, as a bootstrap resample is, and 1,000 permuta
 
 Two-sided p-value: the share of permutations with |diff| >= |observed diff|, with the +1 correction of
 Phipson & Smyth (2010) so p is never 0 (p = (1 + hits) / (1 + n_permutations)); with 2**units <= n_permutations
-every swap pattern is enumerated and p is exact (no +1), as scipy.stats.permutation_test does.
+every swap pattern is enumerated and p is exact (no +1), as scipy.stats.permutation_test does. With few units p
+cannot be small: the observed pattern and its mirror (every unit swapped) always count, so an exact p is at least
+2 / 2**units (0.125 with 4 patients); a sampled p is at least 1 / (1 + n_permutations). Each row carries that
+smallest attainable p (`min_p`) and the number of units, so a table can say what p could have been.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def paired_permutation_test(
 
     labels, scores_a, scores_b: (n, K) on the same images (NaN labels left out per output); groups: (n,) unit
     whose two scores swap together (patient id), None swaps per image. Returns one row per output and metric
-    plus output='macro' rows: output, metric, estimate_a, estimate_b, diff, p_value, n_permutations, exact,
-    n, n_pos. The macro averages the outputs with positives and negatives (the same for both models). `rank=False`
+    plus output='macro' rows: output, metric, estimate_a, estimate_b, diff, p_value, n_permutations (the
+    permutations drawn, or all 2**units swap patterns when `exact`), exact, n_units, min_p (the smallest p
+    attainable), n, n_pos. The macro averages the outputs with positives and negatives (the same for both models). `rank=False`
     swaps raw scores, valid only when both models share one score scale (benchmarks/bench_permutation_null.py
     shows what goes wrong otherwise).
     """
@@ -95,6 +99,7 @@ def paired_permutation_test(
 
     n_pos = np.r_[observed_a["n_pos"][:, 0], observed_a["n_pos"][defined, 0].sum()]
     n_all = n_pos + np.r_[observed_a["n_neg"][:, 0], observed_a["n_neg"][defined, 0].sum()]
+    min_p = smallest_p(n_units, count, exact)
     rows = []
     for m in metrics:
         p_values = hits[m] / count if exact else (1 + hits[m]) / (1 + count)
@@ -110,11 +115,19 @@ def paired_permutation_test(
                     "p_value": p_values[j] if is_defined else np.nan,
                     "n_permutations": count,
                     "exact": exact,
+                    "n_units": n_units,
+                    "min_p": min_p,
                     "n": int(n_all[j]),
                     "n_pos": int(n_pos[j]),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def smallest_p(n_units: int, n_permutations: int, exact: bool) -> float:
+    """The smallest p-value the test can give: 2 / 2**units when every swap pattern is enumerated (a pattern and
+    its mirror always tie with the observed difference), else 1 / (1 + n_permutations)."""
+    return 2.0 / n_permutations if exact else 1.0 / (1 + n_permutations)
 
 
 def rank_scores(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ def test_missing_runs_are_named_with_the_command(report):
 def test_pvalue_table_tests_the_best_against_each_other_with_holm(workspace, report):
     table = report.tables["table2_pvalues"]
     detail = pd.read_csv(report.out_dir / "tables" / "table2_pvalues_detail.csv", float_precision="round_trip")
-    assert "Holm-adjusted" in table.caption and f"{PERMUTATIONS} permutations" in table.caption
+    assert "Holm-adjusted" in table.caption and f"{PERMUTATIONS} random permutations" in table.caption
     assert table.cell("AUROC", ("vits-a", "GLoRI"), "Shenzhen").text == "best"
     # One p per other model (5 on Shenzhen); the adjusted p equal Holm over that column's family.
     family = detail[(detail["dataset"] == "shenzhen") & (detail["metric"] == "auroc")]

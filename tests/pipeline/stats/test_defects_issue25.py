@@ -71,3 +71,25 @@ def test_the_survival_risk_threshold_is_the_test_median_whatever_else_the_table_
     results = evaluate_survival(both).set_index("metric")
     assert "median risk on test" in results.loc["logrank_p", "note"]
     assert results.loc["survival_low_risk", "n"] == (test["risk_score"] <= threshold).sum()
+
+
+def test_a_permutation_test_over_four_patients_says_p_cannot_fall_below_one_eighth():
+    from pipeline.report.tables import permutation_phrase
+    from pipeline.stats import compare_predictions
+
+    labels, scores, _ = make_scores(5, n=12, prevalences=(0.5,), missing=0.0)
+    labels[:4, 0] = [1, 0, 1, 0]
+    patients = np.repeat(np.arange(4), 3)
+    other = np.clip(scores + np.random.default_rng(1).normal(0, 0.3, scores.shape), 0, 1)
+    a = predictions_frame(labels, scores, patients, head="linear")
+    b = predictions_frame(labels, other, patients, head="mlp")
+    result = compare_predictions(a, b, n_permutations=1000)
+    macro = result[(result["output"] == "macro") & (result["metric"] == "auroc")].iloc[0]
+    assert macro["exact"] and macro["n_permutations"] == 16 and macro["n_units"] == 4
+    assert macro["min_p"] == 0.125 and macro["p_value"] >= 0.125
+    comparisons = pd.DataFrame(
+        {"dataset": ["jsrt", "shenzhen"], "n_permutations": [16, 1000], "exact": [True, False], "min_p": [0.125, 1e-3]}
+    )
+    phrase = permutation_phrase(comparisons, 1000)
+    assert "all 16 swap patterns of its 4 test patients" in phrase and "p >= 0.125" in phrase
+    assert "1000 random permutations" in phrase
