@@ -141,10 +141,13 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         title="Paired permutation tests of the best model vs each other model",
         caption=(
             f"Two-sided paired permutation test ({permutation_phrase(comparisons, n_permutations)}; scores "
-            "swapped per patient) of the difference in macro AUPRC / AUROC between the best model of each column ('best') and each other "
-            f"model, on the same test images. p-values are {method}-adjusted for multiple comparisons within each "
-            "column (the family is that column's comparisons); unadjusted p-values are in "
-            "table2_pvalues_detail.csv. – marks a comparison that could not be made (missing predictions)."
+            "swapped per patient) of the difference in macro AUPRC / AUROC between the best model of each column "
+            f"('best') and each other model, on the same test images. p-values are {method}-adjusted for multiple "
+            "comparisons within each column (the family is that column's comparisons); unadjusted p-values are in "
+            "table2_pvalues_detail.csv. The best model is picked on the same test results before it is tested, "
+            "which the adjustment does not cover: read a small p as evidence that the best differs from that "
+            "model, not as a test of which is best. – marks a comparison that could not be made (missing "
+            "predictions)."
         ),
         row_header=["Backbone", "Head"],
         columns=[dataset_name(d) for d in datasets],
@@ -163,7 +166,7 @@ def permutation_phrase(comparisons: pd.DataFrame, n_permutations: int) -> str:
         return sampled
     few = [
         f"{dataset_name(d)}: all {int(g['n_permutations'].iloc[0])} swap patterns of its "
-        f"{int(round(math.log2(g['n_permutations'].iloc[0])))} test patients enumerated, so p >= "
+        f"{round(math.log2(g['n_permutations'].iloc[0]))} test patients enumerated, so p >= "
         f"{g['min_p'].iloc[0]:.3g}"
         for d, g in exact.groupby("dataset", sort=False)
     ]

@@ -26,8 +26,9 @@ def compare_predictions(
 
     Rows: output, metric, estimate_a, estimate_b, diff (A - B), p_value, p_adjusted (`adjust` over the outputs
     of one metric; the macro row is its own single test), delong_p (AUROC rows: DeLong's analytic test per
-    output), n_permutations, exact, n_units, min_p (the smallest attainable p), n, n_pos, model_a, model_b, note. Raises PredictionsError when the two
-    tables do not hold the same (image_id, output) test pairs or disagree on a label.
+    output), n_permutations, exact, n_units, min_p (the smallest attainable p), n, n_pos, model_a, model_b,
+    note. Raises PredictionsError when the two tables do not hold the same (image_id, output) test pairs or
+    disagree on a label.
     """
     for name, frame in (("A", pred_a), ("B", pred_b)):
         require(frame, PREDICTION_COLUMNS, f"predictions {name}")

@@ -50,9 +50,9 @@ def paired_permutation_test(
     whose two scores swap together (patient id), None swaps per image. Returns one row per output and metric
     plus output='macro' rows: output, metric, estimate_a, estimate_b, diff, p_value, n_permutations (the
     permutations drawn, or all 2**units swap patterns when `exact`), exact, n_units, min_p (the smallest p
-    attainable), n, n_pos. The macro averages the outputs with positives and negatives (the same for both models). `rank=False`
-    swaps raw scores, valid only when both models share one score scale (benchmarks/bench_permutation_null.py
-    shows what goes wrong otherwise).
+    attainable), n, n_pos. The macro averages the outputs with positives and negatives (the same for both
+    models). `rank=False` swaps raw scores, valid only when both models share one score scale
+    (benchmarks/bench_permutation_null.py shows what goes wrong otherwise).
     """
     unknown = set(metrics) - set(PERMUTATION_METRICS)
     if unknown:
