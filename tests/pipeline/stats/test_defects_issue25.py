@@ -93,3 +93,71 @@ def test_a_permutation_test_over_four_patients_says_p_cannot_fall_below_one_eigh
     phrase = permutation_phrase(comparisons, 1000)
     assert "all 16 swap patterns of its 4 test patients" in phrase and "p >= 0.125" in phrase
     assert "1000 random permutations" in phrase
+
+
+def _obuchowski_direct(labels, scores_a, scores_b, clusters):
+    """Obuchowski (1997) from the pairwise kernel psi(x, y) over every positive x and negative y, by loops."""
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    m, n = len(pos), len(neg)
+    ids = np.unique(clusters)
+    out = []
+    for s in (scores_a, scores_b):
+        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+        auc = psi.mean()
+        v10 = {c: psi[clusters[pos] == c].mean(axis=1).sum() if (clusters[pos] == c).any() else 0.0 for c in ids}
+        v01 = {c: psi[:, clusters[neg] == c].mean(axis=0).sum() if (clusters[neg] == c).any() else 0.0 for c in ids}
+        m_i = {c: (clusters[pos] == c).sum() for c in ids}
+        n_i = {c: (clusters[neg] == c).sum() for c in ids}
+        out.append(
+            (auc, np.array([v10[c] - m_i[c] * auc for c in ids]), np.array([v01[c] - n_i[c] * auc for c in ids]))
+        )
+    k = len(ids)
+    cov = np.zeros((2, 2))
+    for r in range(2):
+        for t in range(2):
+            s10 = k / ((k - 1) * m) * (out[r][1] * out[t][1]).sum()
+            s01 = k / ((k - 1) * n) * (out[r][2] * out[t][2]).sum()
+            s11 = k / (k - 1) * ((out[r][1] * out[t][2]).sum() + (out[t][1] * out[r][2]).sum())
+            cov[r, t] = s10 / m + s01 / n + s11 / (m * n)
+    return out[0][0] - out[1][0], cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+
+
+def _clustered_null(rng, n_patients=50, per_patient=4):
+    """Two exchangeable models on 50 patients x 4 images; each model's error is shared by a patient's images."""
+    y = np.repeat(rng.random(n_patients) < 0.4, per_patient).astype(float)
+    clusters = np.repeat(np.arange(n_patients), per_patient)
+    latent = np.repeat(rng.normal(size=n_patients), per_patient) + y
+    a = latent + np.repeat(rng.normal(size=n_patients), per_patient) + 0.3 * rng.normal(size=len(y))
+    b = latent + np.repeat(rng.normal(size=n_patients), per_patient) + 0.3 * rng.normal(size=len(y))
+    return y, a, b, clusters
+
+
+def test_clustered_delong_equals_obuchowski_by_hand_and_holds_its_level_under_the_null():
+    from pipeline.stats import delong_test
+
+    rng = np.random.default_rng(7)
+    y, a, b, clusters = _clustered_null(rng, n_patients=20, per_patient=3)
+    y[::7] = 1 - y[::7]  # a few patients with both classes
+    a = np.round(a, 1)  # ties
+    diff, variance = _obuchowski_direct(y, a, b, clusters)
+    got = delong_test(y, a, b, clusters=clusters)
+    assert got.diff == pytest.approx(diff, abs=1e-12) and got.se**2 == pytest.approx(variance, rel=1e-10)
+    rejections = {"plain": 0, "clustered": 0}
+    for _ in range(300):
+        y, a, b, clusters = _clustered_null(rng)
+        rejections["plain"] += delong_test(y, a, b).p_value < 0.05
+        rejections["clustered"] += delong_test(y, a, b, clusters=clusters).p_value < 0.05
+    assert rejections["plain"] / 300 > 0.15  # images taken as independent: far above the level
+    assert rejections["clustered"] / 300 < 0.09  # 0.05 within simulation error (SE 0.013)
+
+
+def test_compare_prints_the_clustered_delong_for_several_images_per_patient():
+    from pipeline.stats import compare_predictions, delong_test
+
+    y, a, b, clusters = _clustered_null(np.random.default_rng(2))
+    pa = predictions_frame(y[:, None], a[:, None], clusters, head="linear")
+    pb = predictions_frame(y[:, None], b[:, None], clusters, head="mlp")
+    result = compare_predictions(pa, pb, n_permutations=20)
+    row = result[(result["output"] == "finding_0") & (result["metric"] == "auroc")].iloc[0]
+    assert row["delong_p"] == pytest.approx(delong_test(y, a, b, clusters=clusters).p_value)
+    assert "Obuchowski" in row["note"]
