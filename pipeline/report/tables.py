@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.report.cells import UNDEFINED, Cell, Panel, ReportTable, Row, mark_best, missing_cell
 from pipeline.report.collect import Collection, dataset_name, head_name
+from pipeline.stats.classification import NO_CI
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 
 MACRO = "macro"
@@ -44,7 +45,9 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
     value = float(row["estimate"]) if pd.notna(row["estimate"]) else math.nan
     low = float(row["ci_low"]) if pd.notna(row["ci_low"]) else math.nan
     high = float(row["ci_high"]) if pd.notna(row["ci_high"]) else math.nan
-    return Cell(value, low, high, kind=kind)  # type: ignore[arg-type]
+    note = str(row["note"]) if "note" in row.index and pd.notna(row["note"]) else ""
+    withheld = next((part for part in note.split("; ") if part.startswith(NO_CI)), "")
+    return Cell(value, low, high, kind=kind, note=withheld, ci_withheld=bool(withheld))  # type: ignore[arg-type]
 
 
 def model_labels(model: tuple[str, str]) -> tuple[str, str]:

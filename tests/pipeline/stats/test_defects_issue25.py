@@ -161,3 +161,33 @@ def test_compare_prints_the_clustered_delong_for_several_images_per_patient():
     row = result[(result["output"] == "finding_0") & (result["metric"] == "auroc")].iloc[0]
     assert row["delong_p"] == pytest.approx(delong_test(y, a, b, clusters=clusters).p_value)
     assert "Obuchowski" in row["note"]
+
+
+def test_no_zero_width_interval_on_a_handful_of_positives_and_no_bold_without_one():
+    from pipeline.report.cells import Cell, mark_best
+    from pipeline.report.tables import result_cell
+    from pipeline.stats import evaluate_predictions
+
+    # The tiny demo's oracle: 3 positives of 13 perfectly separated printed 1.000 (1.000-1.000); CVD's one
+    # positive printed 0.000 (0.000-0.000) after a third of the resamples had no positive and were dropped.
+    y = np.zeros((13, 2))
+    y[:3, 0] = 1
+    y[12, 1] = 1
+    scores = np.column_stack([y[:, 0] + 0.01 * np.arange(13), 1.0 - y[:, 1] + 0.01 * np.arange(13)])
+    results = evaluate_predictions(predictions_frame(y, scores, np.arange(13)), n_resamples=200)
+    for output, want in (("finding_0", 1.0), ("finding_1", 0.0)):
+        row = _row(results, output)
+        assert row["estimate"] == want and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+        assert "no CI" in row["note"] and "fewer than 8" in row["note"]
+        cell = result_cell(results, "auroc", output)
+        assert cell.display() == f"{want:.3f}" and cell.ci_withheld and "fewer than 8" in cell.note
+    # Enough positives but a perfect separation: every resample says 1, a zero-width CI is not shown either.
+    y = np.r_[np.ones(20), np.zeros(20)][:, None]
+    perfect = evaluate_predictions(predictions_frame(y, y + 0.001 * np.arange(40)[:, None], np.arange(40)))
+    assert (
+        np.isnan(_row(perfect, "finding_0")["ci_low"])
+        and "every resample gives 1" in _row(perfect, "finding_0")["note"]
+    )
+    # A best whose CI is withheld is not bold; the best of the rest is.
+    cells = mark_best([Cell(1.0, ci_withheld=True, note="no CI"), Cell(0.8, 0.7, 0.9), Cell(0.7, 0.6, 0.8)])
+    assert [c.bold for c in cells] == [False, True, False]
