@@ -27,7 +27,7 @@ class Cell:
     bold: bool = False
     text: str = ""
     note: str = ""  # why the cell is undefined, or why it has no CI, listed under the table
-    ci_withheld: bool = False  # results.parquet gives the estimate without a CI (too few positives; zero width)
+    ci_withheld: bool = False  # too few test positives or negatives for a CI: never bold (results.parquet's note)
 
     @property
     def has_value(self) -> bool:
@@ -148,6 +148,6 @@ def undefined_notes(table: ReportTable) -> list[str]:
                 where = " / ".join([*([panel.title] if panel.title else []), *row.labels, column])
                 if cell.text == UNDEFINED:
                     notes.append(f"{where}: undefined ({cell.note or 'no estimate in results.parquet'})")
-                elif cell.ci_withheld:
+                elif cell.has_value and cell.note:  # an estimate printed without its CI
                     notes.append(f"{where}: {cell.note}")
     return notes

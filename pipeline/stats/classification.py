@@ -26,6 +26,7 @@ THRESHOLD_METRICS = ("f1", "sensitivity", "specificity")
 # percentile bootstrap interval covers 0.81-0.89 of the time instead of 0.95 (benchmarks/bench_intervals.py).
 MIN_CI_CLASS_UNITS = 8
 NO_CI = "no CI"
+TOO_FEW = f"{NO_CI}, too few"  # the estimate is too uncertain to rank: a report never calls it best
 
 
 def evaluate_predictions(
@@ -157,8 +158,8 @@ def _no_ci_reason(
     if counts is not None and metric != "prevalence" and min(counts) < MIN_CI_CLASS_UNITS:
         which = "positive" if counts[0] <= counts[1] else "negative"
         return (
-            f"{NO_CI}: {min(counts)} {which} test {unit_word}, fewer than {MIN_CI_CLASS_UNITS}, where a bootstrap "
-            "interval does not hold its level"
+            f"{TOO_FEW}: {min(counts)} {which} test {unit_word}, fewer than {MIN_CI_CLASS_UNITS}, where a "
+            "bootstrap interval does not hold its level"
         )
     if n_resamples > 1 and np.isfinite(low) and low == high:
         return f"{NO_CI}: every resample gives {low:.4g} (a constant score or perfect separation), no spread to show"

@@ -20,16 +20,19 @@ smallest attainable p (`min_p`) and the number of units, so a table can say what
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from pipeline.stats.bootstrap import _chunk_size, _units_of, _with_macro
-from pipeline.stats.metrics import binary_labels, build_levels
+from pipeline.stats.metrics import ScoreLevels, binary_labels, build_levels
 
 PERMUTATION_METRICS = ("auroc", "auprc")
 MACRO = "macro"
+MAX_WORKERS = 4
 
 
 def paired_permutation_test(
@@ -43,6 +46,7 @@ def paired_permutation_test(
     outputs: list[str] | None = None,
     chunk_size: int | None = None,
     rank: bool = True,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Two-sided paired permutation test of model A vs model B, per output and for the macro average.
 
@@ -52,7 +56,8 @@ def paired_permutation_test(
     permutations drawn, or all 2**units swap patterns when `exact`), exact, n_units, min_p (the smallest p
     attainable), n, n_pos. The macro averages the outputs with positives and negatives (the same for both
     models). `rank=False` swaps raw scores, valid only when both models share one score scale
-    (benchmarks/bench_permutation_null.py shows what goes wrong otherwise).
+    (benchmarks/bench_permutation_null.py shows what goes wrong otherwise). `workers`: threads that score chunks
+    of permutations side by side (default: the CPU count, at most MAX_WORKERS); the p-values do not depend on it.
     """
     unknown = set(metrics) - set(PERMUTATION_METRICS)
     if unknown:
@@ -85,17 +90,35 @@ def paired_permutation_test(
     exact = n_units < 63 and 2**n_units <= n_permutations
     hits = {m: np.zeros(n_outputs + 1) for m in metrics}
     count = 0
-    chunk = chunk_size or _chunk_size(levels, 2 * n_units)
-    for swaps in _swap_patterns(n_units, n_permutations, seed, exact, chunk):
+    n_workers = max(1, min(workers or os.cpu_count() or 1, MAX_WORKERS))
+    chunk = chunk_size or max(1, _chunk_size(levels, 2 * n_units) // n_workers)  # the memory budget, shared
+
+    def tally(swaps: np.ndarray) -> dict[str, np.ndarray]:
+        """Hits of one chunk of swap patterns (numpy and scipy.sparse release the GIL: chunks run side by side)."""
         weights = np.concatenate([~swaps, swaps], axis=1).T.astype(levels.dtype)
-        sums_a = levels.sums(weights)
-        perm_a = levels.metrics_from_sums(sums_a)
-        perm_b = levels.metrics_from_sums(total - sums_a)
+        sums_a = levels.sums(weights).astype(np.float64)
+        perm_a = ranking_metrics(levels, sums_a)
+        perm_b = ranking_metrics(levels, total - sums_a)
+        out = {}
         for m in metrics:
             diff = _with_macro(perm_a[m].T, defined) - _with_macro(perm_b[m].T, defined)
             tolerance = 100 * np.finfo(np.float64).eps * np.abs(observed[m])
-            hits[m] += (np.abs(diff) >= np.abs(observed[m]) - tolerance).sum(axis=0)
-        count += len(swaps)
+            out[m] = (np.abs(diff) >= np.abs(observed[m]) - tolerance).sum(axis=0)
+        return out
+
+    # The swap patterns are drawn in order from one generator; hits are integer counts, so the p-values do not
+    # depend on how many workers run or in which order chunks finish.
+    with ThreadPoolExecutor(n_workers) as pool:
+        pending: list = []
+        for swaps in _swap_patterns(n_units, n_permutations, seed, exact, chunk):
+            pending.append(pool.submit(tally, swaps))
+            count += len(swaps)
+            if len(pending) >= 2 * n_workers:
+                for m, h in pending.pop(0).result().items():
+                    hits[m] += h
+        for future in pending:
+            for m, h in future.result().items():
+                hits[m] += h
 
     n_pos = np.r_[observed_a["n_pos"][:, 0], observed_a["n_pos"][defined, 0].sum()]
     n_all = n_pos + np.r_[observed_a["n_neg"][:, 0], observed_a["n_neg"][defined, 0].sum()]
@@ -122,6 +145,54 @@ def paired_permutation_test(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def ranking_metrics(levels: ScoreLevels, sums: np.ndarray) -> dict[str, np.ndarray]:
+    """AUROC and AUPRC (K, B) of each weight column from level sums (rows, B), as `levels.metrics_from_sums`
+    computes them (pipeline.stats.metrics' formulas, the same sums in the same order: the same values), but only
+    these two and along the level axis of the (rows, B) product itself: no transposed copy, and cumulative sums
+    that run over B columns at once. The permutation test's inner loop."""
+    n_levels, offsets = levels.n_levels, levels.offsets
+    p = sums[:n_levels]
+    f = sums[n_levels : 2 * n_levels] + sums[2 * n_levels : 3 * n_levels] if levels.has_ties else None
+    f = sums[n_levels : 2 * n_levels] if f is None else f
+    z = sums[3 * n_levels : 3 * n_levels + levels.n_outputs]
+    lengths = np.diff(offsets)
+    nonempty = lengths > 0
+    starts = offsets[:-1][nonempty]
+    ends = offsets[1:][nonempty] - 1
+    n_cols = sums.shape[1]
+    tp = np.cumsum(p, axis=0)
+    fp = np.cumsum(f, axis=0)
+    pos_total = np.zeros((len(lengths), n_cols))
+    neg_total = z.copy()
+    base_tp = np.zeros((len(lengths), n_cols))
+    base_fp = np.zeros((len(lengths), n_cols))
+    inner = starts > 0
+    base_tp[np.flatnonzero(nonempty)[inner]] = tp[starts[inner] - 1]
+    base_fp[np.flatnonzero(nonempty)[inner]] = fp[starts[inner] - 1]
+    pos_total[nonempty] = tp[ends] - base_tp[nonempty]
+    neg_total[nonempty] += fp[ends] - base_fp[nonempty]
+    tp -= np.repeat(base_tp, lengths, axis=0)
+    fp -= np.repeat(base_fp, lengths, axis=0)
+    below = fp if not levels.has_ties else fp - 0.5 * sums[2 * n_levels : 3 * n_levels]
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u_stat = pos_total * neg_total - _segment_sum(p * below, starts, nonempty, n_cols)
+        auroc = u_stat / (pos_total * neg_total)
+        precision_mass = np.divide(p * tp, tp + fp, out=np.zeros_like(tp), where=p > 0)
+        auprc = _segment_sum(precision_mass, starts, nonempty, n_cols) / pos_total
+    undefined = (pos_total == 0) | (neg_total == 0)
+    out["auroc"] = np.where(undefined, np.nan, auroc)
+    out["auprc"] = np.where(undefined, np.nan, auprc)
+    return out
+
+
+def _segment_sum(values: np.ndarray, starts: np.ndarray, nonempty: np.ndarray, n_cols: int) -> np.ndarray:
+    out = np.zeros((len(nonempty), n_cols))
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(values, starts, axis=0)
+    return out
 
 
 def smallest_p(n_units: int, n_permutations: int, exact: bool) -> float:

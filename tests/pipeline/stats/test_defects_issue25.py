@@ -91,7 +91,7 @@ def test_a_permutation_test_over_four_patients_says_p_cannot_fall_below_one_eigh
         {"dataset": ["jsrt", "shenzhen"], "n_permutations": [16, 1000], "exact": [True, False], "min_p": [0.125, 1e-3]}
     )
     phrase = permutation_phrase(comparisons, 1000)
-    assert "all 16 swap patterns of its 4 test patients" in phrase and "p >= 0.125" in phrase
+    assert "all 16 swap patterns of its 4 test patients" in phrase and "p is at least 0.125" in phrase
     assert "1000 random permutations" in phrase
 
 
@@ -178,7 +178,7 @@ def test_no_zero_width_interval_on_a_handful_of_positives_and_no_bold_without_on
     for output, want in (("finding_0", 1.0), ("finding_1", 0.0)):
         row = _row(results, output)
         assert row["estimate"] == want and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
-        assert "no CI" in row["note"] and "fewer than 8" in row["note"]
+        assert "no CI, too few" in row["note"] and "fewer than 8" in row["note"]
         cell = result_cell(results, "auroc", output)
         assert cell.display() == f"{want:.3f}" and cell.ci_withheld and "fewer than 8" in cell.note
     # Enough positives but a perfect separation: every resample says 1, a zero-width CI is not shown either.
