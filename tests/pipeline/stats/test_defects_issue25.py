@@ -191,3 +191,20 @@ def test_no_zero_width_interval_on_a_handful_of_positives_and_no_bold_without_on
     # A best whose CI is withheld is not bold; the best of the rest is.
     cells = mark_best([Cell(1.0, ci_withheld=True, note="no CI"), Cell(0.8, 0.7, 0.9), Cell(0.7, 0.6, 0.8)])
     assert [c.bold for c in cells] == [False, True, False]
+
+
+def test_the_faster_permutation_loop_gives_the_same_metrics_and_p_values_whatever_the_workers():
+    from pipeline.stats.metrics import build_levels
+    from pipeline.stats.permutation import paired_permutation_test, ranking_metrics
+
+    labels, scores, patients = make_scores(11, n=300)
+    levels = build_levels(labels, scores, units=np.unique(patients, return_inverse=True)[1])
+    counts = np.random.default_rng(0).integers(0, 3, size=(levels.n_units, 7)).astype(np.float64)
+    sums = levels.sums(counts).astype(np.float64)
+    fast, reference = ranking_metrics(levels, sums), levels.metrics_from_sums(sums)
+    for metric in ("auroc", "auprc"):
+        np.testing.assert_allclose(fast[metric], reference[metric], rtol=1e-15, atol=0)
+    other = np.clip(scores + np.random.default_rng(3).normal(0, 0.2, scores.shape), 0, 1)
+    one = paired_permutation_test(labels, scores, other, groups=patients, n_permutations=120, workers=1, chunk_size=7)
+    three = paired_permutation_test(labels, scores, other, groups=patients, n_permutations=120, workers=3)
+    pd.testing.assert_frame_equal(one, three)
