@@ -74,9 +74,8 @@ def compare_predictions(
             ).p_value
     result["model_a"] = model_name(pred_a)
     result["model_b"] = model_name(pred_b)
-    result["note"] = (
-        f"scores swapped per {unit_name}; p_adjusted: {adjust} over outputs; "
-        + ("DeLong clustered by patient (Obuchowski 1997)" if clusters is not None else "DeLong per image")
+    result["note"] = f"scores swapped per {unit_name}; p_adjusted: {adjust} over outputs; " + (
+        "DeLong clustered by patient (Obuchowski 1997)" if clusters is not None else "DeLong per image"
     )
     return result
 

@@ -90,7 +90,7 @@ def paired_permutation_test(
     exact = n_units < 63 and 2**n_units <= n_permutations
     hits = {m: np.zeros(n_outputs + 1) for m in metrics}
     count = 0
-    n_workers = max(1, min(workers or os.cpu_count() or 1, MAX_WORKERS))
+    n_workers = max(1, min(workers or available_cpus(), MAX_WORKERS))
     chunk = chunk_size or max(1, _chunk_size(levels, 2 * n_units) // n_workers)  # the memory budget, shared
 
     def tally(swaps: np.ndarray) -> dict[str, np.ndarray]:
@@ -193,6 +193,11 @@ def _segment_sum(values: np.ndarray, starts: np.ndarray, nonempty: np.ndarray, n
     if nonempty.any():
         out[nonempty] = np.add.reduceat(values, starts, axis=0)
     return out
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS says, else the CPU count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def smallest_p(n_units: int, n_permutations: int, exact: bool) -> float:
