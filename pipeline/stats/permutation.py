@@ -80,6 +80,7 @@ def paired_permutation_test(
         n_units=2 * n_units,
     )
     total = levels.sums(np.ones(2 * n_units))
+    total_row = total.T.astype(np.float64)
     observed_a = levels.metrics_from_sums(levels.sums(np.r_[np.ones(n_units), np.zeros(n_units)]))
     observed_b = levels.metrics_from_sums(total - levels.sums(np.r_[np.ones(n_units), np.zeros(n_units)]))
     defined = ~np.isnan(observed_a["auroc"][:, 0])
@@ -96,9 +97,9 @@ def paired_permutation_test(
     def tally(swaps: np.ndarray) -> dict[str, np.ndarray]:
         """Hits of one chunk of swap patterns (numpy and scipy.sparse release the GIL: chunks run side by side)."""
         weights = np.concatenate([~swaps, swaps], axis=1).T.astype(levels.dtype)
-        sums_a = levels.sums(weights).astype(np.float64)
-        perm_a = ranking_metrics(levels, sums_a)
-        perm_b = ranking_metrics(levels, total - sums_a)
+        block_a = levels.sums(weights).T.astype(np.float64, order="C")
+        perm_a = ranking_metrics(levels, block_a)
+        perm_b = ranking_metrics(levels, total_row - block_a)
         out = {}
         for m in metrics:
             diff = _with_macro(perm_a[m].T, defined) - _with_macro(perm_b[m].T, defined)
@@ -147,51 +148,49 @@ def paired_permutation_test(
     return pd.DataFrame(rows)
 
 
-def ranking_metrics(levels: ScoreLevels, sums: np.ndarray) -> dict[str, np.ndarray]:
-    """AUROC and AUPRC (K, B) of each weight column from level sums (rows, B), as `levels.metrics_from_sums`
-    computes them (pipeline.stats.metrics' formulas, the same sums in the same order: the same values), but only
-    these two and along the level axis of the (rows, B) product itself: no transposed copy, and cumulative sums
-    that run over B columns at once. The permutation test's inner loop."""
+def ranking_metrics(levels: ScoreLevels, block: np.ndarray) -> dict[str, np.ndarray]:
+    """AUROC and AUPRC (K, B) of each weight column from level sums laid out (B, rows) in float64, with
+    `levels.metrics_from_sums`' formulas and summation order (the same values), but only these two: the
+    permutation test's inner loop, where model B's block is the total minus A's (no second transpose)."""
     n_levels, offsets = levels.n_levels, levels.offsets
-    p = sums[:n_levels]
-    f = sums[n_levels : 2 * n_levels] + sums[2 * n_levels : 3 * n_levels] if levels.has_ties else None
-    f = sums[n_levels : 2 * n_levels] if f is None else f
-    z = sums[3 * n_levels : 3 * n_levels + levels.n_outputs]
+    p = block[:, :n_levels]
+    t = block[:, 2 * n_levels : 3 * n_levels]
+    f = block[:, n_levels : 2 * n_levels] + t if levels.has_ties else block[:, n_levels : 2 * n_levels]
+    z = block[:, 3 * n_levels : 3 * n_levels + levels.n_outputs]
     lengths = np.diff(offsets)
     nonempty = lengths > 0
     starts = offsets[:-1][nonempty]
     ends = offsets[1:][nonempty] - 1
-    n_cols = sums.shape[1]
-    tp = np.cumsum(p, axis=0)
-    fp = np.cumsum(f, axis=0)
-    pos_total = np.zeros((len(lengths), n_cols))
-    neg_total = z.copy()
-    base_tp = np.zeros((len(lengths), n_cols))
-    base_fp = np.zeros((len(lengths), n_cols))
+    n_cols = block.shape[0]
+    tp = np.cumsum(p, axis=1)
+    fp = np.cumsum(f, axis=1)
+    base_tp = np.zeros((n_cols, len(lengths)))
+    base_fp = np.zeros((n_cols, len(lengths)))
     inner = starts > 0
-    base_tp[np.flatnonzero(nonempty)[inner]] = tp[starts[inner] - 1]
-    base_fp[np.flatnonzero(nonempty)[inner]] = fp[starts[inner] - 1]
-    pos_total[nonempty] = tp[ends] - base_tp[nonempty]
-    neg_total[nonempty] += fp[ends] - base_fp[nonempty]
-    tp -= np.repeat(base_tp, lengths, axis=0)
-    fp -= np.repeat(base_fp, lengths, axis=0)
-    below = fp if not levels.has_ties else fp - 0.5 * sums[2 * n_levels : 3 * n_levels]
-    out = {}
+    where = np.flatnonzero(nonempty)
+    base_tp[:, where[inner]] = tp[:, starts[inner] - 1]
+    base_fp[:, where[inner]] = fp[:, starts[inner] - 1]
+    pos_total = np.zeros((n_cols, len(lengths)))
+    pos_total[:, nonempty] = tp[:, ends] - base_tp[:, nonempty]
+    neg_total = np.zeros((n_cols, len(lengths)))
+    neg_total[:, nonempty] = fp[:, ends] - base_fp[:, nonempty]
+    neg_total += z
+    tp -= np.repeat(base_tp, lengths, axis=1)
+    fp -= np.repeat(base_fp, lengths, axis=1)
+    below = fp - 0.5 * t if levels.has_ties else fp
     with np.errstate(divide="ignore", invalid="ignore"):
         u_stat = pos_total * neg_total - _segment_sum(p * below, starts, nonempty, n_cols)
         auroc = u_stat / (pos_total * neg_total)
         precision_mass = np.divide(p * tp, tp + fp, out=np.zeros_like(tp), where=p > 0)
         auprc = _segment_sum(precision_mass, starts, nonempty, n_cols) / pos_total
     undefined = (pos_total == 0) | (neg_total == 0)
-    out["auroc"] = np.where(undefined, np.nan, auroc)
-    out["auprc"] = np.where(undefined, np.nan, auprc)
-    return out
+    return {"auroc": np.where(undefined, np.nan, auroc).T, "auprc": np.where(undefined, np.nan, auprc).T}
 
 
 def _segment_sum(values: np.ndarray, starts: np.ndarray, nonempty: np.ndarray, n_cols: int) -> np.ndarray:
-    out = np.zeros((len(nonempty), n_cols))
+    out = np.zeros((n_cols, len(nonempty)))
     if nonempty.any():
-        out[nonempty] = np.add.reduceat(values, starts, axis=0)
+        out[:, nonempty] = np.add.reduceat(values, starts, axis=1)
     return out
 
 
