@@ -157,8 +157,9 @@ def _no_ci_reason(
     for the bootstrap to hold its level, or every resample giving the estimate itself (zero width)."""
     if counts is not None and metric != "prevalence" and min(counts) < MIN_CI_CLASS_UNITS:
         which = "positive" if counts[0] <= counts[1] else "negative"
+        unit = unit_word.removesuffix("s") if min(counts) == 1 else unit_word
         return (
-            f"{TOO_FEW}: {min(counts)} {which} test {unit_word}, fewer than {MIN_CI_CLASS_UNITS}, where a "
+            f"{TOO_FEW}: {min(counts)} {which} test {unit}, fewer than {MIN_CI_CLASS_UNITS}, where a "
             "bootstrap interval does not hold its level"
         )
     if n_resamples > 1 and np.isfinite(low) and low == high:
