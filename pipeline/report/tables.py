@@ -231,10 +231,8 @@ def survival_table(coll: Collection) -> ReportTable:
             "paper's rule). Log-rank and Cox p-values are unadjusted: one test per model and endpoint, with no "
             "correction for the several models and endpoints tested, and the best model is picked on these same "
             "test results before it is tested, so a small p of the best row overstates the evidence (with 3 equal "
-            "models the chance of a p < 0.05 somewhere is above 0.05). Best AUPRC, AUROC and C-index per panel in "
-            "bold."
-            + ORACLE_NOTE
-            * any(is_oracle(m) for d in datasets for m in coll.models(coll.full_runs(d)))
+            "models the chance of a p < 0.05 somewhere is above 0.05). Best AUPRC, AUROC and C-index per panel "
+            "in bold." + ORACLE_NOTE * any(is_oracle(m) for d in datasets for m in coll.models(coll.full_runs(d)))
         ),
         row_header=["Backbone", "Head"],
         columns=list(SURVIVAL_COLUMNS),
