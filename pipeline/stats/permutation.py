@@ -33,6 +33,9 @@ from pipeline.stats.metrics import ScoreLevels, binary_labels, build_levels
 PERMUTATION_METRICS = ("auroc", "auprc")
 MACRO = "macro"
 MAX_WORKERS = 4
+# Permutations per sparse product: the level matrix is read once for all of them (at CXR-LT 24's size 1.5 ms
+# per permutation with 20 columns against 3.6 ms with the 5 that the metrics' memory budget allows).
+PRODUCT_COLUMNS = 20
 
 
 def paired_permutation_test(
@@ -93,25 +96,29 @@ def paired_permutation_test(
     count = 0
     n_workers = max(1, min(workers or available_cpus(), MAX_WORKERS))
     chunk = chunk_size or max(1, _chunk_size(levels, 2 * n_units) // n_workers)  # the memory budget, shared
+    draws = chunk_size or max(chunk, PRODUCT_COLUMNS)
 
     def tally(swaps: np.ndarray) -> dict[str, np.ndarray]:
-        """Hits of one chunk of swap patterns (numpy and scipy.sparse release the GIL: chunks run side by side)."""
+        """Hits of one chunk of swap patterns (numpy and scipy.sparse release the GIL: chunks run side by side):
+        one sparse product for the chunk, then the metrics `chunk` columns at a time."""
         weights = np.concatenate([~swaps, swaps], axis=1).T.astype(levels.dtype)
-        block_a = levels.sums(weights).T.astype(np.float64, order="C")
-        perm_a = ranking_metrics(levels, block_a)
-        perm_b = ranking_metrics(levels, total_row - block_a)
-        out = {}
-        for m in metrics:
-            diff = _with_macro(perm_a[m].T, defined) - _with_macro(perm_b[m].T, defined)
-            tolerance = 100 * np.finfo(np.float64).eps * np.abs(observed[m])
-            out[m] = (np.abs(diff) >= np.abs(observed[m]) - tolerance).sum(axis=0)
+        sums = levels.sums(weights)
+        out = {m: np.zeros(n_outputs + 1) for m in metrics}
+        for start in range(0, len(swaps), chunk):
+            block_a = sums[:, start : start + chunk].T.astype(np.float64, order="C")
+            perm_a = ranking_metrics(levels, block_a)
+            perm_b = ranking_metrics(levels, total_row - block_a)
+            for m in metrics:
+                diff = _with_macro(perm_a[m].T, defined) - _with_macro(perm_b[m].T, defined)
+                tolerance = 100 * np.finfo(np.float64).eps * np.abs(observed[m])
+                out[m] += (np.abs(diff) >= np.abs(observed[m]) - tolerance).sum(axis=0)
         return out
 
     # The swap patterns are drawn in order from one generator; hits are integer counts, so the p-values do not
     # depend on how many workers run or in which order chunks finish.
     with ThreadPoolExecutor(n_workers) as pool:
         pending: list = []
-        for swaps in _swap_patterns(n_units, n_permutations, seed, exact, chunk):
+        for swaps in _swap_patterns(n_units, n_permutations, seed, exact, draws):
             pending.append(pool.submit(tally, swaps))
             count += len(swaps)
             if len(pending) >= 2 * n_workers:
