@@ -7,7 +7,7 @@ average_precision_score per finding) on the *same* resample indices; it takes ~2
 resamples, so by default a few resamples are timed and extrapolated (said so in the output), and their
 replicates are compared with chex's. `--loop-resamples 1000` runs it in full (then the CI difference is exact).
 
-    python benchmarks/bench_stats.py [--loop-resamples 5] [--resamples 1000]
+    python benchmarks/bench_stats.py [--loop-resamples 5] [--resamples 1000] [--workers N]
 
 Prints figures and ratios; asserts nothing. Timings on a shared machine are noisy.
 """
@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipeline.stats.bootstrap import bootstrap_metrics, resample_indices
-from pipeline.stats.permutation import paired_permutation_test, rank_scores
+from pipeline.stats.permutation import MAX_WORKERS, available_cpus, paired_permutation_test, rank_scores
 
 N_IMAGES, N_FINDINGS = 51_775, 40
 
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--loop-resamples", type=int, default=5, help="resamples of the sklearn loop to time")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="permutation test threads (default: the CPUs)")
     args = parser.parse_args()
 
     labels, scores_a, scores_b, patients = synthetic_case(args.seed)
@@ -130,7 +131,7 @@ def main() -> None:
 
     start = time.perf_counter()
     test = paired_permutation_test(
-        labels, scores_a, scores_b, groups=patients, n_permutations=args.resamples, seed=args.seed
+        labels, scores_a, scores_b, groups=patients, n_permutations=args.resamples, seed=args.seed, workers=args.workers
     )
     perm_seconds = time.perf_counter() - start
     swaps = np.random.default_rng(args.seed).random((n_loop, n_units)) < 0.5
@@ -139,7 +140,8 @@ def main() -> None:
     perm_loop_seconds = (time.perf_counter() - start) * args.resamples / n_loop
     macro = test[(test["output"] == "macro") & (test["metric"] == "auroc")].iloc[0]
     print(
-        f"chex paired permutation test ({args.resamples} permutations, AUROC + AUPRC): {perm_seconds:.2f} s; "
+        f"chex paired permutation test ({args.resamples} permutations, AUROC + AUPRC, "
+        f"{min(args.workers or available_cpus(), MAX_WORKERS)} worker threads): {perm_seconds:.2f} s; "
         f"macro AUROC diff {macro['diff']:+.4f}, p = {macro['p_value']:.4g}"
     )
     print(

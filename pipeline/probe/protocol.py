@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.locks import folder_lock
 from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
 from pipeline.probe.halving import SWEEPS, halving_sweep
-from pipeline.probe.results import attention_maps, prediction_frame, survival_frame
+from pipeline.probe.results import attention_maps, prediction_frame, survival_frame, with_training_priors
 from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
 from pipeline.runs import (
     HEAD_FILE,
@@ -193,7 +193,7 @@ def run_probe(
         by_reason.setdefault(reason, []).append(name)
     for reason, names in by_reason.items():  # one line per reason: a long-tailed set can lose dozens of outputs
         log.warning(
-            "%s/%s: %d output(s) with %s in train, left out of lr selection and macro averages: %s",
+            "%s/%s: %d output(s) with %s in train, left out of lr selection and scored by the prior: %s",
             dataset, head, len(names), reason, ", ".join(names),
         )  # fmt: skip
     timings: dict[str, float] = {}
@@ -232,8 +232,11 @@ def run_probe(
 
     # 3. outputs: predictions, survival risk, statistics, weights, attention maps, run record.
     identity = dict(dataset=dataset, backbone=backbone, head=head, label_fraction=config.label_fraction)
+    # A finding without train positives (or negatives) is predicted by its training prior, so it stays in the macro.
+    test_probs = with_training_priors(test_probs, list(data.outputs), skip_train)
+    val_chosen = with_training_priors(val_probs[chosen], list(data.outputs), skip_train)
     predictions = prediction_frame(data, data.test, test_probs, identity, config.seed, chosen_lr)
-    val_predictions = prediction_frame(data, data.val, val_probs[chosen], identity, config.seed, chosen_lr)
+    val_predictions = prediction_frame(data, data.val, val_chosen, identity, config.seed, chosen_lr)
     survival = survival_frame(data, predictions, identity)
     files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, SWEEP_FILE, RESULTS_FILE, HEAD_FILE]
     (folder / RECORD_FILE).unlink(missing_ok=True)  # the folder is incomplete until the new record is written

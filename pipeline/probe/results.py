@@ -14,6 +14,7 @@ import torch
 from pipeline.device import autocast
 from pipeline.probe.data import Features, ProbeData
 from pipeline.runs import write_attention
+from pipeline.runs.evaluate import training_prior
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,17 @@ def prediction_frame(
         }
     )
     return frame
+
+
+def with_training_priors(probs: np.ndarray, outputs: list[str], skipped: dict[str, str]) -> np.ndarray:
+    """(n, K) scores with each `skipped` output (name -> reason in train) scored by its training prior (0 without
+    train positives, 1 without negatives): every finding gets a prediction, a constant for one never seen."""
+    if not skipped:
+        return probs
+    probs = np.array(probs, dtype=np.float64, copy=True)
+    for name, reason in skipped.items():
+        probs[:, outputs.index(name)] = training_prior(reason)
+    return probs
 
 
 def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[str, Any]) -> pd.DataFrame | None:

@@ -26,7 +26,8 @@ class Cell:
     kind: CellKind = "metric"
     bold: bool = False
     text: str = ""
-    note: str = ""  # why the cell is undefined, listed under the table
+    note: str = ""  # why the cell is undefined, or why it has no CI, listed under the table
+    ci_withheld: bool = False  # too few test positives or negatives for a CI: never bold (results.parquet's note)
 
     @property
     def has_value(self) -> bool:
@@ -128,21 +129,25 @@ class ReportTable:
 
 
 def mark_best(cells: list[Cell], higher_is_better: bool = True) -> list[Cell]:
-    """The same cells with the best value(s) bold (ties all bold); cells without a value stay plain."""
-    values = [c.value for c in cells if c.has_value and not c.text]
-    if not values:
+    """The same cells with the best value(s) bold (ties all bold); cells without a value, and cells whose CI was
+    withheld (an estimate too uncertain to call best), stay plain and take no part."""
+    ranked = [c for c in cells if c.has_value and not c.text and not c.ci_withheld]
+    if not ranked:
         return cells
-    best = max(values) if higher_is_better else min(values)
-    return [replace(c, bold=True) if c.has_value and not c.text and c.value == best else c for c in cells]
+    best = max(c.value for c in ranked) if higher_is_better else min(c.value for c in ranked)
+    return [replace(c, bold=True) if any(c is r for r in ranked) and c.value == best else c for c in cells]
 
 
 def undefined_notes(table: ReportTable) -> list[str]:
-    """One line per undefined cell of `table`: where it is and why (so 'undefined' is never unexplained)."""
+    """One line per undefined cell of `table`, and per estimate printed without its CI: where it is and why (so
+    'undefined' or a missing interval is never unexplained)."""
     notes = []
     for panel in table.panels:
         for row in panel.rows:
             for column, cell in zip(table.columns, row.cells, strict=True):
+                where = " / ".join([*([panel.title] if panel.title else []), *row.labels, column])
                 if cell.text == UNDEFINED:
-                    where = " / ".join([*([panel.title] if panel.title else []), *row.labels, column])
                     notes.append(f"{where}: undefined ({cell.note or 'no estimate in results.parquet'})")
+                elif cell.has_value and cell.note:  # an estimate printed without its CI
+                    notes.append(f"{where}: {cell.note}")
     return notes

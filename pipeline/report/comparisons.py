@@ -30,6 +30,8 @@ COMPARISON_COLUMNS = (
     "p_value",
     "p_adjusted",
     "n_permutations",
+    "exact",
+    "min_p",
     "note",
 )
 
@@ -45,7 +47,9 @@ def best_vs_others(
 
     The best model is the one with the highest macro estimate in results.parquet (first in report order on
     ties). Each pair of runs is tested once (both metrics at a time, `pipeline.runs.compare_runs`, over the
-    outputs both runs average, so p tests the printed difference); p is adjusted
+    outputs both runs average, so p tests the printed difference); n_permutations is the number of distinct
+    swap patterns drawn (all 2**patients of them when that is fewer than asked: `exact`) and min_p the smallest
+    p the test could give (pipeline.stats.permutation.smallest_p); p is adjusted
     (`adjust`) over the comparisons of one data set and metric. Returns the table and the problems met
     (missing predictions, runs not on the same test images): those rows keep p = NaN.
     """
@@ -69,7 +73,7 @@ def best_vs_others(
     rows, problems = [], []
     for dataset, metric, best, other, estimates in plan:
         outcome = tested[(dataset, *sorted([best, other]))]
-        p, note = np.nan, ""
+        p, note, drawn, exact, min_p = np.nan, "", n_permutations, False, np.nan
         if isinstance(outcome, str):
             note = outcome
             if outcome not in problems:
@@ -78,6 +82,8 @@ def best_vs_others(
             macro = outcome[(outcome["output"] == "macro") & (outcome["metric"] == metric)]
             if len(macro):
                 p, note = float(macro["p_value"].iloc[0]), str(outcome["note"].iloc[0])
+                drawn, exact = int(macro["n_permutations"].iloc[0]), bool(macro["exact"].iloc[0])
+                min_p = float(macro["min_p"].iloc[0])
         rows.append(
             {
                 "dataset": dataset,
@@ -91,7 +97,9 @@ def best_vs_others(
                 "diff": estimates[best] - estimates[other],
                 "p_value": p,
                 "p_adjusted": np.nan,
-                "n_permutations": n_permutations,
+                "n_permutations": drawn,
+                "exact": exact,
+                "min_p": min_p,
                 "note": note,
             }
         )

@@ -78,7 +78,7 @@ def km_figure(coll: Collection, run: Run, endpoint: str, out_dir: Path) -> Figur
         paths = save_figure(fig, out_dir, stem)
     caption = (
         f"{synthetic_prefix(synthetic)}Kaplan-Meier curves of {name} in {dataset_name(run.dataset)} test "
-        f"subjects split at the median predicted risk ({model_label(run.model)}, the model with the highest "
+        f"subjects split at the median predicted risk on test ({model_label(run.model)}, the model with the highest "
         "C-index), with 95% bands (exponential Greenwood); numbers at risk under the axis; log-rank p on the plot."
     )
     title = f"{dataset_name(run.dataset)}: Kaplan-Meier curves, {name}"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.report.cells import UNDEFINED, Cell, Panel, ReportTable, Row, mark_best, missing_cell
 from pipeline.report.collect import Collection, dataset_name, head_name
+from pipeline.stats.classification import NO_CI, TOO_FEW
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 
 MACRO = "macro"
@@ -24,6 +25,13 @@ ENDPOINT_NAMES = {"cvd": "CVD mortality", "all_cause": "All-cause mortality"}
 ORACLE = (ORACLE_BACKBONE, ORACLE_HEAD)
 ORACLE_LABELS = ("planted features (oracle)", "SYNTHETIC ceiling")
 SURVIVAL_COLUMNS = ("AUPRC", "AUROC", "C-index", "HR (95% CI)", "Log-rank p", "Surv. low (%)", "Surv. high (%)")
+
+
+MACRO_SET_NOTE = (
+    "The macro averages one fixed set of findings per data set: those with positive and negative test labels "
+    "(each run's results.parquet note names them); a finding a head saw no training positive of is scored by its "
+    "training prior (a constant: AUROC 0.5) and stays in the set."
+)
 
 
 def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, kind: str = "metric") -> Cell:
@@ -44,7 +52,10 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
     value = float(row["estimate"]) if pd.notna(row["estimate"]) else math.nan
     low = float(row["ci_low"]) if pd.notna(row["ci_low"]) else math.nan
     high = float(row["ci_high"]) if pd.notna(row["ci_high"]) else math.nan
-    return Cell(value, low, high, kind=kind)  # type: ignore[arg-type]
+    note = str(row["note"]) if "note" in row.index and pd.notna(row["note"]) else ""
+    withheld = next((part for part in note.split("; ") if part.startswith(NO_CI)), "")
+    too_few = withheld.startswith(TOO_FEW)
+    return Cell(value, low, high, kind=kind, note=withheld, ci_withheld=too_few)  # type: ignore[arg-type]
 
 
 def model_labels(model: tuple[str, str]) -> tuple[str, str]:
@@ -93,8 +104,8 @@ def performance_table(coll: Collection) -> ReportTable:
         number="Table II",
         title="Classification performance of frozen backbones with linear, GLoRI and MLP heads",
         caption=(
-            "Macro-averaged AUPRC and AUROC over each data set's findings on its test split, with 95% bootstrap "
-            "confidence intervals in parentheses. Best model per column in bold; – marks a run that is missing."
+            "Macro-averaged AUPRC and AUROC on each data set's test split, with 95% bootstrap confidence intervals "
+            f"in parentheses. {MACRO_SET_NOTE} Best model per column in bold; – marks a run that is missing."
             + ORACLE_NOTE
             * any(is_oracle(m) for m in models)
         ),
@@ -140,11 +151,14 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         number="Table II (companion)",
         title="Paired permutation tests of the best model vs each other model",
         caption=(
-            f"Two-sided paired permutation test ({n_permutations} permutations, scores swapped per patient) of the "
-            "difference in macro AUPRC / AUROC between the best model of each column ('best') and each other "
-            f"model, on the same test images. p-values are {method}-adjusted for multiple comparisons within each "
-            "column (the family is that column's comparisons); unadjusted p-values are in "
-            "table2_pvalues_detail.csv. – marks a comparison that could not be made (missing predictions)."
+            f"Two-sided paired permutation test ({permutation_phrase(comparisons, n_permutations)}; scores "
+            "swapped per patient) of the difference in macro AUPRC / AUROC between the best model of each column "
+            f"('best') and each other model, on the same test images. p-values are {method}-adjusted for multiple "
+            "comparisons within each column (the family is that column's comparisons); unadjusted p-values are in "
+            "table2_pvalues_detail.csv. The best model is picked on the same test results before it is tested, "
+            "which the adjustment does not cover: read a small p as evidence that the best differs from that "
+            "model, not as a test of which is best. – marks a comparison that could not be made (missing "
+            "predictions)."
         ),
         row_header=["Backbone", "Head"],
         columns=[dataset_name(d) for d in datasets],
@@ -152,6 +166,23 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         panel_header="Metric",
         synthetic=coll.is_synthetic(datasets),
     )
+
+
+def permutation_phrase(comparisons: pd.DataFrame, n_permutations: int) -> str:
+    """How many distinct permutations each test had and the smallest p it could give: '1000 random permutations,
+    so p is at least 0.001', or per data set where every swap pattern of its few patients was enumerated."""
+    sampled = f"{n_permutations} random permutations, so p is at least {1 / (1 + n_permutations):.2g}"
+    exact = comparisons[comparisons["exact"].astype(bool)] if "exact" in comparisons else comparisons.iloc[:0]
+    if not len(exact):
+        return sampled
+    few = [
+        f"{dataset_name(d)}: all {int(g['n_permutations'].iloc[0])} swap patterns of its "
+        f"{round(math.log2(g['n_permutations'].iloc[0]))} test patients enumerated, so p is at least "
+        f"{g['min_p'].iloc[0]:.3g}"
+        for d, g in exact.groupby("dataset", sort=False)
+    ]
+    rest = "; elsewhere " + sampled if len(exact) < len(comparisons) else ""
+    return "; ".join(few) + rest
 
 
 def survival_datasets(coll: Collection) -> list[str]:
@@ -191,13 +222,17 @@ def survival_table(coll: Collection) -> ReportTable:
         number="Table IV",
         title="Mortality prediction (PLCO): CVD and all-cause death",
         caption=(
-            f"AUPRC and AUROC of death within {horizon} (binary output, test split) with 95% bootstrap CIs; "
-            "Harrell's C-index of the subject risk score; hazard ratio of the high- vs low-risk group (Cox, 95% CI); "
+            f"AUPRC and AUROC of death within {horizon} (binary output, test split) with 95% bootstrap CIs, "
+            "complete-case: subjects censored before the horizon have no label and are left out, which can bias "
+            "both (the IPCW time-dependent AUROC, `chex stats RUN --horizon`, does not leave them out); Harrell's "
+            "C-index of the subject risk score; hazard ratio of the high- vs low-risk group (Cox, 95% CI); "
             "log-rank p of the two groups' Kaplan-Meier curves; end-of-follow-up Kaplan-Meier survival (%) of the "
-            "low- and high-risk groups (95% band). Subjects are split at the median predicted risk. Best AUPRC, "
-            "AUROC and C-index per panel in bold."
-            + ORACLE_NOTE
-            * any(is_oracle(m) for d in datasets for m in coll.models(coll.full_runs(d)))
+            "low- and high-risk groups (95% band). Subjects are split at the median predicted risk on test (the "
+            "paper's rule). Log-rank and Cox p-values are unadjusted: one test per model and endpoint, with no "
+            "correction for the several models and endpoints tested, and the best model is picked on these same "
+            "test results before it is tested, so a small p of the best row overstates the evidence (with 3 equal "
+            "models the chance of a p < 0.05 somewhere is above 0.05). Best AUPRC, AUROC and C-index per panel "
+            "in bold." + ORACLE_NOTE * any(is_oracle(m) for d in datasets for m in coll.models(coll.full_runs(d)))
         ),
         row_header=["Backbone", "Head"],
         columns=list(SURVIVAL_COLUMNS),
@@ -238,7 +273,8 @@ def label_efficiency_table(coll: Collection) -> ReportTable:
         title="Label efficiency: macro AUROC by fraction of training labels",
         caption=(
             "Macro AUROC (95% bootstrap CI) on the full test split of heads trained on a patient-level random "
-            "fraction of the training labels. Best model per column and data set in bold; – marks a missing run."
+            f"fraction of the training labels. {MACRO_SET_NOTE} So every fraction averages the same findings. Best "
+            "model per column and data set in bold; – marks a missing run."
         ),
         row_header=["Backbone", "Head"],
         columns=[fraction_name(f) for f in fractions],

@@ -1,10 +1,12 @@
 """One evaluation of a run folder, shared by the probe, `chex stats`, `chex compare` and the report.
 
 `evaluate_run(folder)` reads the folder's predictions, val predictions, survival table and RunRecord and
-applies the probe's rules: outputs without train positives (or negatives) stay out of the macro averages,
-validation thresholds reach test as a positive rate, and the bootstrap uses the run's resamples and seed.
-So the same folder gives the same numbers wherever it is evaluated. `compare_runs` tests two runs over the
-outputs both runs average, so its macro difference is the one results.parquet gives.
+applies the probe's rules: the macro of a data set averages one fixed set of findings in every run and label
+fraction (those with test positives and negatives); an output without train positives (or negatives) is
+scored by its training prior (0, or 1: a constant, AUROC 0.5) and stays in that set; validation thresholds
+reach test as a positive rate, and the bootstrap uses the run's resamples and seed. So the same folder gives
+the same numbers wherever it is evaluated. `compare_runs` tests two runs over every output, each scored as
+its results.parquet scores it, so its macro difference is the one results.parquet gives.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pipeline.runs.layout import (
 )
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
-from pipeline.stats.metrics import METRICS
 from pipeline.stats.tables import RESULT_COLUMNS, RUN_COLUMNS
 
 
@@ -89,41 +90,50 @@ def evaluate_tables(
     config: StatsConfig,
     threshold_transfer: str = "quantile",
 ) -> pd.DataFrame:
-    """results rows from a run's tables: `skipped` outputs (name -> reason in train) become undefined rows and
-    stay out of the macro; survival endpoints add their rows."""
+    """results rows from a run's tables: `skipped` outputs (name -> reason in train) are scored by their training
+    prior (`prior_scored`) and stay in the macro, which averages the outputs with test positives and negatives;
+    survival endpoints add their rows."""
     parts: list[pd.DataFrame] = []
     if predictions is not None and len(predictions):
-        keep = _without_outputs(predictions, skipped)
-        if len(keep):
-            val = val_predictions if val_predictions is None else _without_outputs(val_predictions, skipped)
-            parts.append(
-                evaluate_predictions(
-                    keep,
-                    n_resamples=config.n_resamples,
-                    seed=config.seed,
-                    ci_method=config.ci_method,
-                    cluster_column=None if config.by_image else "patient_id",
-                    stratified=config.stratified,
-                    val_predictions=val,
-                    confidence=config.confidence,
-                    threshold_transfer=threshold_transfer,
-                )
+        val = val_predictions if val_predictions is None else prior_scored(val_predictions, skipped)
+        parts.append(
+            evaluate_predictions(
+                prior_scored(predictions, skipped),
+                n_resamples=config.n_resamples,
+                seed=config.seed,
+                ci_method=config.ci_method,
+                cluster_column=None if config.by_image else "patient_id",
+                stratified=config.stratified,
+                val_predictions=val,
+                confidence=config.confidence,
+                threshold_transfer=threshold_transfer,
+                prior_scored=skipped,
             )
-        run = predictions.iloc[0]
-        rows = []
-        for output, reason in skipped.items():
-            labels = predictions.loc[predictions["output"].astype(str) == output, "label"]
-            rows += [_undefined_row(run, output, m, labels, f"skipped: {reason} in train") for m in METRICS]
-        if not len(keep):
-            rows += [_undefined_row(run, "macro", m, predictions["label"], "no output to average") for m in METRICS]
-        if rows:
-            parts.append(pd.DataFrame(rows))
+        )
     if survival is not None and len(survival):
         parts.append(evaluate_survival(survival, horizons=list(config.horizons)))
     results = pd.concat(parts, ignore_index=True)[list(RESULT_COLUMNS)]
     results["defined"] = results["defined"].astype(bool)
     results[["n", "n_pos"]] = results[["n", "n_pos"]].astype("int64")
     return results
+
+
+def training_prior(reason: str) -> float:
+    """The training prior of an output whose train labels are of one class (`reason` as
+    pipeline.probe.data.outputs_without_both_classes words it): 0 without positives, 1 without negatives."""
+    return 1.0 if reason == "no negative labels" else 0.0
+
+
+def prior_scored(frame: pd.DataFrame, skipped: dict[str, str]) -> pd.DataFrame:
+    """`frame` with each skipped output's scores replaced by its training prior (the frame itself when none is):
+    what a head predicts for a finding it never saw a positive (or negative) of, whatever an older probe wrote."""
+    if not skipped or not len(frame):
+        return frame
+    names = frame["output"].astype(str).to_numpy()
+    score = frame["score"].to_numpy(dtype=np.float64, copy=True)
+    for output, reason in skipped.items():
+        score[names == output] = training_prior(reason)
+    return frame.assign(score=score)
 
 
 def run_predictions(path: Path) -> tuple[pd.DataFrame, RunRecord | None]:
@@ -138,26 +148,25 @@ def run_predictions(path: Path) -> tuple[pd.DataFrame, RunRecord | None]:
 
 
 def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) -> pd.DataFrame:
-    """Paired permutation test of two runs (folders or predictions files) over the outputs that both runs
-    average, so each macro difference is the one their results.parquet tables give (A minus B)."""
+    """Paired permutation test of two runs (folders or predictions files) over every output, each run's skipped
+    outputs scored by their training prior as its results.parquet scores them, so each macro difference is the
+    one their results.parquet tables give (A minus B)."""
     config = config or CompareConfig()
     pred_a, record_a = run_predictions(run_a)
     pred_b, record_b = run_predictions(run_b)
-    skipped = sorted({*(record_a.skipped_train if record_a else {}), *(record_b.skipped_train if record_b else {})})
-    if skipped:
-        pred_a, pred_b = _without_outputs(pred_a, skipped), _without_outputs(pred_b, skipped)
-        if not len(pred_a):
-            raise PredictionsError(f"every output of {run_a} is skipped in train; nothing to compare")
+    skipped_a = record_a.skipped_train if record_a else {}
+    skipped_b = record_b.skipped_train if record_b else {}
     result = compare_predictions(
-        pred_a,
-        pred_b,
+        prior_scored(pred_a, skipped_a),
+        prior_scored(pred_b, skipped_b),
         n_permutations=config.n_permutations,
         seed=config.seed,
         cluster_column=None if config.by_image else "patient_id",
         adjust=config.adjust,
     )
-    if skipped:
-        result["note"] = result["note"] + f"; left out (no train positives or negatives in a run): {', '.join(skipped)}"
+    for name, skipped in (("A", skipped_a), ("B", skipped_b)):
+        if skipped:
+            result["note"] = result["note"] + f"; scored by the training prior in run {name}: {', '.join(skipped)}"
     if len(result) and result["model_a"].iloc[0] == result["model_b"].iloc[0]:  # e.g. two configurations of a head
         result["model_a"], result["model_b"] = _folder_name(Path(run_a)), _folder_name(Path(run_b))
     return result
@@ -170,27 +179,3 @@ def _folder_name(path: Path) -> str:
     if names.get("label_fraction"):
         parts.append(f"{FRACTION_PREFIX}{float(names['label_fraction']):g}")
     return "/".join(p for p in parts if p)
-
-
-def _without_outputs(frame: pd.DataFrame, outputs: dict[str, str] | list[str]) -> pd.DataFrame:
-    """The rows of other outputs; the frame itself (no copy: it may hold millions of rows) when none is dropped."""
-    if not outputs:
-        return frame
-    drop = frame["output"].astype(str).isin(list(outputs)).to_numpy()
-    return frame[~drop] if drop.any() else frame
-
-
-def _undefined_row(run: pd.Series, output: str, metric: str, labels: pd.Series, note: str) -> dict[str, object]:
-    known = labels.dropna()
-    return {
-        **{c: run.get(c, None) for c in RUN_COLUMNS},
-        "output": output,
-        "metric": metric,
-        "estimate": np.nan,
-        "ci_low": np.nan,
-        "ci_high": np.nan,
-        "n": len(known),
-        "n_pos": int((known == 1).sum()),
-        "defined": False,
-        "note": note,
-    }

@@ -48,7 +48,7 @@ class RunRecord:
     head_config: dict[str, Any]  # the head's name and every declared option with its value (heads.registry)
     config: dict[str, Any]  # ProbeConfig.identity()
     outputs: list[str]
-    skipped_train: dict[str, str]  # output -> reason; left out of lr selection and the macro averages
+    skipped_train: dict[str, str]  # output -> reason; left out of lr selection, scored by its training prior
     skipped_test: dict[str, str]
     threshold_transfer: str = "quantile"  # how val thresholds reach test (pipeline.stats.evaluate_predictions)
     store_path: str = ""

@@ -22,6 +22,11 @@ from pipeline.stats.tables import (
 )
 
 THRESHOLD_METRICS = ("f1", "sensitivity", "specificity")
+# An output with fewer test positives (or negatives) than this, counted in sampling units, gets no CI: there a
+# percentile bootstrap interval covers 0.81-0.89 of the time instead of 0.95 (benchmarks/bench_intervals.py).
+MIN_CI_CLASS_UNITS = 8
+NO_CI = "no CI"
+TOO_FEW = f"{NO_CI}, too few"  # the estimate is too uncertain to rank: a report never calls it best
 
 
 def evaluate_predictions(
@@ -35,6 +40,7 @@ def evaluate_predictions(
     val_predictions: pd.DataFrame | None = None,
     confidence: float = 0.95,
     threshold_transfer: str = "score",
+    prior_scored: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Every metric per output and macro with bootstrap CIs, in the results.parquet schema.
 
@@ -44,8 +50,12 @@ def evaluate_predictions(
     validation threshold to test as a positive rate (the test score above which the same fraction of test
     images lies) instead of as a score: use it when the validation scores come from another model than the
     test scores (the probe's sweep head vs its refit head), whose scales differ. Resampling is by
-    `cluster_column` when some value of it holds several images (cluster bootstrap), else by image. Outputs
-    without positive or negative test labels get defined=False and stay out of the macro, whose note counts them.
+    `cluster_column` when some value of it holds several images (cluster bootstrap), else by image. An output
+    with fewer than MIN_CI_CLASS_UNITS positive (or negative) test units, or whose resamples all give one value
+    (a constant score, perfect separation), gets its estimate without a CI and a note saying why. The macro
+    averages the outputs with positive and negative test labels (a set fixed by the test labels alone, the same
+    for every run on them); the others get defined=False, and the macro's note names both. `prior_scored` (output
+    -> reason in train) names outputs whose scores are their training prior (a constant: AUROC 0.5), for the notes.
     """
     if ci_method not in ("percentile", "bca"):
         raise ConfigError(f"ci_method must be 'percentile' or 'bca', not {ci_method!r}")
@@ -78,8 +88,10 @@ def evaluate_predictions(
     ci_note = (
         f"{confidence:.0%} {ci_method} CI, {n_resamples} resamples by {unit_name}{', stratified' if stratified else ''}"
     )
-    undefined = [name for name, ok in zip(table.outputs, result.defined, strict=True) if not ok]
     n_outputs = len(table.outputs)
+    macro_note = _macro_note(table.outputs, result.defined, prior_scored or {})
+    pos_units, neg_units = _class_units(table.labels, clusters)
+    unit_word = "images" if clusters is None else "patients" if cluster_column == "patient_id" else "clusters"
     rows = []
     for metric in METRICS:
         for j, name in enumerate([*table.outputs, MACRO]):
@@ -89,12 +101,12 @@ def evaluate_predictions(
                 defined = result.n_pos[j] + result.n_neg[j] > 0
             notes = [ci_note]
             if is_macro:
-                notes.insert(0, f"mean over {int(result.defined.sum())} of {n_outputs} outputs")
-                if undefined:
-                    notes.insert(1, f"{len(undefined)} undefined left out: {', '.join(undefined)}")
+                notes[:0] = macro_note
             elif not result.defined[j]:
                 reason = "no positive" if result.n_pos[j] == 0 else "no negative"
                 notes.insert(0, f"undefined: {reason} test labels")
+            elif name in (prior_scored or {}):
+                notes.insert(0, f"scored by its training prior ({prior_scored[name]} in train): AUROC 0.5")
             if metric in THRESHOLD_METRICS and not is_macro:
                 notes.append(f"threshold {cut[j]:.4g} ({cut_source[j]})")
             bad = int(result.n_undefined[metric][j])
@@ -102,6 +114,13 @@ def evaluate_predictions(
                 notes.append(_macro_dropped_note(result, table.outputs, metric, n_resamples))
             elif defined and bad:
                 notes.append(f"{bad} of {n_resamples} resamples undefined")
+            low, high = (result.ci_low[metric][j], result.ci_high[metric][j]) if defined else (np.nan, np.nan)
+            why = _no_ci_reason(
+                metric, low, high, None if is_macro else (pos_units[j], neg_units[j]), unit_word, n_resamples
+            )
+            if defined and why:
+                low, high = np.nan, np.nan
+                notes.insert(1 if is_macro or name in (prior_scored or {}) else 0, why)
             n_pos = result.n_pos[result.defined].sum() if is_macro else result.n_pos[j]
             n_all = (
                 int(np.any(~np.isnan(table.labels), axis=1).sum()) if is_macro else result.n_pos[j] + result.n_neg[j]
@@ -112,8 +131,8 @@ def evaluate_predictions(
                     "output": name,
                     "metric": metric,
                     "estimate": result.estimates[metric][j] if defined else np.nan,
-                    "ci_low": result.ci_low[metric][j] if defined else np.nan,
-                    "ci_high": result.ci_high[metric][j] if defined else np.nan,
+                    "ci_low": low,
+                    "ci_high": high,
                     "n": int(n_all),
                     "n_pos": int(n_pos),
                     "defined": defined,
@@ -121,6 +140,48 @@ def evaluate_predictions(
                 }
             )
     return results_frame(rows)
+
+
+def _class_units(labels: np.ndarray, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per output, the number of sampling units (patients, else images) holding a positive and a negative."""
+    units = np.arange(len(labels)) if clusters is None else np.unique(clusters, return_inverse=True)[1].ravel()
+    pos = np.array([len(np.unique(units[labels[:, k] == 1])) for k in range(labels.shape[1])])
+    neg = np.array([len(np.unique(units[labels[:, k] == 0])) for k in range(labels.shape[1])])
+    return pos, neg
+
+
+def _no_ci_reason(
+    metric: str, low: float, high: float, counts: tuple[int, int] | None, unit_word: str, n_resamples: int
+) -> str:
+    """Why an estimate is printed without a CI ('' when the CI stands): too few positive or negative test units
+    for the bootstrap to hold its level, or every resample giving the estimate itself (zero width)."""
+    if counts is not None and metric != "prevalence" and min(counts) < MIN_CI_CLASS_UNITS:
+        which = "positive" if counts[0] <= counts[1] else "negative"
+        unit = unit_word.removesuffix("s") if min(counts) == 1 else unit_word
+        return (
+            f"{TOO_FEW}: {min(counts)} {which} test {unit}, fewer than {MIN_CI_CLASS_UNITS}, where a "
+            "bootstrap interval does not hold its level"
+        )
+    if n_resamples > 1 and np.isfinite(low) and low == high:
+        return f"{NO_CI}: every resample gives {low:.4g} (a constant score or perfect separation), no spread to show"
+    return ""
+
+
+def _macro_note(outputs: list[str], defined: np.ndarray, prior_scored: dict[str, str]) -> list[str]:
+    """What the macro covers: 'mean over K of N outputs (those with test positives and negatives)', the outputs
+    left out, and those in it scored by their training prior."""
+    notes = [f"mean over {int(defined.sum())} of {len(outputs)} outputs (those with test positives and negatives)"]
+    left_out = [name for name, ok in zip(outputs, defined, strict=True) if not ok]
+    if left_out:
+        notes.append(f"{len(left_out)} without test positives or negatives left out: {', '.join(left_out)}")
+    by_reason: dict[str, list[str]] = {}
+    for name, ok in zip(outputs, defined, strict=True):
+        if ok and name in prior_scored:
+            by_reason.setdefault(prior_scored[name], []).append(name)
+    for reason, names in by_reason.items():
+        what = "train positives" if reason == "no positive labels" else "train negatives"
+        notes.append(f"{', '.join(names)} without {what} scored by their training prior (AUROC 0.5)")
+    return notes
 
 
 def _thresholds(

@@ -26,7 +26,8 @@ def compare_predictions(
 
     Rows: output, metric, estimate_a, estimate_b, diff (A - B), p_value, p_adjusted (`adjust` over the outputs
     of one metric; the macro row is its own single test), delong_p (AUROC rows: DeLong's analytic test per
-    output), n_permutations, exact, n, n_pos, model_a, model_b, note. Raises PredictionsError when the two
+    output, Obuchowski's clustered form when patients hold several images), n_permutations, exact, n_units,
+    min_p (the smallest attainable p), n, n_pos, model_a, model_b, note. Raises PredictionsError when the two
     tables do not hold the same (image_id, output) test pairs or disagree on a label.
     """
     for name, frame in (("A", pred_a), ("B", pred_b)):
@@ -69,12 +70,12 @@ def compare_predictions(
         for j, name in enumerate(table_a.outputs):
             row = (result["metric"] == "auroc") & (result["output"] == name)
             result.loc[row, "delong_p"] = delong_test(
-                table_a.labels[:, j], table_a.scores[:, j], scores_b[:, j]
+                table_a.labels[:, j], table_a.scores[:, j], scores_b[:, j], clusters=clusters
             ).p_value
     result["model_a"] = model_name(pred_a)
     result["model_b"] = model_name(pred_b)
-    result["note"] = (
-        f"scores swapped per {unit_name}; p_adjusted: {adjust} over outputs; DeLong treats images as independent"
+    result["note"] = f"scores swapped per {unit_name}; p_adjusted: {adjust} over outputs; " + (
+        "DeLong clustered by patient (Obuchowski 1997)" if clusters is not None else "DeLong per image"
     )
     return result
 

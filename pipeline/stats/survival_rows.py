@@ -21,19 +21,22 @@ from pipeline.stats.tables import SURVIVAL_COLUMNS, require, results_frame, run_
 log = logging.getLogger(__name__)
 
 
+RISK_RULE = "median risk on test"  # the paper's rule: the test cohort split at its own median predicted risk
+
+
 def evaluate_survival(
     survival: pd.DataFrame,
     grouping: str | float = "median",
-    val_survival: pd.DataFrame | None = None,
     horizons: list[float] | None = None,
 ) -> pd.DataFrame:
     """Per endpoint: log-rank p, hazard ratios, C-index, end-point KM survival of the low/high risk groups.
 
-    Test subjects (split == 'test', else all) are split at `grouping`: a float threshold, or 'median' (the
-    median risk on `val_survival` / the table's split == 'val' rows when present, else on the test subjects).
-    Metrics (output = endpoint): logrank_p, hazard_ratio (Cox, high vs low group, 95% CI), hazard_ratio_per_sd
-    (Cox, per standard deviation of the risk score), c_index (Harrell), survival_low_risk / survival_high_risk
-    (KM survival at the end of follow-up with its 95% band), and td_auroc_<h>y per horizon h (years).
+    Test subjects (split == 'test', else all) are split at `grouping`: a float threshold, or 'median', the median
+    risk on test (the paper's rule; label-free, so nothing leaks; any validation rows are not used, their scores
+    come from another head). Metrics (output = endpoint): logrank_p, hazard_ratio (Cox, high vs low group, 95%
+    CI), hazard_ratio_per_sd (Cox, per standard deviation of the risk score), c_index (Harrell), survival_low_risk
+    / survival_high_risk (KM survival at the end of follow-up with its 95% band), and td_auroc_<h>y per horizon h
+    (years, IPCW).
     """
     require(survival, SURVIVAL_COLUMNS, "survival")
     if not (grouping == "median" or isinstance(grouping, int | float)):
@@ -42,7 +45,7 @@ def evaluate_survival(
     test = split_rows(survival, "test", fallback_all=True)
     rows = []
     for endpoint in pd.unique(test["endpoint"]):
-        subjects, threshold, source = risk_groups(survival, endpoint, grouping, val_survival)
+        subjects, threshold, source = risk_groups(survival, endpoint, grouping)
         base = {**identity, "output": str(endpoint)}
         common = f"one score per subject (mean over its images); high risk = score > {threshold:.4g} ({source})"
         rows.extend(_survival_rows(base, subjects, threshold, common, horizons or []))
@@ -50,16 +53,16 @@ def evaluate_survival(
 
 
 def risk_groups(
-    survival: pd.DataFrame, endpoint: object, grouping: str | float = "median", val_survival: pd.DataFrame | None = None
+    survival: pd.DataFrame, endpoint: object, grouping: str | float = "median"
 ) -> tuple[pd.DataFrame, float, str]:
     """One endpoint's test subjects (index patient_id; mean risk_score over its images, time, event) and the
-    low/high threshold with its source: the rule of `evaluate_survival`, shared with the report's KM figure."""
+    low/high threshold with its source (`RISK_RULE` or 'given'): the rule of `evaluate_survival`, shared with the
+    report's KM figure."""
     test = split_rows(survival, "test", fallback_all=True)
-    if val_survival is None and "split" in survival.columns:
-        val_survival = split_rows(survival, "val", fallback_all=False)
     subjects = _per_subject(test[test["endpoint"] == endpoint])
-    threshold, source = _risk_threshold(grouping, endpoint, subjects, val_survival)
-    return subjects, threshold, source
+    if grouping != "median":
+        return subjects, float(grouping), "given"
+    return subjects, float(np.median(subjects["risk_score"].to_numpy(dtype=np.float64))), RISK_RULE
 
 
 def _per_subject(group: pd.DataFrame) -> pd.DataFrame:
@@ -67,23 +70,6 @@ def _per_subject(group: pd.DataFrame) -> pd.DataFrame:
         risk_score=("risk_score", "mean"), time=("time", "first"), event=("event", "first")
     )
     return subjects.dropna()
-
-
-def _risk_threshold(
-    grouping: str | float, endpoint: object, subjects: pd.DataFrame, val: pd.DataFrame | None
-) -> tuple[float, str]:
-    """A given threshold, else the validation median moved to test as a rate (the share of validation subjects
-    above it; val and test risks may come from heads of different scales), else the test median."""
-    if grouping != "median":
-        return float(grouping), "given"
-    test_risk = subjects["risk_score"].to_numpy(dtype=np.float64)
-    if val is not None and len(val) and len(test_risk):
-        val_risk = _per_subject(val[val["endpoint"] == endpoint])["risk_score"].to_numpy(dtype=np.float64)
-        if len(val_risk):
-            rate = float(np.mean(val_risk > np.median(val_risk)))
-            threshold = float(np.quantile(test_risk, 1.0 - rate, method="lower"))
-            return threshold, f"median risk on validation ({rate:.1%} above it), the same rate on test"
-    return float(np.median(test_risk)), "median risk on test"
 
 
 SURVIVAL_METRICS = (

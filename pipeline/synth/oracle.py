@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.errors import ChexError, ConfigError
 from pipeline.probe.data import ProbeData, load_probe_data, outputs_without_both_classes
 from pipeline.probe.protocol import ProbeConfig
-from pipeline.probe.results import prediction_frame, survival_frame
+from pipeline.probe.results import prediction_frame, survival_frame, with_training_priors
 from pipeline.runs import (
     PREDICTIONS_FILE,
     RECORD_FILE,
@@ -95,6 +95,9 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
         elif output not in skipped:
             val_probs[:, k] = _logistic(features, data.labels[:, k], data.train, data.val, seed)
             test_probs[:, k] = _logistic(features, data.labels[:, k], fit_test, data.test, seed)
+    # A finding without train positives is predicted by its training prior, as the probe does (and evaluates).
+    test_probs = with_training_priors(test_probs, list(data.outputs), skipped)
+    val_probs = with_training_priors(val_probs, list(data.outputs), skipped)
     identity = dict(dataset=dataset, backbone=ORACLE_BACKBONE, head=ORACLE_HEAD, label_fraction=1.0)
     predictions = prediction_frame(data, data.test, test_probs, identity, seed, 0.0)
     files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RESULTS_FILE]

@@ -83,14 +83,18 @@ def test_missing_images_give_a_count_examples_and_the_embed_command(tmp_path):
         run_probe(ws, "toy", "resnet", config=_config(), progress=False)
 
 
-def test_output_without_train_positives_is_reported_and_left_out_of_macro(tmp_path):
+def test_output_without_train_positives_is_scored_by_its_prior_and_stays_in_the_macro(tmp_path):
     ws = make_workspace(tmp_path / "ws", empty_output=True)
     summary = run_probe(ws, "toy", "mlp", config=_config(epochs=2), progress=False)
     results = pd.read_parquet(summary.folder / "results.parquet")
     nodule = results[(results["output"] == "Nodule") & (results["metric"] == "auroc")]
-    assert not nodule["defined"].item() and "no positive labels in train" in nodule["note"].item()
+    assert nodule["defined"].item() and nodule["estimate"].item() == 0.5
+    assert "training prior (no positive labels in train)" in nodule["note"].item()
+    predictions = pd.read_parquet(summary.folder / "predictions.parquet")
+    assert (predictions.loc[predictions["output"] == "Nodule", "score"] == 0.0).all()  # the prior, a constant
     macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]
-    assert macro["defined"].item() and np.isfinite(macro["estimate"].item()) and "2 of 2" in macro["note"].item()
+    assert macro["defined"].item() and np.isfinite(macro["estimate"].item()) and "3 of 3" in macro["note"].item()
+    assert "Nodule without train positives scored by their training prior" in macro["note"].item()
     run = json.loads((summary.folder / "run.json").read_text())
     assert run["skipped_train"] == {"Nodule": "no positive labels"}
     assert pd.read_parquet(summary.folder / "sweep.parquet")["val_outputs"].max() == 2

@@ -84,12 +84,12 @@ def _rossi_survival(val_scale: float | None = None) -> pd.DataFrame:
     return pd.concat([frame, val], ignore_index=True)
 
 
-def test_validation_median_moves_to_test_as_a_rate_not_as_a_score():
+def test_validation_rows_of_another_scale_do_not_move_the_test_median():
     results = evaluate_survival(_rossi_survival(val_scale=100.0)).set_index("metric")
     low, high = results.loc["survival_low_risk"], results.loc["survival_high_risk"]
     n_test = len(load_rossi())
     assert abs(low["n"] - high["n"]) <= 2 and low["n"] + high["n"] == n_test  # half the test subjects each
-    assert "same rate on test" in results.loc["logrank_p", "note"]
+    assert "median risk on test" in results.loc["logrank_p", "note"]  # issue 25: one declared rule
 
 
 def test_hazard_ratio_per_sd_uses_the_sample_sd():
