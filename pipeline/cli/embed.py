@@ -11,6 +11,7 @@ import typer
 from pipeline.cli.app import (
     DaskOption,
     NoProgressAlias,
+    OverwriteOption,
     QuietOption,
     VerboseOption,
     WorkspaceOption,
@@ -21,7 +22,11 @@ from pipeline.cli.app import (
     pick,
     workspace_from,
 )
+from pipeline.cli.checks import checkpoint_path, datasets_in
 from pipeline.errors import ConfigError, StoreError
+from pipeline.workspace import check_name, out_file, out_folder
+
+STORE_MARKERS = ("zarr.json",)  # a folder holding this is a feature store (pipeline/store/layout.py)
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -41,16 +46,16 @@ def embed_command(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size (positional embeddings interpolated).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
-    layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
+    layers: Annotated[int, typer.Option(min=1, help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
         str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
     ] = "float16",
-    train_views: Annotated[int, typer.Option(help="Views per training image (view 0 = plain eval view).")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    train_views: Annotated[int, typer.Option(min=1, help="Views per training image (view 0 = plain eval view).")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     unit_rows: Annotated[
-        int, typer.Option(help="Rows per write unit (Zarr shard) of a new store; 0: chosen from the row size.")
+        int, typer.Option(min=0, help="Rows per write unit (Zarr shard) of a new store; 0: chosen from the row size.")
     ] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader (or local dask) worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader (or local dask) worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: DaskOption = None,
     source: Annotated[str, typer.Option(help="auto, shards or manifest.")] = "auto",
@@ -64,10 +69,13 @@ def embed_command(
     image_root: Annotated[Path | None, typer.Option("--image-root", hidden=True)] = None,
     store: Annotated[Path | None, typer.Option("--store", hidden=True)] = None,
     patch_rank: Annotated[
-        int, typer.Option("--rank", help="Project patch tokens on R principal directions (fitted on train images).")
+        int,
+        typer.Option("--rank", min=0, help="Project patch tokens on R principal directions (fitted on train images)."),
     ] = 0,
-    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
-    fit_images: Annotated[int, typer.Option(help="--rank: train images the basis is fitted on (0: all).")] = 8192,
+    pool: Annotated[int, typer.Option(min=1, help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    fit_images: Annotated[
+        int, typer.Option(min=0, help="--rank: train images the basis is fitted on (0: all).")
+    ] = 8192,
     info: Annotated[Path | None, typer.Option("--info", help="Print a store's summary and exit.")] = None,
     quiet: QuietOption = False,
     no_progress: NoProgressAlias = False,
@@ -78,17 +86,20 @@ def embed_command(
     if info is not None:
         _print_info(info)
         return
-    from pipeline.embed import EmbedOptions, embed_datasets
-    from pipeline.embed.distributed import torchrun_rank
-
     root = pick(root, image_root, "--root", "--image-root")
     out = pick(out, store, "--out", "--store")
     ws = workspace_from(workspace)
     names = datasets or ws.datasets()
     if not names:
         raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
+    _check_embed_arguments(ws, names, checkpoint, random_init, backbone, manifest)
+    if out is not None:
+        out = out_folder(ws, out, "features", "feature store", STORE_MARKERS)
     if manifest is not None:
         ws = _with_manifest(ws, names, manifest)
+    from pipeline.embed import EmbedOptions, embed_datasets
+    from pipeline.embed.distributed import torchrun_rank
+
     rank, world = torchrun_rank()
     options = EmbedOptions(
         n_layers=layers,
@@ -129,6 +140,23 @@ def embed_command(
         )
 
 
+def _check_embed_arguments(ws, names: list[str], checkpoint: Path | None, random_init: str | None,
+                           backbone: str | None, manifest: Path | None) -> None:  # fmt: skip
+    """The argument errors embed can find before it loads torch (benchmarks/bench_startup.py)."""
+    if (checkpoint is None) == (random_init is None):
+        raise ConfigError("give exactly one of --checkpoint PATH or --random-init PRESET")
+    for name in (backbone, random_init):
+        if name is not None:
+            check_name(name, "backbone")
+    if checkpoint is not None:
+        checkpoint_path(checkpoint)
+    if manifest is None:
+        datasets_in(ws, names, "`chex shard {name}` (optional) and this embed")
+    else:
+        for name in names:
+            check_name(name, "data set")
+
+
 def _with_manifest(ws, names: list[str], manifest: Path):
     """A one-off workspace view in which DATASET's manifest is `manifest` (embed reads manifests by name)."""
     from pipeline.workspace import Workspace
@@ -151,13 +179,16 @@ def store_export_command(
     name: Annotated[str | None, typer.Argument(help="Backbone name in the workspace, or a store folder.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="npz or parquet.")] = "npz",
     out: Annotated[Path | None, typer.Option(help="Output file (default <workspace>/exports/NAME.FORMAT).")] = None,
+    overwrite: OverwriteOption = False,
     kinds: Annotated[str, typer.Option("--kinds", help="Comma-separated: cls, pooled, patch.")] = "cls,pooled",
-    view: Annotated[int, typer.Option(help="Stored view (0 = the plain eval view).")] = 0,
+    view: Annotated[int, typer.Option(min=0, help="Stored view (0 = the plain eval view).")] = 0,
     workspace: WorkspaceOption = None,
 ) -> None:
+    ws = workspace_from(workspace)
+    if out is not None:
+        out_file(ws, out, overwrite=overwrite)
     from pipeline.api import open_store
 
-    ws = workspace_from(workspace)
     if name is not None and (Path(name) / "zarr.json").is_file():
         store = open_store(Path(name))
     else:
@@ -165,7 +196,7 @@ def store_export_command(
     if view:
         store = store.with_view(view)
     label = name if name and "/" not in name else store.path.name
-    target = out or ws.root / "exports" / f"{label}.{fmt}"
+    target = out_file(ws, out or ws.root / "exports" / f"{label}.{fmt}", overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     path = store.export(target, fmt, [k.strip() for k in kinds.split(",") if k.strip()])
     console.print(f"wrote {path}: {len(store)} images, {store.n_layers} layers x {store.dim} dims", highlight=False)
@@ -174,12 +205,20 @@ def store_export_command(
 @store_app.command("info", help="Shape, dtype, size on disk, provenance and completeness of a feature store.")
 @chex_command
 def store_info_command(
-    path: Annotated[Path, typer.Argument(help="Store folder, or a backbone name in the workspace.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Store folder, or a backbone name in the workspace (default: the default backbone)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    if not path.exists() and len(path.parts) == 1:
-        path = workspace_from(workspace).features_dir(str(path))
+    from pipeline.workspace_stores import choose_store
+
+    ws = workspace_from(workspace)
+    if path is None:
+        path = ws.features_dir(choose_store(ws, None))
+    elif not path.exists() and len(path.parts) == 1:
+        path = ws.features_dir(check_name(str(path), "backbone"))
     _print_info(path, as_json)
 
 
@@ -271,32 +310,32 @@ def _projection_lines(info: dict) -> list[str]:
 @chex_command
 def store_compress_command(
     source: Annotated[Path, typer.Argument(help="Full store folder, or a backbone name in the workspace.")],
-    out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
-    patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
+    out: Annotated[Path, typer.Option(help="New store: a name (features/NAME) or a new folder.")],
+    patch_rank: Annotated[int, typer.Option("--rank", min=0, help="Principal directions kept (0: full width).")] = 0,
     dtype: Annotated[
         str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
     ] = "float16",
-    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    pool: Annotated[int, typer.Option(min=1, help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     dataset: Annotated[
         str | None, typer.Option(help="Data sets whose train split fits the basis, comma-separated (default: all).")
     ] = None,
-    fit_images: Annotated[int, typer.Option(help="Train images the basis is fitted on (0: all).")] = 8192,
+    fit_images: Annotated[int, typer.Option(min=0, help="Train images the basis is fitted on (0: all).")] = 8192,
     unit_rows: Annotated[
-        int, typer.Option(help="Rows per write unit of the new store; 0: chosen from the row size.")
+        int, typer.Option(min=0, help="Rows per write unit of the new store; 0: chosen from the row size.")
     ] = 0,
     verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from pipeline.embed.compress import compress_store, train_image_ids
-    from pipeline.workspace import check_name
-
     configure_logging(verbose)
     ws = workspace_from(workspace)
     if not source.exists() and len(source.parts) == 1:
-        source = ws.features_dir(str(source))
-    if not out.exists() and len(out.parts) == 1:
-        out = ws.features_dir(check_name(str(out), "--out store"))
+        source = ws.features_dir(check_name(str(source), "backbone"))
+    out = out_folder(ws, out, "features", "feature store", STORE_MARKERS)
     names = [t.strip() for t in dataset.split(",") if t.strip()] if dataset else None
+    if names:
+        datasets_in(ws, names, "rerun this compress")
+    from pipeline.embed.compress import compress_store, train_image_ids
+
     summary = compress_store(source, out, train_image_ids(ws, names), patch_rank, dtype=dtype, pool=pool,
                              fit_images=fit_images, unit_rows=unit_rows)  # fmt: skip
     kept = "" if summary.variance_kept is None else f", variance kept {summary.variance_kept:.4f}"
