@@ -49,6 +49,14 @@ def checkpoint_path(path: Path, option: str = "--checkpoint") -> Path:
     return path
 
 
+def at_least(**options: tuple[int, int]) -> None:
+    """ConfigError naming the first option (`name=(value, least)`, name as in `--name`) below its least value,
+    so a bad number is refused before anything is written (no half-made store)."""
+    for name, (value, least) in options.items():
+        if value < least:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+
+
 def datasets_in(ws: Workspace, names: list[str], then: str) -> list[str]:
     """`names` (checked as names) if the workspace has a manifest for each, else ConfigError saying what to run
     (`then`: the steps after the manifest; `{name}` stands for the first missing data set)."""
@@ -63,8 +71,8 @@ def datasets_in(ws: Workspace, names: list[str], then: str) -> list[str]:
             else f"`chex manifest custom {first} --labels FILE --root DIR`"
         )  # fmt: skip
         raise ConfigError(
-            f"no data set {', '.join(map(repr, missing))} in the workspace {ws.root} (data sets: {have}); make it "
-            f"with {make} (or `chex synth` for the synthetic cohort), then {then.format(name=first)}"
+            f"no data set {', '.join(map(repr, missing))} in the workspace {ws.root.resolve()} (data sets: {have}); "
+            f"make it with {make} (or `chex synth` for the synthetic cohort), then {then.format(name=first)}"
         )
     return names
 

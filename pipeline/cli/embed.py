@@ -22,7 +22,7 @@ from pipeline.cli.app import (
     pick,
     workspace_from,
 )
-from pipeline.cli.checks import checkpoint_path, datasets_in
+from pipeline.cli.checks import at_least, checkpoint_path, datasets_in
 from pipeline.errors import ConfigError, StoreError
 from pipeline.workspace import check_name, out_file, out_folder
 
@@ -46,16 +46,16 @@ def embed_command(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size (positional embeddings interpolated).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads when not dim/64.")] = None,
-    layers: Annotated[int, typer.Option(min=1, help="Number of last blocks whose tokens are kept.")] = 4,
+    layers: Annotated[int, typer.Option(help="Number of last blocks whose tokens are kept.")] = 4,
     dtype: Annotated[
         str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
     ] = "float16",
-    train_views: Annotated[int, typer.Option(min=1, help="Views per training image (view 0 = plain eval view).")] = 1,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    train_views: Annotated[int, typer.Option(help="Views per training image (view 0 = plain eval view).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     unit_rows: Annotated[
-        int, typer.Option(min=0, help="Rows per write unit (Zarr shard) of a new store; 0: chosen from the row size.")
+        int, typer.Option(help="Rows per write unit (Zarr shard) of a new store; 0: chosen from the row size.")
     ] = 0,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader (or local dask) worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="DataLoader (or local dask) worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: DaskOption = None,
     source: Annotated[str, typer.Option(help="auto, shards or manifest.")] = "auto",
@@ -70,12 +70,10 @@ def embed_command(
     store: Annotated[Path | None, typer.Option("--store", hidden=True)] = None,
     patch_rank: Annotated[
         int,
-        typer.Option("--rank", min=0, help="Project patch tokens on R principal directions (fitted on train images)."),
+        typer.Option("--rank", help="Project patch tokens on R principal directions (fitted on train images)."),
     ] = 0,
-    pool: Annotated[int, typer.Option(min=1, help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
-    fit_images: Annotated[
-        int, typer.Option(min=0, help="--rank: train images the basis is fitted on (0: all).")
-    ] = 8192,
+    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    fit_images: Annotated[int, typer.Option(help="--rank: train images the basis is fitted on (0: all).")] = 8192,
     info: Annotated[Path | None, typer.Option("--info", help="Print a store's summary and exit.")] = None,
     quiet: QuietOption = False,
     no_progress: NoProgressAlias = False,
@@ -92,6 +90,8 @@ def embed_command(
     names = datasets or ws.datasets()
     if not names:
         raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
+    at_least(layers=(layers, 1), train_views=(train_views, 1), batch_size=(batch_size, 1), unit_rows=(unit_rows, 0),
+             workers=(workers, 0), rank=(patch_rank, 0), pool=(pool, 1), fit_images=(fit_images, 0))  # fmt: skip
     _check_embed_arguments(ws, names, checkpoint, random_init, backbone, manifest)
     if out is not None:
         out = out_folder(ws, out, "features", "feature store", STORE_MARKERS)
@@ -181,9 +181,10 @@ def store_export_command(
     out: Annotated[Path | None, typer.Option(help="Output file (default <workspace>/exports/NAME.FORMAT).")] = None,
     overwrite: OverwriteOption = False,
     kinds: Annotated[str, typer.Option("--kinds", help="Comma-separated: cls, pooled, patch.")] = "cls,pooled",
-    view: Annotated[int, typer.Option(min=0, help="Stored view (0 = the plain eval view).")] = 0,
+    view: Annotated[int, typer.Option(help="Stored view (0 = the plain eval view).")] = 0,
     workspace: WorkspaceOption = None,
 ) -> None:
+    at_least(view=(view, 0))
     ws = workspace_from(workspace)
     if out is not None:
         out_file(ws, out, overwrite=overwrite)
@@ -311,22 +312,23 @@ def _projection_lines(info: dict) -> list[str]:
 def store_compress_command(
     source: Annotated[Path, typer.Argument(help="Full store folder, or a backbone name in the workspace.")],
     out: Annotated[Path, typer.Option(help="New store: a name (features/NAME) or a new folder.")],
-    patch_rank: Annotated[int, typer.Option("--rank", min=0, help="Principal directions kept (0: full width).")] = 0,
+    patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
     dtype: Annotated[
         str, typer.Option(help="float16, or int8 patch tokens (per-token scale; CLS stays float16).")
     ] = "float16",
-    pool: Annotated[int, typer.Option(min=1, help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
+    pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     dataset: Annotated[
         str | None, typer.Option(help="Data sets whose train split fits the basis, comma-separated (default: all).")
     ] = None,
-    fit_images: Annotated[int, typer.Option(min=0, help="Train images the basis is fitted on (0: all).")] = 8192,
+    fit_images: Annotated[int, typer.Option(help="Train images the basis is fitted on (0: all).")] = 8192,
     unit_rows: Annotated[
-        int, typer.Option(min=0, help="Rows per write unit of the new store; 0: chosen from the row size.")
+        int, typer.Option(help="Rows per write unit of the new store; 0: chosen from the row size.")
     ] = 0,
     verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     configure_logging(verbose)
+    at_least(rank=(patch_rank, 0), pool=(pool, 1), fit_images=(fit_images, 0), unit_rows=(unit_rows, 0))
     ws = workspace_from(workspace)
     if not source.exists() and len(source.parts) == 1:
         source = ws.features_dir(check_name(str(source), "backbone"))
