@@ -12,7 +12,7 @@ import pandas as pd
 
 from heads.registry import head_names
 from pipeline.report.collect import collect_runs
-from pipeline.report.missing import missing_inputs, survival_hint
+from pipeline.report.missing import missing_inputs
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 from pipeline.workspace import Workspace
 
@@ -48,6 +48,8 @@ def test_no_hint_recommends_a_head_the_cli_refuses(workspace, tmp_path):
 
 
 def test_the_survival_hint_names_a_data_set_the_workspace_has(workspace, tmp_path):
+    from pipeline.report.missing import survival_hint
+
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(workspace.root, ws.root, ignore=shutil.ignore_patterns("plco*"))
     hint = survival_hint(collect_runs(None, ws, n_resamples=20))
