@@ -172,8 +172,9 @@ def out_folder(ws: Workspace, value: str | Path, kind: str, what: str, markers: 
     """The folder a workspace-kind output (kind: features, checkpoints, shards) goes to, else ConfigError.
 
     A bare NAME is `<workspace>/<kind>/NAME` (checked by `check_name`). A path may not have a `..` part; inside
-    the workspace it must be `<kind>/NAME`; anywhere it must be new, empty, or already `what` (holding one of
-    `markers`, globs), so an output never lands in a parent, a home or another stage's folder.
+    the workspace it must be `<kind>/NAME`; anywhere it must be new, empty (hidden leftovers of a killed writer
+    aside), or already `what` (holding one of `markers`, globs), so an output never lands in a parent, a home or
+    another stage's folder.
     """
     path = Path(value)
     if not path.is_absolute() and len(path.parts) == 1 and path.name not in (".", ".."):
@@ -188,7 +189,8 @@ def out_folder(ws: Workspace, value: str | Path, kind: str, what: str, markers: 
                 f"(it becomes {kind}/NAME) or a path outside the workspace"
             )
         check_name(relative.parts[1], f"{option} {what}")
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not _holds(path, markers))):
+    visible = [p for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []  # temps don't count
+    if path.exists() and (not path.is_dir() or (visible and not _holds(path, markers))):
         raise ConfigError(
             f"{option} {path} exists and is not a {what}; chex writes a {what} only into a new or empty folder "
             "(or one that already holds it): choose a new folder"
