@@ -69,8 +69,7 @@ def embed_command(
     image_root: Annotated[Path | None, typer.Option("--image-root", hidden=True)] = None,
     store: Annotated[Path | None, typer.Option("--store", hidden=True)] = None,
     patch_rank: Annotated[
-        int,
-        typer.Option("--rank", help="Project patch tokens on R principal directions (fitted on train images)."),
+        int, typer.Option("--rank", help="Project patch tokens on R principal directions (fitted on train images).")
     ] = 0,
     pool: Annotated[int, typer.Option(help="Average KxK neighbourhoods of the patch grid (1: none).")] = 1,
     fit_images: Annotated[int, typer.Option(help="--rank: train images the basis is fitted on (0: all).")] = 8192,
