@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, table_console, workspace_from
-from pipeline.cli.constants import ADJUST_METHODS
+from pipeline.cli.constants import ADJUST_METHODS, REPORT_FORMATS
 from pipeline.errors import ConfigError
 
 _out = table_console(highlight=False)
@@ -55,6 +55,9 @@ def report_command(
         raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
     if resamples < 1 or permutations < 1:
         raise ConfigError("--resamples and --permutations must be at least 1")
+    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    if not wanted or any(f not in REPORT_FORMATS for f in wanted):
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(REPORT_FORMATS)}; got {wanted}")
     ws = workspace_from(workspace)
     inputs = [*(paths or []), *(results or [])]
     _check_inputs(ws, inputs)
