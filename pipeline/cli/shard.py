@@ -24,7 +24,7 @@ from pipeline.cli.app import (
 from pipeline.errors import ConfigError
 from pipeline.workspace import out_folder
 
-SHARD_MARKERS = ("index.parquet", "*.tar", "quarantine.csv")  # a folder holding one is a shard set (pipeline/shard/)
+SHARD_MARKERS = ("index.parquet", "*.tar", "*.tar.tmp", "quarantine.csv")  # a shard set holds one (pipeline/shard/)
 
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
