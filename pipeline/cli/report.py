@@ -58,6 +58,7 @@ def report_command(
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     if not wanted or any(f not in REPORT_FORMATS for f in wanted):
         raise ConfigError(f"--format takes a comma-separated list of {', '.join(REPORT_FORMATS)}; got {wanted}")
+    roots = _image_roots(image_root or [])
     ws = workspace_from(workspace)
     inputs = [*(paths or []), *(results or [])]
     _check_inputs(ws, inputs)
@@ -75,7 +76,7 @@ def report_command(
         attention_findings=findings,
         adjust=adjust,
         seed=seed,
-        image_roots=_image_roots(image_root or []),
+        image_roots=roots,
     )
     for table in summary.headline_tables():
         _out.print(table)
