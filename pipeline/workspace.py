@@ -159,7 +159,7 @@ def out_file(ws: Workspace, path: str | Path, *, overwrite: bool = False, own: P
     inside = _own_part(ws, path)
     if inside is not None and not (own is not None and _same(path, own)):
         raise ConfigError(
-            f"{option} {path} is the workspace's own {inside} ({ws.root}); chex never overwrites it: write "
+            f"{option} {path} is in the workspace's own {inside} ({ws.root}), which chex never overwrites; write "
             f"elsewhere, e.g. {ws.root / 'exports' / path.name}"
         )
     if path.exists() and not overwrite:
@@ -231,6 +231,8 @@ def _own_part(ws: Workspace, path: Path) -> str | None:
     if relative.parts == ():
         return "folder"
     first = relative.parts[0]
-    if first in OWN_ENTRIES or any(part.startswith(".") for part in relative.parts):
-        return first if first in OWN_ENTRIES else f"hidden file {relative}"
+    if first in OWN_ENTRIES:
+        return first if "." in first else f"{first}/"
+    if any(part.startswith(".") for part in relative.parts):
+        return f"hidden file {relative}"
     return None
