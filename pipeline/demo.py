@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 PRETRAINED = "demo-dino"
 RANDOM_INIT = "demo-random-init"
 SMOKE_TEST_NOTE = (
-    "--size tiny is a smoke test, not evidence: a few pretraining steps on 64-px images, so the pretrained and "
-    "random-init rows are expected to tie and the CIs are wide; run --size small (or medium) to compare backbones"
+    "chex demo --size tiny is a smoke test, not evidence: a few pretraining steps on 64-px images, so the pretrained "
+    "and random-init rows are expected to tie and the CIs are wide; run --size small (or medium) to compare backbones"
 )
 
 
