@@ -2,6 +2,7 @@
 
 Readers therefore see either the old file or the whole new one, never a half-written one. Temporary files are
 named `.<name>.<pid>.chex-tmp`; `clean_stray_temps(folder)` removes those a killed writer left behind.
+CSV files written for people (`write_csv_atomic`, `csv_cell`) carry no cell a spreadsheet would run as a formula.
 """
 
 from __future__ import annotations
@@ -48,6 +49,37 @@ def write_atomic(target: str | Path, write: Callable[[Path], object]) -> Path:
         raise
     fsync_dir(target.parent)
     return target
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV / formula injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """`value` for a CSV a person opens: text starting with = + - @ (or a tab / carriage return) gets a leading
+    apostrophe, so a spreadsheet shows it as text instead of running it; numbers, and text that is a plain number
+    ("-0.5"), are kept as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def write_csv_atomic(target: str | Path, frame) -> Path:
+    """Atomically write the pandas `frame` (index dropped) as CSV, its text cells and column names through
+    `csv_cell`; numeric columns are written unchanged."""
+    safe = frame.reset_index(drop=True).rename(columns=lambda c: csv_cell(str(c)))
+    for column in safe.columns:
+        if safe[column].dtype.kind not in "biufcmM":  # text, categories, objects
+            safe[column] = safe[column].astype(object).map(csv_cell)
+    return write_atomic(target, lambda tmp: safe.to_csv(tmp, index=False))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_bytes_atomic(target: str | Path, data: bytes) -> Path:

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 PRETRAINED = "demo-dino"
 RANDOM_INIT = "demo-random-init"
+SMOKE_TEST_NOTE = (
+    "chex demo --size tiny is a smoke test, not evidence: a few pretraining steps on 64-px images, so the pretrained "
+    "and random-init rows are expected to tie and the CIs are wide; run --size small (or medium) to compare backbones"
+)
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def run_demo(
             n_permutations=plan.n_permutations,
             seed=seed,
             progress=False,
+            cautions=(SMOKE_TEST_NOTE,) if size == "tiny" else (),
         )
 
     stages = [

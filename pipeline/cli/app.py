@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -54,6 +55,9 @@ DaskOption = Annotated[
     str | None, typer.Option("--dask", help="Run on dask.distributed: a scheduler ADDRESS, or 'local'.")
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each step's details.")]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing --out file (never one of the workspace's own).")
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,10 +81,28 @@ def chex_command(func: F) -> F:
             with disk_full_as_error("the output folder", "this command's outputs"):  # a net under every stage
                 return func(*args, **kwargs)
         except ChexError as exc:
-            console.print(f"[bold red]error:[/] {user_message(exc)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            message = user_message(exc)
+        except OSError as exc:
+            message = not_writable_message(exc)
+            if message is None:
+                raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def not_writable_message(exc: OSError) -> str | None:
+    """A one-line message for a read-only file system or a permission refused (None for other OS errors)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.EROFS:
+        return (
+            f"cannot write{where}: the file system is read-only. chex writes its locks and outputs inside the "
+            "workspace: copy the workspace to a writable place, or pass -w DIR"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}; give yourself access to it (or pass -w DIR for a workspace you own)"
+    return None
 
 
 def user_message(exc: ChexError) -> str:

@@ -8,3 +8,4 @@ DEMO_SIZES = ("tiny", "small", "medium")  # pipeline.demo.SIZES
 SYNTH_DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco")  # pipeline.synth.specs.DATASETS
 NEAR_THRESHOLD = 4  # pipeline.corpus.build.DEFAULT_NEAR_THRESHOLD
 ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco")  # data_manifests.adapters
+REPORT_FORMATS = ("md", "csv", "tex")  # pipeline.report.formats.FORMATS

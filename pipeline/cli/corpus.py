@@ -200,6 +200,11 @@ def shard_command(
     configure_logging(verbose)
     target = shard_mb * 1e6 if shard_mb else parse_size(shard_size)  # --shard-mb: the old spelling
     ws = workspace_from(workspace)
+    if out is not None:
+        from pipeline.cli.shard import SHARD_MARKERS
+        from pipeline.workspace import out_folder
+
+        out = out_folder(ws, out, "shards", "shard set", SHARD_MARKERS)
     corpus = corpus or ws.root / "corpus" / "cxr1m.parquet"
     name = name or corpus.name.removesuffix(".parquet")
     summary = shard_corpus(

@@ -9,6 +9,7 @@ import typer
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, configure_logging, table_console, workspace_from
 from pipeline.cli.constants import DEMO_SIZES
+from pipeline.errors import ConfigError
 
 
 @app.command("demo", help="Run the whole pipeline on a fresh synthetic workspace and print the headline table.")
@@ -32,7 +33,9 @@ def demo_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
 ) -> None:
     configure_logging(False, quiet_level=logging.INFO if verbose else logging.WARNING)
-    from pipeline.demo import run_demo
+    if size not in DEMO_SIZES:
+        raise ConfigError(f"--size {size!r}: choose one of {', '.join(DEMO_SIZES)}")
+    from pipeline.demo import SMOKE_TEST_NOTE, run_demo
 
     ws = workspace_from(workspace)
     summary = run_demo(ws, size=size, seed=seed, workers=workers, null=null, variation=variation)
@@ -53,3 +56,5 @@ def demo_command(
         if summary.report.missing:
             out.print(f"{len(summary.report.missing)} optional runs not made by the demo are listed in the report.")
         out.print(f"report: [bold]{summary.report.index}[/]")
+    if size == "tiny":
+        out.print(f"[bold yellow]note:[/] {SMOKE_TEST_NOTE}", highlight=False, soft_wrap=True)

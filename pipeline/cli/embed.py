@@ -11,6 +11,7 @@ import typer
 from pipeline.cli.app import (
     DaskOption,
     NoProgressAlias,
+    OverwriteOption,
     QuietOption,
     VerboseOption,
     WorkspaceOption,
@@ -21,7 +22,11 @@ from pipeline.cli.app import (
     pick,
     workspace_from,
 )
+from pipeline.cli.checks import at_least, checkpoint_path, datasets_in
 from pipeline.errors import ConfigError, StoreError
+from pipeline.workspace import check_name, out_file, out_folder
+
+STORE_MARKERS = ("zarr.json",)  # a folder holding this is a feature store (pipeline/store/layout.py)
 
 store_app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -83,21 +88,22 @@ def embed_command(
     if info is not None:
         _print_info(info)
         return
-    if checkpoint is not None:  # path and release-format errors before torch is imported
-        from pipeline.backbone.registry import precheck
-
-        precheck(checkpoint, family)
-    from pipeline.embed import EmbedOptions, embed_datasets
-    from pipeline.embed.distributed import torchrun_rank
-
     root = pick(root, image_root, "--root", "--image-root")
     out = pick(out, store, "--out", "--store")
     ws = workspace_from(workspace)
     names = datasets or ws.datasets()
     if not names:
         raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
+    at_least(layers=(layers, 1), train_views=(train_views, 1), batch_size=(batch_size, 1), unit_rows=(unit_rows, 0),
+             workers=(workers, 0), rank=(patch_rank, 0), pool=(pool, 1), fit_images=(fit_images, 0))  # fmt: skip
+    _check_embed_arguments(ws, names, checkpoint, random_init, backbone, manifest, family)
+    if out is not None:
+        out = out_folder(ws, out, "features", "feature store", STORE_MARKERS)
     if manifest is not None:
         ws = _with_manifest(ws, names, manifest)
+    from pipeline.embed import EmbedOptions, embed_datasets
+    from pipeline.embed.distributed import torchrun_rank
+
     rank, world = torchrun_rank()
     options = EmbedOptions(
         n_layers=layers,
@@ -139,6 +145,25 @@ def embed_command(
         )
 
 
+def _check_embed_arguments(ws, names: list[str], checkpoint: Path | None, random_init: str | None,
+                           backbone: str | None, manifest: Path | None, family: str | None) -> None:  # fmt: skip
+    """The argument errors embed can find before it loads torch (benchmarks/bench_startup.py)."""
+    if (checkpoint is None) == (random_init is None):
+        raise ConfigError("give exactly one of --checkpoint PATH or --random-init PRESET")
+    for name in (backbone, random_init):
+        if name is not None:
+            check_name(name, "backbone")
+    if checkpoint is not None:  # path and release-format errors before torch is imported
+        from pipeline.backbone.registry import precheck
+
+        checkpoint_path(precheck(checkpoint, family).weights)
+    if manifest is None:
+        datasets_in(ws, names, "`chex shard {name}` (optional) and this embed")
+    else:
+        for name in names:
+            check_name(name, "data set")
+
+
 def _with_manifest(ws, names: list[str], manifest: Path):
     """A one-off workspace view in which DATASET's manifest is `manifest` (embed reads manifests by name)."""
     from pipeline.workspace import Workspace
@@ -161,13 +186,17 @@ def store_export_command(
     name: Annotated[str | None, typer.Argument(help="Backbone name in the workspace, or a store folder.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="npz or parquet.")] = "npz",
     out: Annotated[Path | None, typer.Option(help="Output file (default <workspace>/exports/NAME.FORMAT).")] = None,
+    overwrite: OverwriteOption = False,
     kinds: Annotated[str, typer.Option("--kinds", help="Comma-separated: cls, pooled, patch.")] = "cls,pooled",
     view: Annotated[int, typer.Option(help="Stored view (0 = the plain eval view).")] = 0,
     workspace: WorkspaceOption = None,
 ) -> None:
+    at_least(view=(view, 0))
+    ws = workspace_from(workspace)
+    if out is not None:
+        out_file(ws, out, overwrite=overwrite)
     from pipeline.api import open_store
 
-    ws = workspace_from(workspace)
     if name is not None and (Path(name) / "zarr.json").is_file():
         store = open_store(Path(name))
     else:
@@ -175,7 +204,7 @@ def store_export_command(
     if view:
         store = store.with_view(view)
     label = name if name and "/" not in name else store.path.name
-    target = out or ws.root / "exports" / f"{label}.{fmt}"
+    target = out_file(ws, out or ws.root / "exports" / f"{label}.{fmt}", overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     path = store.export(target, fmt, [k.strip() for k in kinds.split(",") if k.strip()])
     console.print(f"wrote {path}: {len(store)} images, {store.n_layers} layers x {store.dim} dims", highlight=False)
@@ -184,12 +213,20 @@ def store_export_command(
 @store_app.command("info", help="Shape, dtype, size on disk, provenance and completeness of a feature store.")
 @chex_command
 def store_info_command(
-    path: Annotated[Path, typer.Argument(help="Store folder, or a backbone name in the workspace.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Store folder, or a backbone name in the workspace (default: the default backbone)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    if not path.exists() and len(path.parts) == 1:
-        path = workspace_from(workspace).features_dir(str(path))
+    from pipeline.workspace_stores import choose_store
+
+    ws = workspace_from(workspace)
+    if path is None:
+        path = ws.features_dir(choose_store(ws, None))
+    elif not path.exists() and len(path.parts) == 1:
+        path = ws.features_dir(check_name(str(path), "backbone"))
     _print_info(path, as_json)
 
 
@@ -286,7 +323,7 @@ def _projection_lines(info: dict) -> list[str]:
 @chex_command
 def store_compress_command(
     source: Annotated[Path, typer.Argument(help="Full store folder, or a backbone name in the workspace.")],
-    out: Annotated[Path, typer.Option(help="New store folder, or a backbone name in the workspace.")],
+    out: Annotated[Path, typer.Option(help="New store: a name (features/NAME) or a new folder.")],
     patch_rank: Annotated[int, typer.Option("--rank", help="Principal directions kept (0: full width).")] = 0,
     dtype: Annotated[
         str, typer.Option(help="float16; int8 patch tokens (per-token scale, CLS float16); float32 (beyond float16).")
@@ -302,16 +339,17 @@ def store_compress_command(
     verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from pipeline.embed.compress import compress_store, train_image_ids
-    from pipeline.workspace import check_name
-
     configure_logging(verbose)
+    at_least(rank=(patch_rank, 0), pool=(pool, 1), fit_images=(fit_images, 0), unit_rows=(unit_rows, 0))
     ws = workspace_from(workspace)
     if not source.exists() and len(source.parts) == 1:
-        source = ws.features_dir(str(source))
-    if not out.exists() and len(out.parts) == 1:
-        out = ws.features_dir(check_name(str(out), "--out store"))
+        source = ws.features_dir(check_name(str(source), "backbone"))
+    out = out_folder(ws, out, "features", "feature store", STORE_MARKERS)
     names = [t.strip() for t in dataset.split(",") if t.strip()] if dataset else None
+    if names:
+        datasets_in(ws, names, "rerun this compress")
+    from pipeline.embed.compress import compress_store, train_image_ids
+
     summary = compress_store(source, out, train_image_ids(ws, names), patch_rank, dtype=dtype, pool=pool,
                              fit_images=fit_images, unit_rows=unit_rows, fit_datasets=names)  # fmt: skip
     kept = "" if summary.variance_kept is None else f", variance kept {summary.variance_kept:.4f}"

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    OverwriteOption,
     VerboseOption,
     WorkspaceOption,
     app,
@@ -28,6 +29,7 @@ from pipeline.cli.app import (
 )
 from pipeline.cli.constants import ADAPTERS
 from pipeline.errors import ConfigError
+from pipeline.workspace import check_name, out_file
 
 manifest_app = typer.Typer(
     help="Turn label files into the common manifest + card (official data sets, your own CSV or folder).",
@@ -70,12 +72,14 @@ def _register(dataset: str) -> None:
         source: SourceOption = None,
         root: RootOption = None,
         out: OutOption = None,
+        overwrite: OverwriteOption = False,
         seed: SeedOption = 0,
         verbose: VerboseOption = False,
         workspace: WorkspaceOption = None,
     ) -> None:
         configure_logging(verbose)
-        _run(dataset, [*(source or []), *(files or [])], root, out, seed, workspace)
+        _run(dataset, [*(source or []), *(files or [])], root, _manifest_out(dataset, out, overwrite, workspace), seed,
+             workspace)  # fmt: skip
 
 
 @manifest_app.command("plco", help="PLCO: image list + mortality CSVs -> manifest with survival columns.")
@@ -85,6 +89,7 @@ def plco_command(
     source: SourceOption = None,
     root: RootOption = None,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
     seed: SeedOption = 0,
     cvd_codes: Annotated[
         str | None, typer.Option(help="Comma-separated numeric cause-of-death codes that mean CVD death.")
@@ -94,6 +99,7 @@ def plco_command(
 ) -> None:
     configure_logging(verbose)
     codes = [c.strip() for c in cvd_codes.split(",") if c.strip()] if cvd_codes else []
+    out = _manifest_out("plco", out, overwrite, workspace)
     _run("plco", [*(source or []), *(files or [])], root, out, seed, workspace, cvd_codes=codes)
 
 
@@ -111,12 +117,14 @@ def custom_command(
     split_fractions: FractionsOption = "0.7,0.1,0.2",
     seed: SeedOption = 0,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
     verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    configure_logging(verbose)
+    out = _manifest_out(check_name(name, "data set"), out, overwrite, workspace)
     from data_manifests.adapters.custom import read_labels
 
-    configure_logging(verbose)
     _custom(
         name,
         read_labels(labels),
@@ -151,18 +159,22 @@ def folder_command(
         Path | None,
         typer.Option(help="Manifest path (default manifests/NAME.parquet, or corpus/sources/NAME.parquet unlabelled)."),
     ] = None,
+    overwrite: OverwriteOption = False,
     source: Annotated[str | None, typer.Option("--source", "-s", hidden=True)] = None,
     verbose: VerboseOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from pipeline.cli.app import pick
-    from pipeline.workspace import check_name
 
     configure_logging(verbose)
     name = pick(name, source, "NAME", "--source")
     if name is None or root is None:
         raise ConfigError("chex manifest folder NAME --root DIR [--labels-from-subdirs]: give a name and a root")
     check_name(name, "data set")
+    ws = workspace_from(workspace)
+    own = ws.manifest_path(name) if labels_from_subdirs else _source_path(ws, name)
+    if out is not None:
+        out = out_file(ws, out, overwrite=overwrite, own=own)
     if labels_from_subdirs:
         from data_manifests.adapters.custom import labels_from_subdirs as subdir_labels
 
@@ -183,8 +195,7 @@ def folder_command(
         return
     from data_manifests.adapters import make_folder_manifest
 
-    ws = workspace_from(workspace)
-    out = out or ws.root / "corpus" / "sources" / f"{name}.parquet"
+    out = out or own
     result = make_folder_manifest(root, name, out)
     frame = result.frame
     views = frame["view"].fillna("unknown").value_counts().to_dict()
@@ -237,7 +248,6 @@ def validate_command(
 
 def _custom(name, table, source, root, out, survival, ignore, patient_regex, split_fractions, seed, workspace) -> None:
     from data_manifests.adapters.custom import CustomOptions, SurvivalSpec, make_custom
-    from pipeline.workspace import check_name
 
     check_name(name, "data set")
     ws = workspace_from(workspace)
@@ -276,6 +286,19 @@ def _custom(name, table, source, root, out, survival, ignore, patient_regex, spl
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"wrote {result.manifest_path} and {result.card_path}", highlight=False)
     console.print(f"next: chex shard {name}   (or straight to: chex embed {name} --checkpoint ...)", highlight=False)
+
+
+def _manifest_out(dataset: str, out: Path | None, overwrite: bool, workspace) -> Path | None:
+    """An --out manifest path checked like every --out (pipeline.workspace.out_file); its own place,
+    manifests/DATASET.parquet, is allowed; None stays None (the default, rewritten by a rerun)."""
+    if out is None:
+        return None
+    ws = workspace_from(workspace)
+    return out_file(ws, out, overwrite=overwrite, own=ws.manifest_path(dataset))
+
+
+def _source_path(ws, name: str) -> Path:
+    return ws.root / "corpus" / "sources" / f"{name}.parquet"
 
 
 def _fractions(text: str) -> dict[str, float]:

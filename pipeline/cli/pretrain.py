@@ -18,7 +18,12 @@ from pipeline.cli.app import (
     console,
     workspace_from,
 )
+from pipeline.cli.checks import checkpoint_path
 from pipeline.errors import ShardError
+from pipeline.workspace import out_folder
+
+# a folder holding one of these is a pretraining run (pipeline/pretrain/run_folder.py)
+RUN_MARKERS = ("model.pt", "config.json", "metrics.jsonl", "pretrain_config.yaml", "step_*")
 
 
 @app.command(
@@ -56,6 +61,11 @@ def pretrain_command(
     workspace: WorkspaceOption = None,
 ) -> None:
     configure_logging(verbose)
+    ws = workspace_from(workspace)
+    if out is not None:
+        out = out_folder(ws, out, "checkpoints", "pretraining run", RUN_MARKERS)
+    if init_from is not None:
+        checkpoint_path(init_from, "--init-from")
     from pipeline.pretrain import load_config, pretrain
 
     overrides = list(set_ or [])
@@ -66,7 +76,6 @@ def pretrain_command(
     if name is not None:
         overrides.append(f"name={name}")
     cfg = load_config(config, overrides, stage=stage)
-    ws = workspace_from(workspace)
     shard_dirs = list(shards) if shards else _workspace_shards(ws.root / "shards")
     out_dir = out if out is not None else ws.checkpoints_dir(cfg.name)
     final = pretrain(cfg, shard_dirs, out_dir, resume=resume, init_from=init_from, progress=not (quiet or no_progress))

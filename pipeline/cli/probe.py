@@ -25,6 +25,7 @@ from pipeline.cli.app import (
     console,
     workspace_from,
 )
+from pipeline.cli.checks import datasets_in
 from pipeline.errors import ConfigError
 
 
@@ -61,16 +62,20 @@ def _probe(
     workspace: WorkspaceOption = None,
     **head_flags: Any,
 ) -> None:
+    configure_logging(verbose)
+    ws = workspace_from(workspace)
+    unknown = [h for h in _names(head) if h not in head_names()]
+    if unknown or not _names(head):
+        raise ConfigError(f"--head {head!r}: known heads are {', '.join(head_names())}")
+    datasets = _names(dataset) if dataset else ws.datasets()
+    if not datasets:
+        raise ConfigError(f"no data sets in workspace {ws.root}; create one with `chex synth` or `chex manifest`")
+    datasets_in(ws, datasets, "`chex shard {name}` (optional) and `chex embed {name}`, and probe again")
     from pipeline.cautions import warn_few_test_positives
     from pipeline.probe import ProbeConfig, ProbeJob, run_probes
     from pipeline.probe.estimate import announce_glori_costs
     from pipeline.probe.protocol import head_config_of
 
-    configure_logging(verbose)
-    ws = workspace_from(workspace)
-    datasets = _names(dataset) if dataset else ws.datasets()
-    if not datasets:
-        raise ConfigError(f"no data sets in workspace {ws.root}; create one with `chex synth` or `chex manifest`")
     given = dict(lrs=tuple(_floats(lrs, "--lrs")) if lrs else None, epochs=epochs, batch_size=batch_size,
                  seed=seed, n_resamples=resamples, save_attention=save_attention, train_views=train_views,
                  device=device, sweep=sweep, micro_batch=micro_batch)  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import WorkspaceOption, app, chex_command, table_console, workspace_from
-from pipeline.cli.constants import ADJUST_METHODS
+from pipeline.cli.constants import ADJUST_METHODS, REPORT_FORMATS
 from pipeline.errors import ConfigError
 
 _out = table_console(highlight=False)
@@ -51,25 +51,32 @@ def report_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from pipeline.report import write_report  # matplotlib and friends load only when a report is made
-
     if adjust not in ADJUST_METHODS:
         raise ConfigError(f"--adjust must be one of {ADJUST_METHODS}, not {adjust!r}")
     if resamples < 1 or permutations < 1:
         raise ConfigError("--resamples and --permutations must be at least 1")
+    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    if not wanted or any(f not in REPORT_FORMATS for f in wanted):
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(REPORT_FORMATS)}; got {wanted}")
+    roots = _image_roots(image_root or [])
+    ws = workspace_from(workspace)
+    inputs = [*(paths or []), *(results or [])]
+    _check_inputs(ws, inputs)
+    from pipeline.report import write_report  # matplotlib and friends load only when a report is made
+
     findings = [f.strip() for item in attention_findings or [] for f in item.split(",") if f.strip()] or None
     summary = write_report(
-        workspace_from(workspace),
+        ws,
         out_dir=out,
         formats=tuple(formats.split(",")),
         progress=not quiet,
-        results=[*(paths or []), *(results or [])] or None,
+        results=inputs or None,
         n_resamples=resamples,
         n_permutations=permutations,
         attention_findings=findings,
         adjust=adjust,
         seed=seed,
-        image_roots=_image_roots(image_root or []),
+        image_roots=roots,
     )
     for table in summary.headline_tables():
         _out.print(table)
@@ -82,6 +89,19 @@ def report_command(
     n_tables = len(summary.tables)
     n_figures = len(summary.figures)
     _out.print(f"wrote {n_tables} tables and {n_figures} figures; open {summary.index}", markup=False)
+
+
+def _check_inputs(ws, inputs: list[Path]) -> None:
+    """A report needs probe results: refuse (exit 2) a missing input or a workspace without any run."""
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        raise ConfigError(f"no such results folder or file: {', '.join(map(str, missing))}")
+    results = ws.root / "results"
+    if not inputs and not any(results.rglob("*.parquet")):
+        raise ConfigError(
+            f"no probe results in {results}: nothing to report. Run `chex probe` first (or `chex demo` for the "
+            "whole pipeline on synthetic data), or give results folders: chex report PATH"
+        )
 
 
 def _image_roots(specs: list[str]) -> dict[str, Path]:

@@ -22,6 +22,9 @@ from pipeline.cli.app import (
     workspace_from,
 )
 from pipeline.errors import ConfigError
+from pipeline.workspace import out_folder
+
+SHARD_MARKERS = ("index.parquet", "*.tar", "*.tar.tmp", "quarantine.csv")  # a shard set holds one (pipeline/shard/)
 
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -66,6 +69,8 @@ def shard_command(
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
     ws = workspace_from(workspace)
+    if out is not None:
+        out = out_folder(ws, out, "shards", "shard set", SHARD_MARKERS)
     manifest = manifest or ws.manifest_path(dataset)
     summary = shard_dataset(
         manifest,

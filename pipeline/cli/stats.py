@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import WorkspaceOption, app, chex_command, table_console, workspace_from
+from pipeline.cli.app import OverwriteOption, WorkspaceOption, app, chex_command, table_console, workspace_from
 from pipeline.cli.constants import ADJUST_METHODS
 from pipeline.errors import ConfigError
+from pipeline.workspace import out_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,13 +43,18 @@ def stats_command(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results here (.parquet or .csv).")] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the run folder's results.parquet (the probe's).")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace the run folder's results.parquet (the probe's), or an existing --out file."
+        ),
     ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    if out is not None:
+        out_file(workspace_from(workspace), out, overwrite=overwrite)
+    path = _resolve(predictions, PREDICTIONS_FILE, workspace)
     from pipeline.runs import StatsConfig, evaluate_run, evaluate_tables, read_record, read_table, write_parquet
 
-    path = _resolve(predictions, PREDICTIONS_FILE, workspace)
     folder = path if path.is_dir() else path.parent
     in_run = path.is_dir() or path.name == PREDICTIONS_FILE
     record = read_record(folder) if in_run else None
@@ -85,8 +91,11 @@ def compare_command(
         str | None, typer.Option("--adjust", help=f"Multiple-comparison method: {ADJUST_METHODS} (holm).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the table (.parquet or .csv).")] = None,
+    overwrite: OverwriteOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    if out is not None:
+        out_file(workspace_from(workspace), out, overwrite=overwrite)
     from pipeline.runs import CompareConfig, compare_runs, write_parquet
 
     given = dict(n_permutations=permutations, seed=seed, by_image=by_image, adjust=adjust)

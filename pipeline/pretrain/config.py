@@ -205,6 +205,9 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.keep_checkpoints": (1, None, True, True),
     "train.log_every": (1, None, True, True),
 }  # fmt: skip
+# BackboneConfig's whole-number fields and their least values (a patch of 0 pixels or a width of -4 cannot be built)
+_BACKBONE_MINIMUMS = {"embed_dim": 1, "depth": 1, "num_heads": 1, "patch_size": 1, "img_size": 1,
+                      "num_registers": 0, "mlp_hidden": 1}  # fmt: skip
 _ORDERED_PAIRS = ("ibot.mask_ratio_min_max", "crops.global_crops_scale", "crops.local_crops_scale")
 
 
@@ -230,6 +233,13 @@ def validate_ranges(config: PretrainConfig, source: str = "config") -> None:
                 raise ConfigError(
                     f"pretrain setting {key} = {value!r} ({source} + --set) is out of range; it must be {allowed}"
                 )
+    for key, value in config.model.backbone_overrides.items():
+        low = _BACKBONE_MINIMUMS.get(key)
+        if low is not None and value is not None and (not isinstance(value, int) or value < low):
+            raise ConfigError(
+                f"pretrain setting model.backbone_overrides.{key} = {value!r} ({source} + --set) is out of range; "
+                f"it must be a whole number >= {low}"
+            )
     for key in _ORDERED_PAIRS:
         low_v, high_v = flat[key]
         if low_v > high_v:

@@ -8,6 +8,7 @@ import io
 from rich import box
 from rich.table import Table
 
+from pipeline.atomic import csv_cell
 from pipeline.report.cells import Cell, ReportTable
 
 FORMATS = ("md", "csv", "tex")
@@ -44,7 +45,7 @@ def to_csv(table: ReportTable) -> str:
         header += [column, f"{column} CI low", f"{column} CI high"] if ci else [column]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([csv_cell(h) for h in header])
     for panel in table.panels:
         for row in panel.rows:
             values: list[object] = [panel.title or "", *row.labels]
@@ -52,7 +53,7 @@ def to_csv(table: ReportTable) -> str:
                 values.append(_csv_value(cell, cell.value))
                 if ci:
                     values += [_csv_value(cell, cell.low, main=False), _csv_value(cell, cell.high, main=False)]
-            writer.writerow(values)
+            writer.writerow([csv_cell(v) for v in values])  # no spreadsheet formula from a label
     return buffer.getvalue()
 
 

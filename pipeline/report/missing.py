@@ -62,6 +62,18 @@ def _probe_flags(config: dict) -> list[str]:
     return flags
 
 
+def survival_hint(coll: Collection) -> str:
+    """What to run for Table IV: probe a survival data set the workspace has, else make one first."""
+    expected = [d for d in coll.datasets if coll.is_survival(d)]
+    if expected:
+        return f"no survival results (Table IV): run {probe_hint(expected[0], 'glori')}"
+    return (
+        "no survival results (Table IV): no data set with a survival endpoint; make one with `chex manifest plco "
+        "--source ...` or `chex manifest custom NAME --survival TIME:EVENT ...`, `chex embed` it, then "
+        "`chex probe --head glori --dataset NAME`"
+    )
+
+
 def missing_inputs(coll: Collection) -> list[str]:
     """Runs of the expected grid (data sets x backbones x linear/GLoRI/MLP) and files the report lacks."""
     if not coll.runs:
@@ -86,6 +98,8 @@ def missing_inputs(coll: Collection) -> list[str]:
                     messages.append(f"no {head_name(head)} results for {where}: run {hint}")
     messages += _missing_fractions(coll)
     for run in coll.full_runs():
+        if run.backbone == ORACLE[0]:
+            continue  # the synthetic oracle is written by `chex demo`, not by a command a user reruns
         if coll.is_survival(run.dataset) and run.survival_path is None:
             messages.append(
                 f"no survival.parquet for {run.dataset} {run.backbone}/{head_name(run.model[1])} ({run.folder}): "
@@ -128,6 +142,8 @@ def _missing_fractions(coll: Collection) -> list[str]:
         for model in coll.models([r for r in coll.runs if r.dataset == dataset]):
             if model == ORACLE:  # a reference fitted on the planted features, not a probe
                 continue
+            if model[0] == ORACLE[0]:
+                continue  # the oracle has full-label runs only, and no `chex probe` head makes more
             some = next(r for r in coll.runs if r.dataset == dataset and r.model == model)
             for fraction in fractions:
                 if fraction < 1 and coll.run(dataset, model, fraction) is None:

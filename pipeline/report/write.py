@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from pipeline.atomic import TEMP_SUFFIX, atomic_dir
+from pipeline.atomic import TEMP_SUFFIX, atomic_dir, write_csv_atomic
 from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
@@ -38,7 +38,7 @@ from pipeline.report.formats import FORMATS, to_csv, to_markdown, to_rich, to_te
 from pipeline.report.index import IndexEntry, index_html, index_markdown, provenance, write_text_atomic
 from pipeline.report.km import best_survival_run, km_figure
 from pipeline.report.latex import to_latex
-from pipeline.report.missing import missing_inputs, probe_hint
+from pipeline.report.missing import missing_inputs, probe_hint, survival_hint
 from pipeline.report.tables import (
     efficiency_datasets,
     endpoints_of,
@@ -96,6 +96,7 @@ def write_report(
     seed: int = 0,
     figures: bool = True,
     image_roots: dict[str, Path] | None = None,
+    cautions: tuple[str, ...] = (),
 ) -> ReportSummary:
     """Write the report's tables (`formats` of md/csv/tex), figures (PNG + PDF) and index to `out_dir`.
 
@@ -104,7 +105,8 @@ def write_report(
     report computes itself (prevalence bands; runs without results.parquet), `n_permutations` for the paired
     permutation tests of Table II's companion, adjusted with `adjust` (holm, fdr_bh, bonferroni).
     `figures=False` writes the tables and index only. `image_roots` ({dataset or "": folder}) is where
-    attention figures look for test images first.
+    attention figures look for test images first. `cautions` are shown first among the report's cautions
+    (e.g. the tiny demo's "a smoke test, not evidence").
     """
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
@@ -123,7 +125,7 @@ def write_report(
         shutil.rmtree(stray, ignore_errors=True)
     with atomic_dir(out) as tmp:
         summary = _write_all(coll, ws, sources, tmp, formats, progress, n_resamples, n_permutations,
-                             attention_findings, adjust, seed, figures)  # fmt: skip
+                             attention_findings, adjust, seed, figures, cautions)  # fmt: skip
     summary.out_dir = out
     summary.paths = [out / p.relative_to(tmp) for p in summary.paths]
     summary.figures = [replace(f, paths=[out / p.relative_to(tmp) for p in f.paths]) for f in summary.figures]
@@ -140,7 +142,7 @@ def _check_report_folder(out: Path) -> None:
 
 
 def _write_all(coll, ws, sources, out, formats, progress, n_resamples, n_permutations, attention_findings,
-               adjust, seed, figures) -> ReportSummary:  # fmt: skip
+               adjust, seed, figures, cautions=()) -> ReportSummary:  # fmt: skip
     summary = ReportSummary(out_dir=out, synthetic=coll.is_synthetic())
     summary.missing = [*coll.problems, *missing_inputs(coll)]
     steps = _figure_steps(coll) if figures else []
@@ -153,7 +155,7 @@ def _write_all(coll, ws, sources, out, formats, progress, n_resamples, n_permuta
             summary.paths += [p for f in made for p in f.paths]
             advance()
     summary.missing = list(dict.fromkeys(summary.missing))
-    summary.cautions = report_notes(coll)  # findings with few test positives (pipeline/cautions.py)
+    summary.cautions = [*cautions, *report_notes(coll)]  # + findings with few test positives (pipeline/cautions.py)
     prov = provenance(coll, [str(p) for p in sources] if sources else [str(ws.root / "results")])
     markdown = index_markdown(coll, entries, summary.figures, summary.missing, prov, out, summary.cautions)
     summary.paths.append(write_text_atomic(out / "index.md", markdown))
@@ -196,8 +198,7 @@ def _write_tables(
         summary.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
     survival = survival_table(coll)
     if survival.is_empty:
-        expected = [d for d in coll.datasets if coll.is_survival(d)] or ["plco"]
-        summary.missing.append(f"no survival results (Table IV): run {probe_hint(expected[0], 'glori')}")
+        summary.missing.append(survival_hint(coll))
     tables.append(survival)
     tables.append(label_efficiency_table(coll))
     entries = []
@@ -276,4 +277,4 @@ def _attention(coll, out, summary, n_resamples, seed, findings) -> list[FigureRe
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    return write_text_atomic(path, frame.to_csv(index=False))
+    return write_csv_atomic(path, frame)

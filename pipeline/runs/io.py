@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import write_atomic
+from pipeline.atomic import write_atomic, write_csv_atomic
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = frame.reset_index(drop=True)
     if path.suffix == ".csv":
-        return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+        return write_csv_atomic(path, frame)  # text cells escaped against formula injection
     return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 

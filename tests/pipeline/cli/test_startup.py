@@ -46,6 +46,7 @@ def test_help_constants_match_the_library():
     from pipeline.cli import constants
     from pipeline.corpus.build import DEFAULT_NEAR_THRESHOLD
     from pipeline.demo import SIZES
+    from pipeline.report.formats import FORMATS
     from pipeline.stats.multiple import ADJUST_METHODS
     from pipeline.synth.specs import DATASETS
 
@@ -54,3 +55,4 @@ def test_help_constants_match_the_library():
     assert constants.SYNTH_DATASETS == DATASETS
     assert constants.NEAR_THRESHOLD == DEFAULT_NEAR_THRESHOLD
     assert set(constants.ADAPTERS) == set(ADAPTERS)
+    assert tuple(constants.REPORT_FORMATS) == tuple(FORMATS)
