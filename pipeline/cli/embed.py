@@ -92,8 +92,6 @@ def embed_command(
     out = pick(out, store, "--out", "--store")
     ws = workspace_from(workspace)
     names = datasets or ws.datasets()
-    if not names:
-        raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
     at_least(layers=(layers, 1), train_views=(train_views, 1), batch_size=(batch_size, 1), unit_rows=(unit_rows, 0),
              workers=(workers, 0), rank=(patch_rank, 0), pool=(pool, 1), fit_images=(fit_images, 0))  # fmt: skip
     _check_embed_arguments(ws, names, checkpoint, random_init, backbone, manifest, family)
@@ -157,6 +155,8 @@ def _check_embed_arguments(ws, names: list[str], checkpoint: Path | None, random
         from pipeline.backbone.registry import precheck
 
         checkpoint_path(precheck(checkpoint, family).weights)
+    if not names:
+        raise ConfigError(f"no data sets given and no manifests in {ws.manifests_dir}")
     if manifest is None:
         datasets_in(ws, names, "`chex shard {name}` (optional) and this embed")
     else:

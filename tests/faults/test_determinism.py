@@ -33,7 +33,7 @@ def test_two_probe_runs_with_one_seed_give_byte_identical_predictions(tmp_path):
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     for head in ("linear", "glori"):
-        files = [next((tmp_path / name).glob(f"results/toy/*/{head}/predictions.parquet")) for name in ("a", "b")]
+        files = [next((tmp_path / name).glob(f"results/toy/*/{head}@*/predictions.parquet")) for name in ("a", "b")]
         a, b = (pd.read_parquet(f) for f in files)
         assert len(a) > 0 and a["score"].notna().all()
         pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -180,7 +180,7 @@ def _probe_case(tmp: Path):
         return ["probe", "-w", out, "--head", "linear", "--dataset", "toy", "--epochs", "4", "--lrs", "1e-3,1e-2",
                 "--resamples", "20"]  # fmt: skip
 
-    return args, lambda out: next(out.glob("results/toy/*/linear/predictions.parquet")).read_bytes()
+    return args, lambda out: next(out.glob("results/toy/*/linear@*/predictions.parquet")).read_bytes()
 
 
 @pytest.mark.slow

@@ -265,7 +265,7 @@ def _probe_checkpoints(root: Path) -> dict[str, int]:
     import torch
 
     found = {}
-    for path in sorted(root.glob("results/toy/*/linear/.partial/*.pt")):
+    for path in sorted(root.glob("results/toy/*/linear@*/.partial/*.pt")):
         try:
             found[path.stem] = int(torch.load(path, weights_only=True)["epoch"])
         except Exception:  # replaced between glob and load
@@ -294,7 +294,7 @@ def test_probe_killed_at_random_moments_resumes_to_identical_predictions(tmp_pat
         ):  # fmt: skip
             kills += 1
         saved = _probe_checkpoints(ws.root)
-        assert not list(ws.root.glob("results/toy/*/linear/run.json"))  # unfinished runs are never marked complete
+        assert not list(ws.root.glob("results/toy/*/linear@*/run.json"))  # unfinished runs are never marked complete
     assert kills >= 1 and saved
 
     final = run_chex(*_probe_args(ws.root))
@@ -304,6 +304,6 @@ def test_probe_killed_at_random_moments_resumes_to_identical_predictions(tmp_pat
         assert re.search(rf"resuming from \S*{stage}\.pt at epoch {epoch}\b", log), (stage, epoch, log[-2000:])
 
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
-    got = pd.read_parquet(next(ws.root.glob("results/toy/*/linear/predictions.parquet")))
-    want = pd.read_parquet(next((tmp_path / "reference").glob("results/toy/*/linear/predictions.parquet")))
+    got = pd.read_parquet(next(ws.root.glob("results/toy/*/linear@*/predictions.parquet")))
+    want = pd.read_parquet(next((tmp_path / "reference").glob("results/toy/*/linear@*/predictions.parquet")))
     pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from pipeline.embed import EmbedOptions, embed_dataset
 from pipeline.probe import ProbeConfig, run_probe
+from pipeline.probe.protocol import run_folder
 from pipeline.report.attention import load_attention
 from pipeline.report.write import write_report
 from tests.pipeline.backbone.test_family_chexzero import _openai_state_dict
@@ -39,7 +40,7 @@ def test_embed_probe_and_report_run_on_convnext_and_chexzero(tmp_path):
             options = config if head == "glori" else ProbeConfig(n_resamples=20, epochs=2)
             summary = run_probe(ws, "toy", head, backbone=backbone, config=options, progress=False)
             assert 0.0 <= summary.test_macro_auroc <= 1.0
-        maps = load_attention(ws.results_dir("toy", backbone, "glori") / "attention")
+        maps = load_attention(run_folder(ws, "toy", backbone, "glori", config).root / "attention")
         assert maps is not None and maps.maps.shape[-2:] == grid
     report = write_report(ws, progress=False, n_resamples=20, n_permutations=20, figures=False)
     text = "\n".join(p.read_text() for p in report.paths if p.suffix == ".md")

@@ -43,7 +43,7 @@ def test_stats_csv_escapes_formula_cells_and_keeps_numbers(tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(out.open()))
     cells = [c for row in rows for c in row]
-    assert not [c for c in cells if c[:1] in "=+@" or (c[:1] == "-" and not _number(c))], rows[:3]
+    assert not [c for c in cells if (c and c[0] in "=+@") or (c[:1] == "-" and not _number(c))], rows[:3]
     assert {"'" + f for f in FORMULAS} <= set(cells)
     table = pd.read_csv(out)
     assert np.issubdtype(table["estimate"].dtype, np.floating)  # numbers stay numbers
