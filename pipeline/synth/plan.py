@@ -50,7 +50,7 @@ def make_plan(spec: SynthSpec, n_images: int, seed: int, null: bool, force_rare:
     split = _assign_splits(n_patients, spec.split_fractions, rng)
     findings = list(spec.prevalence)
     prevalence = np.array([spec.prevalence[f] for f in findings])
-    truth = _draw_findings(prevalence, split, force_rare, rng)
+    truth = _exclusive(_draw_findings(prevalence, split, force_rare, rng), findings, prevalence, spec.exclusive)
     background = list(spec.background_prevalence)
     bg = rng.random((n_patients, len(background))) < np.array([spec.background_prevalence[b] for b in background])
     latents = rng.normal(size=(n_patients, 2))
@@ -74,7 +74,9 @@ def make_plan(spec: SynthSpec, n_images: int, seed: int, null: bool, force_rare:
     views = np.where(rng.random(len(k)) < AP_FRACTION, "AP", "PA")
     labelled, label_latents = shown, latents
     if null:
-        label_draw = _draw_findings(prevalence, split, force_rare, null_rng)
+        label_draw = _exclusive(
+            _draw_findings(prevalence, split, force_rare, null_rng), findings, prevalence, spec.exclusive
+        )
         label_keep = (k == 0)[:, None] | (null_rng.random((len(k), len(findings))) < IMAGE_PRESENCE)
         labelled = label_draw[patient_index] & label_keep
         label_latents = null_rng.normal(size=(n_patients, 2))
@@ -155,6 +157,21 @@ def _draw_findings(prevalence: np.ndarray, split: np.ndarray, force_rare: bool, 
             if have < wanted:
                 free = members[~drawn[members, j]]
                 drawn[rng.choice(free, size=wanted - have, replace=False), j] = True
+    return drawn
+
+
+def _exclusive(
+    drawn: np.ndarray, findings: list[str], prevalence: np.ndarray, groups: tuple[tuple[str, ...], ...]
+) -> np.ndarray:
+    """At most one finding of each exclusive group per patient: the rarest drawn one (so the minimum positives
+    `_draw_findings` guaranteed for rare findings survive). Draws no random numbers."""
+    for group in groups:
+        columns = [findings.index(name) for name in group]
+        by_rarity = sorted(columns, key=lambda j: (prevalence[j], j))
+        taken = np.zeros(len(drawn), dtype=bool)
+        for j in by_rarity:
+            drawn[:, j] &= ~taken
+            taken |= drawn[:, j]
     return drawn
 
 
