@@ -98,7 +98,7 @@ def _landmarks(chest: Chest, rng: np.random.Generator) -> None:
 
 def _ett(chest: Chest, tip: Point, via_bronchus: bool = False) -> None:
     top = (0.03, -1.25)
-    points = [top, (CARINA[0] + 0.01, -0.6)]
+    points = [top, _toward(top, (CARINA[0] + 0.01, min(tip[1], CARINA[1])), 0.6)]  # down the trachea
     if via_bronchus:
         points += [(CARINA[0], CARINA[1] - 0.02), tip]
     else:
