@@ -7,4 +7,4 @@ ADJUST_METHODS = ("holm", "fdr_bh", "bonferroni")  # pipeline.stats.multiple.ADJ
 DEMO_SIZES = ("tiny", "small", "medium")  # pipeline.demo.SIZES
 SYNTH_DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")  # pipeline.synth.specs.DATASETS
 NEAR_THRESHOLD = 4  # pipeline.corpus.build.DEFAULT_NEAR_THRESHOLD
-ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco")  # data_manifests.adapters
+ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")  # data_manifests.adapters
