@@ -3,8 +3,9 @@
 
 Images are `train/<StudyInstanceUID>.jpg` (path `<uid>.jpg`; with --root found under it). Kaggle's test labels
 were never released, so the split is a seeded patient-level 70/10/20 of train.csv (the card's paper_splits).
-`make_manifest` writes the annotations beside the manifest as `<manifest>.annotations.parquet` (image_id, label,
-x, y: one row per annotated line, x and y the point lists), for the segmentation / line-localisation work the
+`make_manifest` writes the annotations beside the manifest as `sidecars/<manifest>.annotations.parquet` (a
+subfolder, so the workspace does not take it for a data set; image_id, label, x, y: one row per annotated line,
+x and y the point lists), for the segmentation / line-localisation work the
 task-kind seam will plug in (docs/architecture.md); `n_lines` in the manifest counts them per image.
 """
 
@@ -47,7 +48,9 @@ def build(sources: Sequence[str | Source], seed: int = 0) -> pd.DataFrame:
     labels = parse_labels(raw, columns, labels_file.path, allow_uncertain=False)
     blank = labels.isna().any(axis=1)
     if blank.any():
-        raise ManifestError(f"{labels_file.path}: blank label at {rows_of(raw, blank.to_numpy(), UID)}; expected 0 or 1")
+        raise ManifestError(
+            f"{labels_file.path}: blank label at {rows_of(raw, blank.to_numpy(), UID)}; expected 0 or 1"
+        )
     frame = pd.DataFrame(
         {
             "image_id": raw[UID],
@@ -108,7 +111,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
 
 def annotations_path(manifest: str | Path) -> Path:
     manifest = Path(manifest)
-    return manifest.with_name(manifest.name.removesuffix(".parquet") + ".annotations.parquet")
+    return manifest.parent / "sidecars" / (manifest.name.removesuffix(".parquet") + ".annotations.parquet")
 
 
 def write_sidecar(frame: pd.DataFrame, manifest: str | Path) -> Path | None:
@@ -118,4 +121,6 @@ def write_sidecar(frame: pd.DataFrame, manifest: str | Path) -> Path | None:
         return None
     lines = read_annotations(Path(source))
     lines = lines[lines["image_id"].isin(frame["image_id"])].reset_index(drop=True)
-    return write_atomic(annotations_path(manifest), lambda path: lines.to_parquet(path, index=False))
+    out = annotations_path(manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(out, lambda path: lines.to_parquet(path, index=False))

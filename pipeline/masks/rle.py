@@ -47,7 +47,9 @@ def encode_rle(mask: np.ndarray) -> str:
     return " ".join(str(int(x)) for x in runs)
 
 
-def read_chexmask(path: str | Path, id_column: str | None = None, min_dice: float | None = MIN_DICE_RCA) -> pd.DataFrame:
+def read_chexmask(
+    path: str | Path, id_column: str | None = None, min_dice: float | None = MIN_DICE_RCA
+) -> pd.DataFrame:
     """A CheXmask CSV (or .csv.gz) -> image_id, height, width, dice_rca_mean and one RLE column per structure
     (right_lung, left_lung, heart), keeping rows with Dice RCA (Mean) >= `min_dice` (None keeps all)."""
     path = Path(path)

@@ -168,7 +168,15 @@ def new_chest(
     if variation:
         image = image + _buttons(x, y, rng)
     return Chest(
-        x=x, y=y, image=image.astype(np.float32), body=body, lung_right=lr, lung_left=ll, anatomy=a, rng=rng, heart=heart
+        x=x,
+        y=y,
+        image=image.astype(np.float32),
+        body=body,
+        lung_right=lr,
+        lung_left=ll,
+        anatomy=a,
+        rng=rng,
+        heart=heart,
     )
 
 

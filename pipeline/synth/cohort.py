@@ -4,8 +4,8 @@ Per data set: `images/<dataset>/<image_id>.png`, `manifests/<dataset>.parquet` (
 `manifests/<dataset>.card.yaml` (the packaged card, `synthetic: true`), `manifests/synth/<dataset>.truth.parquet`
 (the ground truth: findings painted on each image and the latent features survival depends on) and
 `manifests/<dataset>.synth.json` (the generation parameters), and for the data sets whose spec asks,
-`masks/<dataset>/<image_id>.png` (ground-truth lungs and heart, pipeline/synth/masks.py). A data set already generated with the same
-parameters is skipped; an interrupted one resumes (images already written are kept).
+`masks/<dataset>/<image_id>.png` (ground-truth lungs and heart, pipeline/synth/masks.py). A data set already
+generated with the same parameters is skipped; an interrupted one resumes (images already written are kept).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ jitters the tip a little per image through `chest.rng`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -52,7 +53,7 @@ def curve(points: list[Point], smooth: int = 2) -> list[Point]:
     pts = [tuple(map(float, p)) for p in points]
     for _ in range(smooth):
         out = [pts[0]]
-        for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
             out += [(0.75 * x0 + 0.25 * x1, 0.75 * y0 + 0.25 * y1), (0.25 * x0 + 0.75 * x1, 0.25 * y0 + 0.75 * y1)]
         out.append(pts[-1])
         pts = out
@@ -63,7 +64,7 @@ def draw_line(chest: Chest, points: list[Point], amp: float = TUBE_AMP, width: f
     """Add a thin bright curve along the smoothed polyline (the maximum over its segments: no brighter joints)."""
     pts = curve(points)
     line = np.zeros_like(chest.x)
-    for p0, p1 in zip(pts[:-1], pts[1:], strict=True):
+    for p0, p1 in itertools.pairwise(pts):
         np.maximum(line, segment(chest.x, chest.y, p0, p1, width), out=line)
     chest.add(amp * line)
 

@@ -76,7 +76,8 @@ def test_make_manifest_writes_the_line_coordinates_sidecar(files, tmp_path):
     lines = pd.read_parquet(annotations_path(out))
     assert list(lines["label"]) == ["ETT - Abnormal", "CVC - Normal", "NGT - Normal"]
     assert list(lines["x"].iloc[0]) == [1487.0, 1477.0, 1499.0] and list(lines["y"].iloc[2]) == [0.0, 422.5]
-    assert not annotations_path(tmp_path / "none.parquet").exists()
+    assert annotations_path(out).parent.name == "sidecars"  # not listed as a data set beside the manifest
+    assert sorted(p.name for p in out.parent.glob("*.parquet")) == ["ranzcr.parquet"]
 
 
 @pytest.mark.parametrize(

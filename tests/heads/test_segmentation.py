@@ -30,10 +30,10 @@ def test_linear_head_is_batchnorm_then_1x1_conv_then_bilinear():
     head = LinearSegmentationHead(embed_dim=5, n_structures=2).eval()
     patch = torch.randn(3, 4, 9, 5)
     x = head.norm(patch_grid(patch))
+    conv = torch.einsum("bchw,kc->bkhw", x, head.classifier.weight[:, :, 0, 0])
     expected = F.interpolate(
-        torch.einsum("bchw,kc->bkhw", x, head.classifier.weight[:, :, 0, 0]) + head.classifier.bias[None, :, None, None],
-        size=(12, 12), mode="bilinear", align_corners=False,
-    )  # fmt: skip
+        conv + head.classifier.bias[None, :, None, None], size=(12, 12), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(head(patch, size=(12, 12)), expected)
 
 

@@ -62,7 +62,9 @@ def test_read_chexmask_filters_on_dice_rca_and_decodes(tmp_path):
     assert list(kept["image_id"]) == ["a1", "c3"]  # b2's Dice RCA (Mean) 0.65 < 0.7; 0.7 is kept
     decoded = chexmask_masks(kept.iloc[1])
     assert np.array_equal(decoded["right_lung"], masks[2]["Right Lung"])
-    assert np.array_equal(decoded["left_lung"], masks[2]["Left Lung"]) and np.array_equal(decoded["heart"], masks[2]["Heart"])
+    assert np.array_equal(decoded["left_lung"], masks[2]["Left Lung"]) and np.array_equal(
+        decoded["heart"], masks[2]["Heart"]
+    )
     assert len(read_chexmask(path, min_dice=None)) == 3
     frame.drop(columns="Height").to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ManifestError, match="Height"):
@@ -79,7 +81,9 @@ def _save(path, mask, mode="L", fmt=None):
 
 def test_jsrt_scr_gif_masks(tmp_path):
     rng = np.random.default_rng(2)
-    truth = {s: rng.random((16, 16)) < 0.3 for s in ("right lung", "left lung", "heart", "left clavicle", "right clavicle")}
+    truth = {
+        s: rng.random((16, 16)) < 0.3 for s in ("right lung", "left lung", "heart", "left clavicle", "right clavicle")
+    }
     for structure, mask in truth.items():
         _save(tmp_path / "scratch" / "fold1" / "masks" / structure / "JPCLN001.gif", mask, mode="P", fmt="GIF")
     _save(tmp_path / "scratch" / "fold1" / "masks" / "heart" / "JPCNN002.gif", truth["heart"], mode="P", fmt="GIF")

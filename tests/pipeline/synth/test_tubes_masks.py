@@ -97,7 +97,7 @@ def test_tips_sit_where_their_label_says(seed):
     above_carina = CARINA[1] - _lowest_point("ETT - Normal", seed)[1]
     assert 3 * CM - 2 * pixel <= above_carina <= 7 * CM + 2 * pixel  # 3-7 cm above the carina
     x, y = _lowest_point("ETT - Abnormal", seed)
-    assert y > CARINA[1] + pixel and x < CARINA[0] or CARINA[1] - y > 10 * CM  # right bronchus, or far too high
+    assert (y > CARINA[1] + pixel and x < CARINA[0]) or CARINA[1] - y > 10 * CM  # right bronchus, or far too high
     _, y = _lowest_point("NGT - Normal", seed)
     assert y > GOJ[1]  # in the stomach, below the diaphragm
     _, y = _lowest_point("NGT - Abnormal", seed)
@@ -142,9 +142,11 @@ def test_mask_bits_round_trip():
 
 def test_chest_heart_mask_is_the_rendered_heart():
     chest = new_chest(64, Anatomy(heart=1.3), np.random.default_rng(1), variation=False)
-    assert chest.heart is not None and (chest.heart > 0.5).sum() > (
-        new_chest(64, Anatomy(), np.random.default_rng(1), variation=False).heart > 0.5
-    ).sum()  # Cardiomegaly's larger heart is in the mask
+    assert (
+        chest.heart is not None
+        and (chest.heart > 0.5).sum()
+        > (new_chest(64, Anatomy(), np.random.default_rng(1), variation=False).heart > 0.5).sum()
+    )  # Cardiomegaly's larger heart is in the mask
 
 
 def test_spec_paths(ranzcr_ws):
