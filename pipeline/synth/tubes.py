@@ -44,8 +44,8 @@ CAJ: Point = (-0.1, HEART[1] - HEART[3] - 0.02)  # cavo-atrial junction, the hea
 SVC_TOP: Point = (-0.09, -0.6)
 CM = 0.05  # anatomical units per centimetre (the lungs are ~24 cm tall)
 
-TUBE_AMP = 0.32  # a radio-opaque stripe: brighter than rib
-TUBE_WIDTH = 0.011
+TUBE_AMP = 0.4  # a radio-opaque stripe: brighter than rib
+TUBE_WIDTH = 0.016
 
 
 def curve(points: list[Point], smooth: int = 2) -> list[Point]:
@@ -104,7 +104,7 @@ def _ett(chest: Chest, tip: Point, via_bronchus: bool = False) -> None:
         points += [(CARINA[0], CARINA[1] - 0.02), tip]
     else:
         points.append(tip)
-    draw_line(chest, points, amp=0.06, width=0.026)  # the tube's wall
+    draw_line(chest, points, amp=0.06, width=0.03)  # the tube's wall
     draw_line(chest, points)  # its radio-opaque stripe
 
 
@@ -137,7 +137,7 @@ def _ett_abnormal(chest: Chest, rng: np.random.Generator) -> None:
 
 def _ngt(chest: Chest, rng: np.random.Generator, tail: list[Point]) -> None:
     points = [(OESOPHAGUS_X - 0.02, -1.25), (OESOPHAGUS_X, -0.5), *tail]
-    draw_line(chest, points, amp=0.26, width=0.01)
+    draw_line(chest, points, amp=0.34, width=0.015)
 
 
 def _ngt_normal(chest: Chest, rng: np.random.Generator) -> None:
@@ -156,7 +156,7 @@ def _ngt_abnormal(chest: Chest, rng: np.random.Generator) -> None:
     else:  # into the airway: down the right main bronchus into the right lower lung
         tip = (float(rng.uniform(-0.42, -0.3)), float(rng.uniform(0.2, 0.4)))
         points = [(0.02, -1.25), (CARINA[0], -0.5), CARINA, RIGHT_BRONCHUS, _jitter(chest, tip)]
-        draw_line(chest, points, amp=0.26, width=0.01)
+        draw_line(chest, points, amp=0.34, width=0.015)
 
 
 def _ngt_incomplete(chest: Chest, rng: np.random.Generator) -> None:
@@ -175,7 +175,7 @@ _ROUTES: dict[str, list[Point]] = {
 
 
 def _cvc(chest: Chest, route: str, tail: list[Point]) -> None:
-    draw_line(chest, [*_ROUTES[route], *tail], amp=0.28, width=0.01)
+    draw_line(chest, [*_ROUTES[route], *tail], amp=0.36, width=0.015)
 
 
 def _svc_point(depth: float) -> Point:
@@ -205,11 +205,11 @@ def _cvc_abnormal(chest: Chest, rng: np.random.Generator) -> None:
     elif kind < 0.75 and "subclavian" in route:  # up the internal jugular vein of its side
         side = -1.0 if route.startswith("right") else 1.0
         path = _ROUTES[route][:-1]
-        draw_line(chest, [*path, (side * 0.2, -0.92), _jitter(chest, (side * 0.23, -1.05))], amp=0.28, width=0.01)
+        draw_line(chest, [*path, (side * 0.2, -0.92), _jitter(chest, (side * 0.23, -1.05))], amp=0.36, width=0.015)
     else:  # across into the contralateral brachiocephalic / subclavian vein
         side = 1.0 if route.startswith("right") else -1.0
         path = _ROUTES[route][:-1]
-        draw_line(chest, [*path, (side * 0.1, -0.68), _jitter(chest, (side * 0.4, -0.76))], amp=0.28, width=0.01)
+        draw_line(chest, [*path, (side * 0.1, -0.68), _jitter(chest, (side * 0.4, -0.76))], amp=0.36, width=0.015)
 
 
 # --- pulmonary artery (Swan-Ganz) catheter -----------------------------------------------------------------
@@ -221,7 +221,7 @@ def _swan_ganz(chest: Chest, rng: np.random.Generator) -> None:
     trunk = (0.14, HEART[1] - 0.3)
     tip = (float(rng.uniform(-0.3, -0.18)), float(rng.uniform(-0.12, -0.02)))
     points = [*_ROUTES["right_ij"], CAJ, ra, rv, trunk, (0.0, -0.12), _jitter(chest, tip)]
-    draw_line(chest, points, amp=0.3, width=0.012)
+    draw_line(chest, points, amp=0.38, width=0.017)
 
 
 Painter = Callable[[Chest, np.random.Generator], None]
