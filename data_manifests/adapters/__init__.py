@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_manifests.adapters import chexpert, cxr14, cxrlt24, jsrt, montgomery, plco, shenzhen
+from data_manifests.adapters import chexpert, cxr14, cxrlt24, jsrt, montgomery, plco, ranzcr, shenzhen
 from data_manifests.adapters.common import Source, missing_images, relocate_paths
 from data_manifests.adapters.folder import build_folder
 from pipeline.cards import packaged_card
@@ -31,7 +31,10 @@ ADAPTERS: dict[str, Callable[..., pd.DataFrame]] = {
     "montgomery": montgomery.build,
     "jsrt": jsrt.build,
     "plco": plco.build,
+    "ranzcr": ranzcr.build,
 }
+# Files an adapter writes beside the manifest (data set -> writer(frame, manifest path) -> path or None).
+SIDECARS: dict[str, Callable[[pd.DataFrame, Path], Path | None]] = {"ranzcr": ranzcr.write_sidecar}
 
 
 @dataclass
@@ -81,6 +84,8 @@ def make_manifest(
     out = Path(out)
     card = replace(card, notes=tuple(notes), image_root=str(root.resolve()) if root is not None else "")
     write_manifest(frame, out, card)
+    if dataset in SIDECARS and (sidecar := SIDECARS[dataset](frame, out)) is not None:
+        log.info("%s: wrote %s", dataset, sidecar)
     card_path = out.with_name(out.name.removesuffix(".parquet") + ".card.yaml")
     card.save(card_path)
     return ManifestResult(out, card_path, frame, relocated, missing, examples, notes)

@@ -5,7 +5,9 @@ tests/pipeline/cli/test_startup.py checks each against the library's own constan
 
 ADJUST_METHODS = ("holm", "fdr_bh", "bonferroni")  # pipeline.stats.multiple.ADJUST_METHODS
 DEMO_SIZES = ("tiny", "small", "medium")  # pipeline.demo.SIZES
-SYNTH_DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco")  # pipeline.synth.specs.DATASETS
+# pipeline.synth.specs.DATASETS
+SYNTH_DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")
 NEAR_THRESHOLD = 4  # pipeline.corpus.build.DEFAULT_NEAR_THRESHOLD
-ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco")  # data_manifests.adapters
+# data_manifests.adapters
+ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")
 REPORT_FORMATS = ("md", "csv", "tex")  # pipeline.report.formats.FORMATS

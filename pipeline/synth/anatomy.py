@@ -68,6 +68,7 @@ class Chest:
     lung_left: np.ndarray
     anatomy: Anatomy
     rng: np.random.Generator  # per-image randomness (jitter of findings)
+    heart: np.ndarray | None = None  # soft heart silhouette (the ground-truth mask, pipeline/synth/masks.py)
 
     @property
     def lungs(self) -> np.ndarray:
@@ -166,7 +167,17 @@ def new_chest(
     image = image + a.texture * texture / 3.0 * lungs_raw
     if variation:
         image = image + _buttons(x, y, rng)
-    return Chest(x=x, y=y, image=image.astype(np.float32), body=body, lung_right=lr, lung_left=ll, anatomy=a, rng=rng)
+    return Chest(
+        x=x,
+        y=y,
+        image=image.astype(np.float32),
+        body=body,
+        lung_right=lr,
+        lung_left=ll,
+        anatomy=a,
+        rng=rng,
+        heart=heart,
+    )
 
 
 def _buttons(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:

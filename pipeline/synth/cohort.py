@@ -3,8 +3,9 @@
 Per data set: `images/<dataset>/<image_id>.png`, `manifests/<dataset>.parquet` (via write_manifest),
 `manifests/<dataset>.card.yaml` (the packaged card, `synthetic: true`), `manifests/synth/<dataset>.truth.parquet`
 (the ground truth: findings painted on each image and the latent features survival depends on) and
-`manifests/<dataset>.synth.json` (the generation parameters). A data set already generated with the same
-parameters is skipped; an interrupted one resumes (images already written are kept).
+`manifests/<dataset>.synth.json` (the generation parameters), and for the data sets whose spec asks,
+`masks/<dataset>/<image_id>.png` (ground-truth lungs and heart, pipeline/synth/masks.py). A data set already
+generated with the same parameters is skipped; an interrupted one resumes (images already written are kept).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.cards import packaged_card
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_manifest
 from pipeline.progress import progress_bar
+from pipeline.synth.masks import masks_dir, relative_mask_path
 from pipeline.synth.plan import CohortPlan, make_plan
 from pipeline.synth.render import PatientJob, render_patient
 from pipeline.synth.specs import SPECS, image_count, preset, resolve_datasets
@@ -51,9 +53,14 @@ class SynthParams:
     n_images: int
     variation: bool = False
     version: int = GENERATOR_VERSION
+    masks: bool = False  # anatomy masks written (pipeline/synth/masks.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Recorded parameters; `masks` only when set, so cohorts made before masks existed stay current."""
+        out = dict(self.__dict__)
+        if not out["masks"]:
+            del out["masks"]
+        return out
 
 
 def generate_cohort(
@@ -85,7 +92,7 @@ def generate_cohort(
     for name in resolve_datasets(list(datasets) if datasets else None):
         spec = SPECS[name]
         count = (n_images or {}).get(name) or image_count(spec, size)
-        params = SynthParams(name, size, seed, null, side, count, variation)
+        params = SynthParams(name, size, seed, null, side, count, variation, masks=spec.masks)
         out[name] = _generate_dataset(workspace, params, chosen.force_rare, workers, progress)
     return out
 
@@ -123,6 +130,8 @@ def _generate_dataset(ws: Workspace, params: SynthParams, force_rare: bool, work
     images_dir = ws.images_dir(name)
     if not same and images_dir.exists():
         shutil.rmtree(images_dir)  # stale images from other parameters
+    if not same and masks_dir(ws.root, name).exists():
+        shutil.rmtree(masks_dir(ws.root, name))
     images_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     _write_json(params_path(ws, name), {"params": params.to_dict(), "complete": False})
@@ -130,7 +139,7 @@ def _generate_dataset(ws: Workspace, params: SynthParams, force_rare: bool, work
     started = time.perf_counter()
     spec = SPECS[name]
     plan = make_plan(spec, params.n_images, params.seed, params.null, force_rare)
-    jobs = list(_jobs(plan, params, spec.bit_depth, images_dir, skip_existing=same))
+    jobs = list(_jobs(plan, params, spec.bit_depth, images_dir, skip_existing=same, root=ws.root))
     with progress_bar(f"synth {name}", total=len(plan.images), enabled=progress) as advance:
         if workers == 1:
             for job in jobs:
@@ -147,7 +156,7 @@ def _generate_dataset(ws: Workspace, params: SynthParams, force_rare: bool, work
     card = packaged_card(name).with_synthetic(True)
     manifest = manifest_frame(plan)
     truth_path(ws, name).parent.mkdir(parents=True, exist_ok=True)
-    truth_frame(plan).to_parquet(truth_path(ws, name), index=False)
+    truth_frame(plan, masks=params.masks).to_parquet(truth_path(ws, name), index=False)
     card.save(ws.card_path(name))
     write_manifest(manifest, manifest_path, card)
     summary = {"images": len(manifest), "patients": len(plan.patients), "seconds": time.perf_counter() - started}
@@ -178,8 +187,9 @@ def manifest_frame(plan: CohortPlan) -> pd.DataFrame:
     return frame
 
 
-def truth_frame(plan: CohortPlan) -> pd.DataFrame:
-    """Per image: the findings actually painted (0/1 per finding) and the patient's latent features."""
+def truth_frame(plan: CohortPlan, masks: bool = False) -> pd.DataFrame:
+    """Per image: the findings actually painted (0/1 per finding) and the patient's latent features; with
+    `masks`, `mask_path`: the anatomy mask's path relative to the workspace root (pipeline/synth/masks.py)."""
     images = plan.images
     patients = plan.patients.iloc[images["patient_index"].to_numpy()].reset_index(drop=True)
     frame = pd.DataFrame({"image_id": images["image_id"], "patient_id": patients["patient_id"]})
@@ -188,11 +198,13 @@ def truth_frame(plan: CohortPlan) -> pd.DataFrame:
     for column in plan.patients.columns:
         if column not in ("patient_id", "split", "n_images"):
             frame[column] = patients[column].to_numpy()
+    if masks:
+        frame["mask_path"] = [relative_mask_path(plan.dataset, i) for i in images["image_id"]]
     return frame
 
 
 def _jobs(
-    plan: CohortPlan, params: SynthParams, bit_depth: int, out_dir: Path, skip_existing: bool
+    plan: CohortPlan, params: SynthParams, bit_depth: int, out_dir: Path, skip_existing: bool, root: Path
 ) -> Iterator[PatientJob]:
     images = plan.images
     for p, group in images.groupby("patient_index", sort=True):
@@ -212,6 +224,7 @@ def _jobs(
             skip_existing=skip_existing,
             variation=params.variation,
             latent_gain=SPECS[params.dataset].latent_gain,
+            masks_dir=str(masks_dir(root, params.dataset)) if params.masks else "",
         )
 
 

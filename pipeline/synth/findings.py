@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from pipeline.synth.anatomy import AORTIC_KNOB, HEART, LEFT_LUNG, RIGHT_LUNG, Anatomy, Chest, ellipse, gaussian, segment
+from pipeline.synth.tubes import TUBE_PAINTERS
 
 Painter = Callable[[Chest, np.random.Generator], None]
 
@@ -406,6 +407,7 @@ PAINTERS: dict[str, Painter] = {
     "Azygos Lobe": _azygos_lobe,
     "Round(ed) Atelectasis": _rounded_atelectasis,
 }
+PAINTERS.update(TUBE_PAINTERS)  # RANZCR's lines and tubes, and the landmarks they are read against
 # Findings whose only signature is an anatomy modifier.
 MODIFIER_ONLY = tuple(name for name in MODIFIERS if name not in PAINTERS)
 

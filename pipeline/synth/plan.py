@@ -50,7 +50,8 @@ def make_plan(spec: SynthSpec, n_images: int, seed: int, null: bool, force_rare:
     split = _assign_splits(n_patients, spec.split_fractions, rng)
     findings = list(spec.prevalence)
     prevalence = np.array([spec.prevalence[f] for f in findings])
-    truth = _draw_findings(prevalence, split, force_rare, rng)
+    groups = _group_columns(findings, spec.exclusive)
+    truth = _draw_findings(prevalence, split, force_rare, rng, groups)
     background = list(spec.background_prevalence)
     bg = rng.random((n_patients, len(background))) < np.array([spec.background_prevalence[b] for b in background])
     latents = rng.normal(size=(n_patients, 2))
@@ -74,7 +75,7 @@ def make_plan(spec: SynthSpec, n_images: int, seed: int, null: bool, force_rare:
     views = np.where(rng.random(len(k)) < AP_FRACTION, "AP", "PA")
     labelled, label_latents = shown, latents
     if null:
-        label_draw = _draw_findings(prevalence, split, force_rare, null_rng)
+        label_draw = _draw_findings(prevalence, split, force_rare, null_rng, groups)
         label_keep = (k == 0)[:, None] | (null_rng.random((len(k), len(findings))) < IMAGE_PRESENCE)
         labelled = label_draw[patient_index] & label_keep
         label_latents = null_rng.normal(size=(n_patients, 2))
@@ -134,10 +135,21 @@ def _assign_splits(n_patients: int, fractions: dict[str, float], rng: np.random.
     return split
 
 
-def _draw_findings(prevalence: np.ndarray, split: np.ndarray, force_rare: bool, rng: np.random.Generator):
+def _draw_findings(
+    prevalence: np.ndarray,
+    split: np.ndarray,
+    force_rare: bool,
+    rng: np.random.Generator,
+    groups: list[list[int]] | None = None,
+):
     """Patient x finding Bernoulli draws, then a minimum number of positive patients per split: a few for
-    common findings always, and for every finding when `force_rare` (and the split is big enough)."""
+    common findings always, and for every finding when `force_rare` (and the split is big enough). In each
+    exclusive group (column indices) a patient keeps at most one finding, and the added positives go to
+    patients with none of the group."""
     drawn = rng.random((len(split), len(prevalence))) < prevalence
+    groups = groups or []
+    drawn = _exclusive(drawn, prevalence, groups)
+    group_of = {j: group for group in groups for j in group}
     for name in ("train", "val", "test"):
         members = np.flatnonzero(split == name)
         if len(members) == 0:
@@ -153,8 +165,23 @@ def _draw_findings(prevalence: np.ndarray, split: np.ndarray, force_rare: bool, 
             wanted = min(wanted, len(members) // (2 if common else 4))
             have = int(drawn[members, j].sum())
             if have < wanted:
-                free = members[~drawn[members, j]]
-                drawn[rng.choice(free, size=wanted - have, replace=False), j] = True
+                free = members[~drawn[members][:, group_of.get(j, [j])].any(axis=1)]
+                drawn[rng.choice(free, size=min(wanted - have, len(free)), replace=False), j] = True
+    return drawn
+
+
+def _group_columns(findings: list[str], groups: tuple[tuple[str, ...], ...]) -> list[list[int]]:
+    return [[findings.index(name) for name in group] for group in groups]
+
+
+def _exclusive(drawn: np.ndarray, prevalence: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """At most one finding of each exclusive group per patient: the rarest drawn one. Draws no random numbers."""
+    for columns in groups:
+        by_rarity = sorted(columns, key=lambda j: (prevalence[j], j))
+        taken = np.zeros(len(drawn), dtype=bool)
+        for j in by_rarity:
+            drawn[:, j] &= ~taken
+            taken |= drawn[:, j]
     return drawn
 
 

@@ -12,8 +12,10 @@ import numpy as np
 from pipeline.shard_format import encode_png
 from pipeline.synth.anatomy import Anatomy, Habitus, expose, new_chest
 from pipeline.synth.findings import apply_modifiers, paint
+from pipeline.synth.masks import chest_masks, write_mask
 from pipeline.synth.plan import dataset_code
 from pipeline.synth.specs import CXRLT24_PREVALENCE
+from pipeline.synth.tubes import TUBE_PAINTERS
 
 # How strongly the survival latents show, per SD: heart silhouette scale (log), bone brightness, lung texture (log).
 # A data set's spec multiplies them by its `latent_gain` (PLCO's is larger: they carry its mortality signal).
@@ -25,6 +27,8 @@ TEXTURE_MAX = 0.25
 
 # Stable per-finding stream ids (position in this sorted list), independent of which data set uses them.
 _FINDING_IDS = {name: i for i, name in enumerate(sorted({*CXRLT24_PREVALENCE, "Tuberculosis", "Nodule"}))}
+# Later findings get ids after them, so the earlier findings' streams (and images) do not move.
+_FINDING_IDS.update({name: 1000 + i for i, name in enumerate(sorted(TUBE_PAINTERS))})
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class PatientJob:
     skip_existing: bool = False
     variation: bool = False  # label-independent acquisition variation (docs/architecture.md, the cohort)
     latent_gain: float = 1.0  # multiplies HEART/BONE/TEXTURE_EFFECT (SynthSpec.latent_gain)
+    masks_dir: str = ""  # where to write the anatomy masks (pipeline/synth/masks.py); "" = none
 
 
 def render_patient(job: PatientJob) -> int:
@@ -55,13 +60,19 @@ def render_patient(job: PatientJob) -> int:
         for k, image_id in enumerate(job.image_ids)
         if not (job.skip_existing and (out_dir / f"{image_id}.png").is_file())
     ]
-    for k, pixels in zip(todo, render_pixels(job, todo), strict=True):
+    masks: list[np.ndarray] | None = [] if job.masks_dir else None
+    for k, pixels in zip(todo, render_pixels(job, todo, masks), strict=True):
+        if masks:  # the mask first: an image on disk implies its mask (resume skips by image)
+            write_mask(Path(job.masks_dir) / f"{job.image_ids[k]}.png", masks.pop(0))
         _write_atomic(out_dir / f"{job.image_ids[k]}.png", encode_png(pixels))
     return len(todo)
 
 
-def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.ndarray]:
-    """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16."""
+def render_pixels(
+    job: PatientJob, which: list[int] | None = None, masks: list[np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16; with `masks` (a
+    list) also each image's anatomy mask appended to it (no random draw: the pixels do not change)."""
     base = [job.seed, dataset_code(job.dataset), job.patient_index + 1]
     patient_rng = np.random.default_rng([*base, 3])
     gain = job.latent_gain
@@ -85,6 +96,8 @@ def render_pixels(job: PatientJob, which: list[int] | None = None) -> list[np.nd
         # One generator per finding seeded by patient and finding only: it sits in the same place on every
         # image of the patient (per-image jitter comes from the image's generator).
         finding_rngs = {name: np.random.default_rng([*base, 1, _FINDING_IDS.get(name, 999)]) for name in shown}
+        if masks is not None:
+            masks.append(chest_masks(chest))
         paint(chest, shown, finding_rngs)
         images.append(expose(chest, rng, job.bit_depth, job.variation))
     return images

@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 ORACLE_BACKBONE = "oracle"
 ORACLE_HEAD = "planted"
 
-DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco")
+DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")
 
 # CXR-LT 24's 40 findings with MIMIC-like, long-tailed per-patient prevalences (30% down to 0.1%).
 # "Normal" is not drawn: it is 1 exactly when no other finding is present.
@@ -81,6 +81,11 @@ class SynthSpec:
     derived_normal: bool = False
     # How visibly the survival latents (heart size, frailty) show: x the effects in pipeline/synth/render.py.
     latent_gain: float = 1.0
+    # Groups of findings of which an image shows at most one (one tube, one tip position): when a patient draws
+    # several, the rarest is kept (RANZCR's ETT and NGT states).
+    exclusive: tuple[tuple[str, ...], ...] = ()
+    # Write ground-truth anatomy masks (both lungs, heart) beside the images (pipeline/synth/masks.py).
+    masks: bool = False
 
 
 def _fractions(paper: dict[str, int], floor: float = 0.15) -> dict[str, float]:
@@ -93,6 +98,27 @@ def _fractions(paper: dict[str, int], floor: float = 0.15) -> dict[str, float]:
 
 
 _BACKGROUND = {"Cardiomegaly": 0.1, "Pleural Effusion": 0.08, "Support Devices": 0.05, "Nodule": 0.02}
+
+# RANZCR CLiP's 11 labels (card data_manifests/ranzcr.yaml). Per-patient prevalences: the real train set's tube
+# presence (ETT ~28%, NGT ~28%, CVC ~95% of ICU images) with the rarer malpositions raised so a ~100-image test
+# split still holds positives of each (real: ETT - Abnormal 0.3%, NGT - Abnormal 0.9%). The rarest stay below
+# COMMON_PREVALENCE: a tiny cohort's few val patients cannot hold 3 of every state of an exclusive group.
+RANZCR_PREVALENCE: dict[str, float] = {
+    "ETT - Abnormal": 0.045,
+    "ETT - Borderline": 0.07,
+    "ETT - Normal": 0.22,
+    "NGT - Abnormal": 0.045,
+    "NGT - Borderline": 0.045,
+    "NGT - Incompletely Imaged": 0.08,
+    "NGT - Normal": 0.18,
+    "CVC - Abnormal": 0.12,
+    "CVC - Borderline": 0.22,
+    "CVC - Normal": 0.45,
+    "Swan Ganz Catheter Present": 0.045,
+}
+# Painted on every RANZCR image, never labelled: the airway (trachea, carina, main bronchi) and the gastric
+# bubble, the landmarks a tip position is read against.
+TUBE_LANDMARKS = "Tube Landmarks"
 
 SPECS: dict[str, SynthSpec] = {
     "cxrlt24": SynthSpec(
@@ -124,6 +150,7 @@ SPECS: dict[str, SynthSpec] = {
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 463, "val": 65, "test": 134}),
         background_prevalence=_BACKGROUND,
+        masks=True,  # as the real Shenzhen lung masks
     ),
     "montgomery": SynthSpec(
         name="montgomery",
@@ -132,6 +159,7 @@ SPECS: dict[str, SynthSpec] = {
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 96, "val": 14, "test": 28}),
         background_prevalence=_BACKGROUND,
+        masks=True,  # as the real Montgomery left/right lung masks
     ),
     "jsrt": SynthSpec(
         name="jsrt",
@@ -140,6 +168,7 @@ SPECS: dict[str, SynthSpec] = {
         images_per_patient=1.0,
         split_fractions=_fractions({"train": 171, "val": 24, "test": 50}),
         bit_depth=16,
+        masks=True,  # the real JSRT has the SCR masks (lungs, heart, clavicles)
     ),
     "plco": SynthSpec(
         name="plco",
@@ -153,6 +182,19 @@ SPECS: dict[str, SynthSpec] = {
         # best probe's C-index sits 0.16 below the oracle's; at ~3 (heart 0.4, bone 0.45, texture 1.2 per SD)
         # the gap is 0.05-0.07 (docs/architecture.md, "The synthetic cohort").
         latent_gain=3.0,
+    ),
+    "ranzcr": SynthSpec(
+        name="ranzcr",
+        prevalence=RANZCR_PREVALENCE,
+        images=500,
+        images_per_patient=1.5,  # the real set: ~9 images per patient over an ICU stay
+        # No public test labels (Kaggle's were hidden): a 70/10/20 patient-level split of train.csv.
+        split_fractions=_fractions({"train": 70, "val": 10, "test": 20}),
+        background_prevalence={TUBE_LANDMARKS: 1.0},
+        exclusive=(
+            ("ETT - Abnormal", "ETT - Borderline", "ETT - Normal"),
+            ("NGT - Abnormal", "NGT - Borderline", "NGT - Incompletely Imaged", "NGT - Normal"),
+        ),
     ),
 }
 
@@ -172,7 +214,9 @@ PRESETS: dict[str, SizePreset] = {
     "small": SizePreset("small", 1.0, 128, force_rare=True),
     "medium": SizePreset("medium", 10.0, 224, force_rare=True),
 }
-TINY_IMAGES = {"cxrlt24": 160, "chexpert": 80, "shenzhen": 70, "montgomery": 50, "jsrt": 50, "plco": 100}
+TINY_IMAGES = {
+    "cxrlt24": 160, "chexpert": 80, "shenzhen": 70, "montgomery": 50, "jsrt": 50, "plco": 100, "ranzcr": 80,
+}  # fmt: skip
 
 
 def preset(size: str) -> SizePreset:

@@ -22,7 +22,7 @@ from pipeline.workspace import Workspace
 from tests.pipeline.synth.conftest import image_bytes
 
 
-def test_tiny_cohort_is_six_valid_data_sets(tiny_ws):
+def test_tiny_cohort_is_seven_valid_data_sets(tiny_ws):
     assert tiny_ws.datasets() == sorted(DATASETS)
     all_ids = []
     for name in DATASETS:
@@ -42,7 +42,7 @@ def test_tiny_cohort_is_six_valid_data_sets(tiny_ws):
             assert image.mode == ("I;16" if name == "jsrt" else "L")
         assert len(list(tiny_ws.images_dir(name).glob("*.png"))) == len(manifest)
     assert len(all_ids) == len(set(all_ids))
-    assert 450 <= len(all_ids) <= 550
+    assert 530 <= len(all_ids) <= 630
 
 
 def test_tiny_val_and_test_hold_positives_of_common_findings(tiny_ws):
@@ -95,7 +95,8 @@ def test_plco_survival_columns_are_consistent(tiny_ws):
 def test_every_finding_column_has_a_pixel_signature():
     columns = {c for name in DATASETS for c in packaged_card(name).label_columns}
     columns -= {"Normal", "death_cvd_12y", "death_all_12y"}
-    assert len(columns) == 39  # the 40 CXR-LT findings but Normal (no signature: the absence of all)
+    # the 40 CXR-LT findings but Normal (no signature: the absence of all) and RANZCR's 11 line labels
+    assert len(columns) == 39 + 11
     plain = PatientJob("cxrlt24", 0, 7, ("x",), ("PA",), ((),), 0.0, 0.0, 96, 8, "")
     base = render_pixels(plain)[0].astype(float)
     for column in sorted(columns):
