@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.errors import ConfigError, PredictionsError
 from pipeline.runs.io import read_table
 from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE, VAL_PREDICTIONS_FILE
+from pipeline.runs.passes import evaluate_passes, n_passes
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.metrics import METRICS
@@ -67,7 +68,13 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
     val = read_table(folder / VAL_PREDICTIONS_FILE, text_as_categories=True)
     transfer = record.threshold_transfer if record is not None else ("quantile" if val is not None else "score")
     skipped = record.skipped_train if record is not None else {}
-    results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
+    if n_passes(predictions, survival) > 1:  # --seeds / --cv: each seed alone, then combined (pipeline/runs/passes.py)
+        results = evaluate_passes(
+            predictions, val, survival,
+            lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
+        )  # fmt: skip
+    else:
+        results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
     if record is not None:  # the record names the run even when the tables lack identity columns
         for column in RUN_COLUMNS:
             results[column] = getattr(record, column)
