@@ -204,15 +204,20 @@ class TrainLosses:
     epochs: list[list[float]]
 
     def diverged(self) -> np.ndarray:
-        """Members whose training diverged: a non-finite loss in any epoch, or a last epoch's mean loss above the
-        loss it started from (a run that ends worse than its initialisation learned nothing it can keep)."""
+        """Members whose training diverged: a non-finite loss in any epoch, or an epoch whose mean train loss rose
+        above the loss it started from by more than DIVERGENCE_MARGIN (the margin absorbs the noise of the start
+        being one batch; a run that spiked and recovered by the end of its cosine schedule still counts)."""
         out = np.zeros(len(self.start), dtype=bool)
         for i, (start, epochs) in enumerate(zip(self.start, self.epochs, strict=True)):
             if not epochs:
                 continue
             values = np.asarray(epochs, dtype=np.float64)
-            out[i] = not np.isfinite(values).all() or (np.isfinite(start) and values[-1] > start)
+            rose = np.isfinite(start) and values.max() > (1 + DIVERGENCE_MARGIN) * start
+            out[i] = not np.isfinite(values).all() or rose
         return out
+
+
+DIVERGENCE_MARGIN = 0.25
 
 
 def _member_loss_sums(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, int]:

@@ -50,7 +50,7 @@ def evaluate_passes(
     per_seed = []
     for seed in seeds:
         val = _seed_rows(val_predictions, seed)
-        if val is not None and FOLD_COLUMN in val.columns:  # CV: a val image may serve several folds; keep one
+        if val is not None:  # CV: an image may be in the val split of several folds; its first fold's row stays
             val = val.drop_duplicates(["image_id", "output"])
         one = evaluate_one(_seed_rows(predictions, seed), val, _seed_rows(survival, seed))
         per_seed.append(one.assign(_seed=seed))
