@@ -103,7 +103,8 @@ def _finite(score: float) -> float | None:
 
 def _table(lrs, val_probs, val_labels, skip, rungs, survivors, last_epoch, rule, trainer) -> pd.DataFrame:
     """The sweep table; a stopped lr's val AUROC is the one it had at the rung that stopped it."""
-    table = sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip, rule, trainer.train_losses)
+    rung_rule = "loss" if rule == "loss" else "auroc"  # what the rungs ranked by; the survivor is the choice
+    table = sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip, rung_rule, trainer.train_losses)
     by_auroc = table["selected_by"].iloc[0].startswith("val_macro_auroc")
     for rung in rungs:
         for i, score in zip(rung["active"], rung["scores"], strict=True):
