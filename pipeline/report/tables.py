@@ -44,6 +44,8 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
     value = float(row["estimate"]) if pd.notna(row["estimate"]) else math.nan
     low = float(row["ci_low"]) if pd.notna(row["ci_low"]) else math.nan
     high = float(row["ci_high"]) if pd.notna(row["ci_high"]) else math.nan
+    if "seed_sd" in row.index and pd.notna(row["seed_sd"]):  # a --seeds / --cv run: the seed SD goes beside the CI
+        return Cell(value, low, high, kind=kind, seed_sd=float(row["seed_sd"]), n_seeds=int(row["n_seeds"]))  # type: ignore[arg-type]
     return Cell(value, low, high, kind=kind)  # type: ignore[arg-type]
 
 

@@ -165,3 +165,20 @@ def test_standardizer_is_fitted_on_train_only(tmp_path):
     _, tokens = next(features.batches(data.train, len(data.train)))
     assert np.allclose(tokens["cls"].double().numpy().mean(axis=0), 0, atol=1e-4)
     assert np.allclose(tokens["patch"].double().numpy().mean(axis=(0, 2)), 0, atol=1e-4)
+
+
+def test_report_cells_show_the_seed_sd_and_say_when_it_exceeds_the_ci():
+    from pipeline.report.cells import Cell, Panel, ReportTable, Row, seed_notes
+    from pipeline.report.tables import result_cell
+
+    results = pd.DataFrame(
+        {"output": ["macro"], "metric": ["auroc"], "estimate": [0.8], "ci_low": [0.79], "ci_high": [0.81],
+         "seed_sd": [0.03], "n_seeds": [5], "note": [""]}
+    )  # fmt: skip
+    cell = result_cell(results, "auroc")
+    assert cell.display() == "0.800 (0.790–0.810) ±0.030"
+    assert cell.seed_spread_exceeds_ci
+    table = ReportTable("t", "T", "", ["Model"], ["Shenzhen"], [Panel(None, [Row(("glori",), [cell])])])
+    notes = seed_notes(table)
+    assert "over 5 seeds" in notes[0] and "exceeds the CI half-width 0.010" in notes[1]
+    assert seed_notes(ReportTable("t", "T", "", ["Model"], ["S"], [Panel(None, [Row(("x",), [Cell(0.8)])])])) == []
