@@ -38,7 +38,8 @@ RULES = ("auroc-any", "auroc", "one-se", "loss")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--workspace", help="the workspace with the store (not needed with --from-logs)")
+    parser.add_argument("--from-logs", default=None, help="summarise the per-seed lines of these logs (comma-sep.)")
     parser.add_argument("--dataset", default="shenzhen")
     parser.add_argument("--head", default="glori")
     parser.add_argument("--backbone", default=None, help="feature store (default: the workspace's only/default one)")
@@ -50,6 +51,9 @@ def main() -> None:
     parser.add_argument("--rule", default="one-se", help="the rule of --compare-store")
     args = parser.parse_args()
     rules = args.rules.split(",")
+    if args.from_logs:  # seeds run in several processes (a shared machine): one summary over all their lines
+        summarise(from_logs(args.from_logs.split(","), rules), rules, f"raw inputs, from {args.from_logs}")
+        return
     print(f"[protocol seeds] {args.dataset} / {args.head}, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
           f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     base = study(args, args.backbone, rules, standardize=False)
@@ -111,6 +115,21 @@ def study(args, backbone: str | None, rules: list[str], standardize: bool) -> di
         print(f"  seed {seed} ({name}{', standardised' if standardize else ''}; {time.perf_counter() - t0:.0f} s, "
               f"diverged: {', '.join(diverged) or 'none'}): " + "; ".join(line), flush=True)  # fmt: skip
     return out
+
+
+def from_logs(paths: list[str], rules: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """rule -> [(lr, test AUROC)] from the `  seed N (...): rule lr X test Y; ...` lines of earlier runs."""
+    import re
+
+    per_seed: dict[int, dict[str, tuple[float, float]]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            m = re.match(r"\s+seed (\d+) \((?![^)]*standardised)", line)
+            if not m:
+                continue
+            found = re.findall(r"([a-z-]+) lr ([0-9.e-]+) test ([0-9.]+)", line.split("): ", 1)[1])
+            per_seed[int(m.group(1))] = {rule: (float(lr), float(a)) for rule, lr, a in found}
+    return {rule: [per_seed[s][rule] for s in sorted(per_seed)] for rule in rules}
 
 
 def _without_divergence(swept):
