@@ -143,6 +143,12 @@ def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) 
     config = config or CompareConfig()
     pred_a, record_a = run_predictions(run_a)
     pred_b, record_b = run_predictions(run_b)
+    for run, pred in ((run_a, pred_a), (run_b, pred_b)):
+        if n_passes(pred) > 1:
+            raise PredictionsError(
+                f"{run} holds {n_passes(pred)} seeds or CV repeats (chex probe --seeds/--cv): the paired test needs "
+                "one prediction per image; compare one-seed runs (its seed-to-seed SD is in results.parquet)"
+            )
     skipped = sorted({*(record_a.skipped_train if record_a else {}), *(record_b.skipped_train if record_b else {})})
     if skipped:
         pred_a, pred_b = _without_outputs(pred_a, skipped), _without_outputs(pred_b, skipped)
