@@ -54,7 +54,7 @@ def _probe(
     ] = None,
     selection: Annotated[
         str | None,
-        typer.Option(help="How val picks the lr: one-se, auroc (the paper's) or loss; diverged lrs never win."),
+        typer.Option(help="How val picks the lr: auroc (the paper's), loss or one-se; diverged lrs never win."),
     ] = None,
     seeds: Annotated[
         int | None, typer.Option(help="Run the whole protocol for N seeds; numbers are the mean, with the seed SD.")

@@ -291,8 +291,8 @@ def masked_bce_numpy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if known.any() else float("nan")
 
 
-SELECTIONS = ("one-se", "auroc", "loss")
-DEFAULT_SELECTION = "one-se"
+SELECTIONS = ("auroc", "loss", "one-se")
+DEFAULT_SELECTION = "auroc"
 SELECTION_HELP = {
     "auroc": "the best val macro AUROC (the paper's rule)",
     "one-se": "the smallest lr whose val macro AUROC is within one DeLong standard error of the best",
