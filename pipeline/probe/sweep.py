@@ -204,16 +204,22 @@ class TrainLosses:
     epochs: list[list[float]]
 
     def diverged(self) -> np.ndarray:
-        """Members whose training diverged: a non-finite loss in any epoch, or an epoch whose mean train loss rose
-        above the loss it started from by more than DIVERGENCE_MARGIN (the margin absorbs the noise of the start
-        being one batch; a run that spiked and recovered by the end of its cosine schedule still counts)."""
+        """Members whose training diverged: a non-finite epoch loss; a first epoch whose mean loss is twice the first
+        step's (it blew up at once); or a later epoch whose mean rose more than DIVERGENCE_MARGIN above the larger
+        of the two (a spike that recovered by the end of the cosine schedule still counts). The start is one
+        batch's loss, which scatters between members (0.57-1.09 for GLoRI on the demo's Shenzhen), so it is never
+        the only reference."""
         out = np.zeros(len(self.start), dtype=bool)
         for i, (start, epochs) in enumerate(zip(self.start, self.epochs, strict=True)):
             if not epochs:
                 continue
             values = np.asarray(epochs, dtype=np.float64)
-            rose = np.isfinite(start) and values.max() > (1 + DIVERGENCE_MARGIN) * start
-            out[i] = not np.isfinite(values).all() or rose
+            if not np.isfinite(values).all():
+                out[i] = True
+                continue
+            start = float(start) if np.isfinite(start) else float(values[0])
+            reference = max(start, float(values[0]))
+            out[i] = values[0] > 2 * start or bool((values[1:] > (1 + DIVERGENCE_MARGIN) * reference).any())
         return out
 
 

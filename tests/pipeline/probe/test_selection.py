@@ -29,7 +29,7 @@ def test_a_diverged_lr_never_wins_under_any_rule():
     y, _ = _val()
     lrs = (1e-4, 1e-3, 5e-3)
     val_probs = np.stack([_probs(y, 1.0, 1), _probs(y, 1.5, 2), _probs(y, 6.0, 3)])  # the last is best on val
-    losses = TrainLosses(start=[0.69, 0.69, 0.69], epochs=[[0.6, 0.5], [0.5, 0.4], [0.4, 0.9]])  # ... but diverged
+    losses = TrainLosses(start=[0.69, 0.69, 0.69], epochs=[[0.6, 0.5], [0.5, 0.4], [0.4, 0.3, 0.9]])  # ... but diverged
     for rule in SELECTIONS:
         table = sweep_table(lrs, val_probs, y, [], rule, losses)
         assert table["diverged"].tolist() == [False, False, True]
@@ -41,15 +41,15 @@ def test_a_diverged_lr_never_wins_under_any_rule():
 
 def test_diverged_means_a_non_finite_loss_or_an_epoch_rising_above_the_start():
     losses = TrainLosses(
-        start=[0.7] * 6, epochs=[[0.5, 0.3], [0.5, np.nan], [0.9, 0.8], [0.2, 0.71], [0.3, 1.0, 0.2], []]
-    )  # 0.71: within the margin for a one-batch start; 1.0 then 0.2: a spike that recovered still diverged
-    assert losses.diverged().tolist() == [False, True, True, False, True, False]
+        start=[0.7] * 7, epochs=[[0.5, 0.3], [0.5, np.nan], [0.9, 0.8], [0.2, 0.71], [0.3, 1.0, 0.2], [2.0, 0.5], []]
+    )  # 0.9, 0.8: a start one batch put low; 1.0 then 0.2: a spike that recovered; 2.0: blew up in epoch 1
+    assert losses.diverged().tolist() == [False, True, False, False, True, True, False]
 
 
 def test_when_every_lr_diverged_all_are_eligible_and_the_note_says_so():
     y, _ = _val()
     val_probs = np.stack([_probs(y, 1.0, 1), _probs(y, 2.0, 2)])
-    losses = TrainLosses(start=[0.5, 0.5], epochs=[[np.inf], [0.9]])
+    losses = TrainLosses(start=[0.5, 0.5], epochs=[[np.inf], [1.2]])
     table = sweep_table((1e-3, 1e-2), val_probs, y, [], "auroc", losses)
     assert table["chosen"].sum() == 1
     assert "every lr diverged" in table["selected_by"].iloc[0]
