@@ -22,11 +22,16 @@ Figures, 2026-12-02, 2 cores shared with ~7 engineers (load 9-14): the demo's sm
 batch 32, GLoRI 64/128) on Shenzhen (266 train / 57 val / 77 test images, manifest splits). The store is the
 small demo's pretrained one cut short: its DINOv2 run stopped at step 120 of 480 (5 of 20 epochs; the full
 pretraining would have taken ~90 minutes under that load), then `chex demo` embedded it (demo-dino).
-  GLoRI, one sweep + refits took 700-1,260 s per seed under that load, so 3 seeds finished (0, 1, 5), not 10:
-    chosen lr per seed (auroc-any = auroc = loss): 1e-3, 2e-3, 2e-3; one-se 1e-3, 2e-3, 1e-3. No lr diverged
-    by the rule in any seed. Test AUROC (auroc/loss) 0.830, 0.919, 0.966: seed SD 0.069, and 0.919 -> 0.966
-    at the same lr, so on this store the spread is same-lr training scatter, not lr flips; no selection rule
-    removes it, and a --seeds N mean only divides it by sqrt(N).
+  GLoRI, seeds 0-8 (seed 9 did not finish by the deadline; one sweep + refits took 67-1,262 s per seed as the
+    load fell), two processes (seeds 0-4, 5-8) summarised with --from-logs; divergence by the first rule (25%
+    above the first step's loss; it flagged 5e-5/1e-4 in seed 2 and 1e-5/5e-3 in seed 4, none chosen by auroc):
+      auroc-any flips 2 of 9 (mode 2e-3; 1e-3, 5e-3), test AUROC 0.9315, seed SD 0.0511
+      auroc     flips 2 of 9 (the same choices),        0.9315, SD 0.0511
+      loss      flips 3 of 9 (4 distinct lrs),          0.9310, SD 0.0508
+      one-se    flips 3 of 9 (mode 1e-3),               0.9176, SD 0.0425
+    Same-lr scatter dominates: the seven seeds at 2e-3 gave 0.886-0.995 (SD ~0.035). Neither goal (<= 1 flip,
+    SD <= 0.01) is met by any rule on this store; the default stays auroc (best mean, fewest flips, the paper's),
+    and the spread is what --seeds N reports (SD / sqrt(N): 0.023 at N = 5).
   linear (avgpool), seeds 0-2: auroc and loss pick 5e-3 (the grid's top) in every seed, test AUROC 0.764 (SD
     0.011); one-se picks 5e-5..2e-4, 0.621 (SD 0.073).
     --standardize: 0.815 (SD 0.006), paired +0.0505 (SE 0.0045), the same lr (5e-3) in 3 of 3 seeds.
