@@ -32,6 +32,9 @@ pretraining would have taken ~90 minutes under that load), then `chex demo` embe
     Same-lr scatter dominates: the seven seeds at 2e-3 gave 0.886-0.995 (SD ~0.035). Neither goal (<= 1 flip,
     SD <= 0.01) is met by any rule on this store; the default stays auroc (best mean, fewest flips, the paper's),
     and the spread is what --seeds N reports (SD / sqrt(N): 0.023 at N = 5).
+  projected store R = L·D/4 = 128 (`chex store compress demo-dino --rank 128`, variance kept 0.9994), GLoRI,
+    auroc, seeds 0-3: lrs 1e-3, 2e-3, 2e-3, 2e-3 (the full store's, 4 of 4), test 0.881, 0.872, 0.964, 0.945;
+    paired diffs vs the full store +0.051, -0.047, +0.078, -0.014 (mean +0.017, SE 0.028): unsettled.
   linear (avgpool), seeds 0-2: auroc and loss pick 5e-3 (the grid's top) in every seed, test AUROC 0.764 (SD
     0.011); one-se picks 5e-5..2e-4, 0.621 (SD 0.073).
     --standardize: 0.815 (SD 0.006), paired +0.0505 (SE 0.0045), the same lr (5e-3) in 3 of 3 seeds.
