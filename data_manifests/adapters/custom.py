@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_manifests.adapters.common import patient_splits, view_name
+from data_manifests.adapters.common import view_name
 from data_manifests.adapters.folder import image_files, is_system_entry, skipped_text
 from pipeline.cards import DatasetCard, Endpoint, Task
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.manifest import LABEL_VALUES, MAX_EXAMPLES, SPLITS, rows_of, within_horizon
 from pipeline.manifest_check import check_manifest, raise_problems
+from pipeline.splits import stratified_patient_parts
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,11 @@ def _build(
                 f"{source}: no column {column!r} (named by --survival/--ignore); has {list(frame.columns)}"
             )
     frame["patient_id"] = _patients(frame, options.patient_regex, source, notes)
-    frame["split"] = _splits(frame, options, notes)
     if "view" in frame.columns:
         frame["view"] = [view_name(v) or (None if pd.isna(v) else str(v)) for v in frame["view"]]
     findings = [c for c in frame.columns if c not in RESERVED and c not in survival_columns and c not in options.ignore]
     problems = _check_findings(frame, findings, lines)
+    frame["split"] = _splits(frame, options, notes, findings)
     tasks: list[Task] = []
     if len(findings) == 1:
         tasks.append(Task(findings[0], "binary", (findings[0],)))
@@ -239,16 +240,21 @@ def _patient_of(match: re.Match) -> str:
     return group if group is not None else match.group(0)
 
 
-def _splits(frame: pd.DataFrame, options: CustomOptions, notes: list[str]) -> pd.Series:
+def _splits(frame: pd.DataFrame, options: CustomOptions, notes: list[str], findings: list[str]) -> pd.Series:
     if "split" in frame.columns:
         return frame["split"].map(lambda s: SPLIT_ALIASES.get(str(s).strip().lower(), str(s).strip().lower()))
     fractions = options.fractions
     if any(k not in SPLITS for k in fractions) or any(v < 0 for v in fractions.values()) or not fractions.get("test"):
         raise ConfigError(f"--split-fractions {fractions}: give train,val,test fractions >= 0 with a test share")
-    assigned = patient_splits(frame["patient_id"].tolist(), fractions, options.seed)
+    labels = frame[findings].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if findings else None
+    assigned = stratified_patient_parts(frame["patient_id"].tolist(), labels, fractions, options.seed)
     text = ", ".join(f"{k} {v:g}" for k, v in fractions.items())
-    notes.append(f"no split column: patients split at random ({text}; seed {options.seed})")
-    log.warning("no split column: patients split at random (%s; seed %d)", text, options.seed)
+    note = (
+        f"no split column: patients split at random ({text}; seed {options.seed}), stratified by finding, with a "
+        "positive and a negative of each finding in val and test wherever train can spare one"
+    )
+    notes.append(note)
+    log.warning("%s", note)
     return frame["patient_id"].map(assigned)
 
 

@@ -53,6 +53,20 @@ def _probe(
     micro_batch: Annotated[
         int | None, typer.Option(help="Feed each batch to the heads in pieces of N images (bounded memory; 0: whole).")
     ] = None,
+    selection: Annotated[
+        str | None,
+        typer.Option(help="How val picks the lr: auroc (the paper's), loss or one-se; diverged lrs never win."),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Run the whole protocol for N seeds; numbers are the mean, with the seed SD.")
+    ] = None,
+    cv: Annotated[
+        int | None, typer.Option(help="K-fold patient-level stratified CV over all labelled images (small sets).")
+    ] = None,
+    cv_repeats: Annotated[int | None, typer.Option(help="Repeats of --cv with new folds and seeds (1).")] = None,
+    standardize: Annotated[
+        bool | None, typer.Option(help="z-score probe inputs per feature, fitted on train (off: the paper's).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: best available).")] = None,
     dask: DaskOption = None,
     workers: Annotated[int, typer.Option(help="Workers of a --dask local cluster.")] = 2,
@@ -78,7 +92,8 @@ def _probe(
 
     given = dict(lrs=tuple(_floats(lrs, "--lrs")) if lrs else None, epochs=epochs, batch_size=batch_size,
                  seed=seed, n_resamples=resamples, save_attention=save_attention, train_views=train_views,
-                 device=device, sweep=sweep, micro_batch=micro_batch)  # fmt: skip
+                 device=device, sweep=sweep, micro_batch=micro_batch, selection=selection, seeds=seeds,
+                 cv_folds=cv, cv_repeats=cv_repeats, standardize=standardize)  # fmt: skip
     base = ProbeConfig(**{k: v for k, v in given.items() if v is not None})
     fractions = _floats(label_fraction, "--label-fraction") if label_fraction else [base.label_fraction]
     jobs = []
@@ -100,6 +115,9 @@ def _probe(
             f"({status}) -> {s.folder}",
             highlight=False,
         )
+        why = _selection_note(s.sweep)
+        if why:
+            console.print(f"  lr chosen by {why}", highlight=False)
 
 
 def _parameter_name(spec: HeadSpec, option: HeadOption) -> str:
@@ -163,6 +181,13 @@ def _floats(text: str, option: str) -> list[float]:
         return [float(t) for t in _names(text)]
     except ValueError as exc:
         raise ConfigError(f"{option} {text!r}: expected comma-separated numbers") from exc
+
+
+def _selection_note(sweep: list[dict[str, Any]]) -> str:
+    """The sweep's `selected_by` when it says more than the plain rule (a fallback, diverged lrs, several seeds)."""
+    notes = sorted({str(r.get("selected_by", "")) for r in sweep if r.get("chosen")})
+    plain = ("val_macro_auroc", "val_loss")
+    return "; ".join(n for n in notes if n and n not in plain and "(" in n)
 
 
 def _fmt(value: float) -> str:

@@ -1,7 +1,8 @@
 """What a probe trains on: the manifest's labels and splits, label-fraction subsets, and the features.
 
 Splits: the manifest's train/val/test (per patient). A data set without a val split gets one carved out of
-train by patient (seeded): lr selection never looks at test. Label efficiency keeps a seeded fraction of the
+train by patient (seeded, stratified by finding with both classes in val where train allows: pipeline/splits.py):
+lr selection never looks at test. Label efficiency keeps a seeded fraction of the
 train (and, for the refit, val) patients; the subsets are nested (1% within 10% within 100%).
 
 Features (`Features`) are read from the store either once into memory (when they fit the cache budget) or
@@ -22,6 +23,7 @@ import torch
 from pipeline.cards import DatasetCard, load_card, packaged_card
 from pipeline.errors import ConfigError, StoreError
 from pipeline.manifest import read_manifest
+from pipeline.splits import stratified_patient_parts
 from pipeline.store import FeatureStore
 from pipeline.workspace import Workspace
 
@@ -75,10 +77,14 @@ def prepare_probe_data(
     notes: dict[str, str] = {}
     split = manifest["split"].astype(str).to_numpy().copy()
     patients = manifest["patient_id"].astype(str).to_numpy()
+    labels = card.labels_for_training(manifest)
     if not (split == "val").any():
-        carved = carve_patients(patients[split == "train"], val_fraction, seed)
-        split[np.isin(patients, carved) & (split == "train")] = "val"
-        notes["val_split"] = f"carved from train: {len(carved)} patients ({val_fraction:.0%}, seed {seed})"
+        in_train = split == "train"
+        carved = carve_patients(patients[in_train], val_fraction, seed, labels[in_train])
+        split[np.isin(patients, carved) & in_train] = "val"
+        notes["val_split"] = (
+            f"carved from train: {len(carved)} patients ({val_fraction:.0%}, seed {seed}, stratified by finding)"
+        )
         log.info("%s has no val split; %s", dataset, notes["val_split"])
     else:
         notes["val_split"] = "manifest"
@@ -101,7 +107,7 @@ def prepare_probe_data(
         card=card,
         manifest=frame,
         outputs=list(card.label_columns),
-        labels=card.labels_for_training(frame),
+        labels=labels,
         train=train,
         val=val,
         refit_val=refit_val,
@@ -116,13 +122,19 @@ def read_card(workspace: Workspace, dataset: str) -> DatasetCard:
     return load_card(path) if path.is_file() else packaged_card(dataset)
 
 
-def carve_patients(patients: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A seeded `fraction` (at least one) of the distinct patients, for a validation split."""
+def carve_patients(patients: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """A seeded `fraction` (at least one) of the distinct patients, for a validation split: stratified by finding,
+    with a positive and a negative of each finding wherever train has two of that class (pipeline/splits.py)."""
     unique = np.unique(patients)
     if len(unique) < 2:
         raise ConfigError("cannot carve a validation split out of a train split with fewer than 2 patients")
-    n = min(len(unique) - 1, max(1, round(fraction * len(unique))))
-    return np.random.default_rng([seed, 1]).choice(unique, size=n, replace=False)
+    parts = stratified_patient_parts(patients, labels, {"train": 1.0 - fraction, "val": fraction}, seed)
+    carved = np.array(sorted(p for p, name in parts.items() if name == "val"), dtype=unique.dtype)
+    if len(carved) == 0:  # a tiny fraction of few patients: at least one
+        carved = np.random.default_rng([seed, 1]).choice(unique, size=1, replace=False)
+    if len(carved) == len(unique):
+        carved = carved[:-1]
+    return carved
 
 
 def subsample_patients(patients: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -165,6 +177,44 @@ def check_in_store(store: FeatureStore, image_ids: Sequence[str], dataset: str, 
         )
 
 
+@dataclass(frozen=True)
+class Standardizer:
+    """`--standardize`: per part, a per-feature mean and SD (over the token axes of one image: CLS (L, D), patch
+    tokens (L, D) shared by every patch) fitted on the train split; tokens become (x - mean) / SD."""
+
+    mean: dict[str, torch.Tensor]
+    std: dict[str, torch.Tensor]
+
+    def apply(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {p: (t.float() - self.mean[p]) / self.std[p] if p in self.mean else t for p, t in tokens.items()}
+
+
+def fit_standardizer(features: Features, positions: np.ndarray, batch_size: int = 256) -> Standardizer:
+    """Mean and SD of every feature over the view-0 tokens of `positions` (the train split only), in float64; an
+    SD below 1e-6 of the largest one counts as 1 (a constant feature is centred, not blown up)."""
+    features.standardizer = None
+    sums: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for _, tokens in features.batches(np.asarray(positions), batch_size, shuffle=False):
+        for part, t in tokens.items():
+            x = t.double()
+            if part == "patch":  # (B, L, P, D): every patch position counts as one sample of its layer's features
+                x = x.transpose(1, 2).reshape(-1, *x.shape[1:2], x.shape[-1])
+            sums[part] = sums.get(part, 0) + x.sum(dim=0)
+            squares[part] = squares.get(part, 0) + (x * x).sum(dim=0)
+            counts[part] = counts.get(part, 0) + x.shape[0]
+    mean, std = {}, {}
+    for part in sums:
+        m = sums[part] / counts[part]
+        var = (squares[part] / counts[part] - m * m).clamp_min(0)
+        sd = var.sqrt()
+        sd = torch.where(sd < 1e-6 * sd.max().clamp_min(1e-30), torch.ones_like(sd), sd)
+        shape = (m.shape[0], 1, m.shape[1]) if part == "patch" else m.shape  # broadcast over the patch axis
+        mean[part], std[part] = m.reshape(shape).float(), sd.reshape(shape).float()
+    return Standardizer(mean, std)
+
+
 class Features:
     """Store rows of a list of images, cached in memory when they fit `cache_bytes`, else streamed per batch.
 
@@ -194,6 +244,7 @@ class Features:
         present = self.rows >= 0
         self.nbytes = per_row * int(present.sum())
         self.cached: dict[str, torch.Tensor] | None = None
+        self.standardizer: Standardizer | None = None  # --standardize: applied to every batch it yields
         if self.nbytes <= cache_bytes:
             self._slot = np.full(self.rows.shape, -1, dtype=np.int64)
             self._slot[present] = np.arange(int(present.sum()))
@@ -206,10 +257,18 @@ class Features:
     def batches(
         self, positions: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0, sample_views: bool = False
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """(positions, tokens) batches over `positions` (indices into the image list); tokens per `parts`.
+        """(positions, tokens) batches over `positions` (indices into the image list); tokens per `parts`,
+        standardised when a `standardizer` is set.
 
         With `sample_views`, each image contributes one of its views, drawn anew per call (i.e. per epoch).
         """
+        standardizer = self.standardizer
+        for batch_pos, tokens in self._batches(positions, batch_size, shuffle, seed, sample_views):
+            yield batch_pos, standardizer.apply(tokens) if standardizer is not None else tokens
+
+    def _batches(
+        self, positions: np.ndarray, batch_size: int, shuffle: bool, seed: int, sample_views: bool
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         positions = np.asarray(positions, dtype=np.int64)
         rng = np.random.default_rng([seed, 3])
         views = np.zeros(len(positions), dtype=np.int64)

@@ -18,7 +18,15 @@ import torch
 
 from heads import HeadStack
 from pipeline.probe.data import Features
-from pipeline.probe.sweep import StackTrainer, TrainSpec, macro_auroc, masked_bce_numpy, predict_stack, sweep_table
+from pipeline.probe.sweep import (
+    DEFAULT_SELECTION,
+    StackTrainer,
+    TrainSpec,
+    macro_auroc,
+    masked_bce_numpy,
+    predict_stack,
+    sweep_table,
+)
 
 SWEEPS = ("full", "halving")
 
@@ -43,10 +51,12 @@ def halving_sweep(
     resume_key: str = "",
     description: str = "sweep",
     progress: bool = True,
+    rule: str = DEFAULT_SELECTION,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Train `stack` (one member per lr of `spec`) by successive halving; returns the val probabilities of every
     survivor (H, N_val, K; NaN for the stopped ones) and the sweep table, whose `chosen` row is the survivor and
-    where a stopped lr shows the val AUROC of the rung that stopped it."""
+    where a stopped lr shows the val AUROC of the rung that stopped it. At each rung a member whose training has
+    diverged so far ranks last; `rule` "loss" ranks by val loss, the others by val macro AUROC."""
     trainer = StackTrainer(stack, features, train, labels, spec, device, resume_path, resume_key, description)
     rungs: list[dict] = trainer.state.setdefault("rungs", [])
     n = len(spec.lrs)
@@ -59,10 +69,12 @@ def halving_sweep(
         trainer.train_until(epoch, progress)
         active = list(stack.active)
         probs = predict_stack(stack, features, val, eval_batch, device)
-        scores = [_score(p, val_labels, skip) for p in probs]
+        diverged = trainer.train_losses.diverged()
+        scores = [_score(p, val_labels, skip, rule) - (np.inf if diverged[i] else 0)
+                  for p, i in zip(probs, active, strict=True)]  # fmt: skip
         order = sorted(range(len(active)), key=lambda k: -scores[k])  # stable: ties keep the smaller lr
         keep = sorted(active[k] for k in order[: max(1, len(active) // 2)])
-        rungs.append({"epoch": int(trainer.epoch), "active": active, "scores": [float(s) for s in scores],
+        rungs.append({"epoch": int(trainer.epoch), "active": active, "scores": [_finite(s) for s in scores],
                       "kept": keep})  # fmt: skip
         stack.active = keep
         trainer.checkpoint()
@@ -74,25 +86,32 @@ def halving_sweep(
     for k, i in enumerate(stack.active):
         val_probs[i] = final[k]
         last_epoch[i] = spec.epochs
-    table = _table(spec.lrs, val_probs, val_labels, skip, rungs, stack.active, last_epoch)
+    table = _table(spec.lrs, val_probs, val_labels, skip, rungs, stack.active, last_epoch, rule, trainer)
     return val_probs, table
 
 
-def _score(probs: np.ndarray, labels: np.ndarray, skip: list[int]) -> float:
+def _score(probs: np.ndarray, labels: np.ndarray, skip: list[int], rule: str = DEFAULT_SELECTION) -> float:
     auroc, n_outputs = macro_auroc(probs, labels, skip)
-    if n_outputs:
+    if n_outputs and rule != "loss":
         return auroc
     return -masked_bce_numpy(probs, labels)
 
 
-def _table(lrs, val_probs, val_labels, skip, rungs, survivors, last_epoch) -> pd.DataFrame:
+def _finite(score: float) -> float | None:
+    return float(score) if np.isfinite(score) else None  # a diverged member's rung score (JSON has no -inf)
+
+
+def _table(lrs, val_probs, val_labels, skip, rungs, survivors, last_epoch, rule, trainer) -> pd.DataFrame:
     """The sweep table; a stopped lr's val AUROC is the one it had at the rung that stopped it."""
-    table = sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip)
+    rung_rule = "loss" if rule == "loss" else "auroc"  # what the rungs ranked by; the survivor is the choice
+    table = sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip, rung_rule, trainer.train_losses)
+    by_auroc = table["selected_by"].iloc[0].startswith("val_macro_auroc")
     for rung in rungs:
         for i, score in zip(rung["active"], rung["scores"], strict=True):
             if i not in rung["kept"]:
-                table.loc[i, "val_macro_auroc"] = score if table["selected_by"].iloc[0] == "val_macro_auroc" else np.nan
-                table.loc[i, "val_loss"] = -score if table["selected_by"].iloc[0] == "val_loss" else np.nan
+                score = np.nan if score is None else score
+                table.loc[i, "val_macro_auroc"] = score if by_auroc else np.nan
+                table.loc[i, "val_loss"] = -score if not by_auroc else np.nan
     table["epochs_trained"] = last_epoch
     table["chosen"] = np.isin(np.arange(len(lrs)), survivors[:1])
     table["selected_by"] = table["selected_by"] + " (successive halving)"

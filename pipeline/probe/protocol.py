@@ -31,10 +31,27 @@ from pipeline.atomic import clean_stray_temps
 from pipeline.device import pick_device
 from pipeline.errors import ConfigError, StoreError
 from pipeline.locks import folder_lock
-from pipeline.probe.data import Features, ProbeData, check_in_store, load_probe_data, outputs_without_both_classes
+from pipeline.probe.data import (
+    Features,
+    ProbeData,
+    Standardizer,
+    check_in_store,
+    fit_standardizer,
+    load_probe_data,
+    outputs_without_both_classes,
+)
 from pipeline.probe.halving import SWEEPS, halving_sweep
 from pipeline.probe.results import attention_maps, prediction_frame, survival_frame, with_training_priors
-from pipeline.probe.sweep import TrainSpec, predict_stack, sweep_table, train_stack
+from pipeline.probe.sweep import (
+    DEFAULT_SELECTION,
+    SELECTIONS,
+    StackTrainer,
+    TrainLosses,
+    TrainSpec,
+    predict_stack,
+    sweep_table,
+    train_stack,
+)
 from pipeline.runs import (
     HEAD_FILE,
     PREDICTIONS_FILE,
@@ -85,6 +102,11 @@ class ProbeConfig:
     cache_bytes: int = 2 << 30  # features up to this size are read once into memory
     sweep: str = "full"  # "halving": successive halving over the lrs (pipeline/probe/halving.py)
     micro_batch: int = 0  # > 0: heads see each batch in pieces of this many images (bounded memory)
+    selection: str = DEFAULT_SELECTION  # how the lr is chosen on val (pipeline/probe/sweep.py SELECTION_HELP)
+    seeds: int = 1  # > 1: the whole protocol for seeds seed .. seed+N-1; numbers are the mean, with the seed SD
+    cv_folds: int = 0  # > 1: repeated patient-level stratified K-fold CV over all labelled images (probe/cv.py)
+    cv_repeats: int = 1
+    standardize: bool = False  # probe inputs z-scored per feature, mean and SD fitted on the train split
 
     def __post_init__(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -99,6 +121,20 @@ class ProbeConfig:
             raise ConfigError(f"--sweep {self.sweep!r}: must be one of {', '.join(SWEEPS)}")
         if self.micro_batch < 0:
             raise ConfigError(f"--micro-batch {self.micro_batch}: must be 0 (whole batches) or positive")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"--selection {self.selection!r}: must be one of {', '.join(SELECTIONS)}")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds {self.seeds}: must be at least 1")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ConfigError(f"--cv {self.cv_folds}: give 2 or more folds (0: the manifest's splits)")
+        if self.cv_repeats < 1:
+            raise ConfigError(f"--cv-repeats {self.cv_repeats}: must be at least 1")
+        if self.cv_folds and self.seeds > 1:
+            raise ConfigError("--cv with --seeds: the CV repeats are the seeds; use --cv-repeats N instead of --seeds")
+        if self.cv_folds and self.label_fraction < 1.0:
+            raise ConfigError("--cv with --label-fraction below 1 is not supported: CV uses every labelled image")
+        if self.cv_repeats > 1 and not self.cv_folds:
+            raise ConfigError("--cv-repeats needs --cv K")
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a probe's result (not device or cache size; head options are hashed resolved,
@@ -106,7 +142,9 @@ class ProbeConfig:
         data = dataclasses.asdict(self)
         for name in ("device", "cache_bytes", "head_options"):  # the head's identity is its resolved head config
             data.pop(name)
-        for name, default in (("sweep", "full"), ("micro_batch", 0)):  # absent at their defaults: old keys hold
+        defaults = (("sweep", "full"), ("micro_batch", 0), ("seeds", 1), ("cv_folds", 0), ("cv_repeats", 1),
+                    ("standardize", False), ("selection", DEFAULT_SELECTION))  # fmt: skip
+        for name, default in defaults:  # absent at their defaults: old keys hold
             if data[name] == default:
                 data.pop(name)
         return data
@@ -182,89 +220,71 @@ def run_probe(
     clean_stray_temps(folder.root)  # files a killed run left half-written
 
     device = pick_device(config.device)
-    train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
+    seeds = [config.seed + i for i in range(config.seeds)]
+    if config.cv_folds:
+        train_ids = list(data.image_ids)  # every image trains in some fold
+    else:
+        train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
     max_views = store.n_views(train_ids) if config.train_views else 1
     parts = ("cls", "patch") if head_spec(head).uses_patch(config.head_options) else ("cls",)
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
-    eval_batch = config.micro_batch or max(batch_size, 64)
-    skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
-    by_reason: dict[str, list[str]] = {}
-    for name, reason in skip_train.items():
-        by_reason.setdefault(reason, []).append(name)
-    for reason, names in by_reason.items():  # one line per reason: a long-tailed set can lose dozens of outputs
-        log.warning(
-            "%s/%s: %d output(s) with %s in train, left out of lr selection and scored by the prior: %s",
-            dataset, head, len(names), reason, ", ".join(names),
-        )  # fmt: skip
+    stage = ProbeStage(head, factory, features, config, epochs, batch_size, device, max_views > 1, key, progress)
     timings: dict[str, float] = {}
+    if config.cv_folds:
+        from pipeline.probe.cv import run_cv
 
-    # 1. the sweep: all lrs side by side on the train split, scored on val.
-    t0 = time.perf_counter()
-    torch.manual_seed(config.seed)
-    sweep = HeadStack(factory, len(config.lrs))
-    spec = TrainSpec(tuple(config.lrs), epochs, batch_size, config.weight_decay, config.seed, max_views > 1,
-                     config.micro_batch)  # fmt: skip
-    skip_idx = [data.outputs.index(name) for name in skip_train]
-    what = f"{dataset}/{head} sweep ({len(config.lrs)} lrs{', halving' if config.sweep == 'halving' else ''})"
-    if config.sweep == "halving":
-        val_probs, table = halving_sweep(sweep, features, data.train, data.val, data.labels, skip_idx, spec, device,
-                                         eval_batch, folder.partial_dir / "sweep.pt", key, what, progress)  # fmt: skip
+        runs = run_cv(stage, data, folder.partial_dir, timings)
     else:
-        train_stack(sweep, features, data.train, data.labels, spec, device, folder.partial_dir / "sweep.pt", key,
-                    what, progress)  # fmt: skip
-        val_probs = predict_stack(sweep, features, data.val, eval_batch, device)
-        table = sweep_table(config.lrs, val_probs, data.labels[data.val], skip_idx)
-    chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
-    chosen_lr = float(config.lrs[chosen])
-    timings["sweep_s"] = time.perf_counter() - t0
-    log.info("%s/%s: chosen lr %g (%s)", dataset, head, chosen_lr, table["selected_by"].iloc[0])
-
-    # 2. the refit: the chosen lr on train + val, then the test predictions.
-    t0 = time.perf_counter()
-    torch.manual_seed(config.seed + 1)
-    refit = HeadStack(factory, 1)
-    refit_pos = np.concatenate([data.train, data.refit_val])
-    spec = dataclasses.replace(spec, lrs=(chosen_lr,), seed=config.seed + 1)
-    train_stack(refit, features, refit_pos, data.labels, spec, device, folder.partial_dir / "refit.pt", key,
-                f"{dataset}/{head} refit (lr {chosen_lr:g})", progress)  # fmt: skip
-    test_probs = predict_stack(refit, features, data.test, eval_batch, device)[0]
-    timings["refit_s"] = time.perf_counter() - t0
+        runs = []
+        for seed in seeds:
+            seed_data = data if seed == config.seed else load_probe_data(
+                ws, dataset, seed, config.label_fraction, config.val_fraction
+            )  # fmt: skip
+            tag = "" if len(seeds) == 1 else f"-s{seed}"
+            runs.append(stage.run(seed_data, seed, folder.partial_dir, tag, timings))
+    first = runs[0]
 
     # 3. outputs: predictions, survival risk, statistics, weights, attention maps, run record.
     identity = dict(dataset=dataset, backbone=backbone, head=head, label_fraction=config.label_fraction)
-    # A finding without train positives (or negatives) is predicted by its training prior, so it stays in the macro.
-    test_probs = with_training_priors(test_probs, list(data.outputs), skip_train)
-    val_chosen = with_training_priors(val_probs[chosen], list(data.outputs), skip_train)
-    predictions = prediction_frame(data, data.test, test_probs, identity, config.seed, chosen_lr)
-    val_predictions = prediction_frame(data, data.val, val_chosen, identity, config.seed, chosen_lr)
-    survival = survival_frame(data, predictions, identity)
+    predictions = _concat([r.predictions(identity) for r in runs])
+    val_predictions = _concat([r.val_predictions(identity) for r in runs])
+    table = _concat([r.table.assign(seed=r.seed, fold=r.fold) if len(runs) > 1 else r.table for r in runs])
+    survival = _concat([r.survival(identity, tagged=len(runs) > 1) for r in runs])
     files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, SWEEP_FILE, RESULTS_FILE, HEAD_FILE]
     (folder / RECORD_FILE).unlink(missing_ok=True)  # the folder is incomplete until the new record is written
     write_parquet(predictions, folder / PREDICTIONS_FILE)
     write_parquet(val_predictions, folder / VAL_PREDICTIONS_FILE)
     write_parquet(table, folder / SWEEP_FILE)
-    write_tensors(refit.members[0].state_dict(), folder / HEAD_FILE)
+    write_tensors(first.refit.members[0].state_dict(), folder / HEAD_FILE)  # the first seed's (and fold's) head
     (folder / SURVIVAL_FILE).unlink(missing_ok=True)
     if survival is not None:
         # Test subjects only: the low/high split is at their median risk. The val subjects' scores come from the
         # sweep head, not the refit head that scored test, and the two heads' scales differ.
         write_parquet(survival, folder / SURVIVAL_FILE)
         files.append(SURVIVAL_FILE)
-    if config.save_attention and head_spec(head).has_attention:
-        files.append(attention_maps(refit.members[0], features, data, config.save_attention, device,
+    if config.save_attention and head_spec(head).has_attention and not config.cv_folds:
+        features.standardizer = first.standardizer
+        files.append(attention_maps(first.refit.members[0], features, data, config.save_attention, device,
                                     folder.attention_path))  # fmt: skip
     store_attrs = {k: v for k, v in store.attrs.items() if k != "layout"}
+    skip_train = _union([r.skip_train for r in runs])
+    notes = dict(first.data.notes)
+    if len(runs) > 1:
+        notes.update(_seed_notes(runs, config))
+    refit_sizes = sorted({r.n_refit for r in runs})
     record = RunRecord(
-        key=key, **identity, seed=config.seed, n_resamples=config.n_resamples, chosen_lr=chosen_lr,
-        val_macro_auroc=float(table["val_macro_auroc"].iloc[chosen]), test_macro_auroc=float("nan"),
-        selected_by=str(table["selected_by"].iloc[0]), epochs=epochs, batch_size=batch_size, train_views=max_views,
-        head_config=head_config, config=config.identity(), outputs=list(data.outputs), skipped_train=skip_train,
-        skipped_test=outputs_without_both_classes(data.labels[data.test], data.outputs),
+        key=key, **identity, seed=config.seed, n_resamples=config.n_resamples, chosen_lr=first.chosen_lr,
+        val_macro_auroc=float(first.table["val_macro_auroc"].iloc[first.chosen]), test_macro_auroc=float("nan"),
+        selected_by=str(first.table["selected_by"].iloc[0]), epochs=epochs, batch_size=batch_size,
+        train_views=max_views, head_config=head_config, config=config.identity(), outputs=list(data.outputs),
+        skipped_train=skip_train,
+        skipped_test=outputs_without_both_classes(data.labels[first.data.test], data.outputs),
         threshold_transfer="quantile", store_path=str(store.path), checkpoint=store_attrs.get("checkpoint"),
         checkpoint_sha256=store_attrs.get("checkpoint_sha256"), store_attrs=store_attrs,
         synthetic=bool(data.card.synthetic),
-        data={"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(refit_pos),
-              "n_test": len(data.test), **data.notes},
+        data={"n_train": len(first.data.train), "n_val": len(first.data.val),
+              "n_refit": refit_sizes[0] if len(refit_sizes) == 1 else refit_sizes,
+              "n_test": len(first.data.test), **notes},
         feature_access="memory" if features.cached is not None else "streamed", device=str(device),
         versions=_versions(), files=[*files, RECORD_FILE],
     )  # fmt: skip
@@ -277,6 +297,195 @@ def run_probe(
     write_record(record, folder.root)
     shutil.rmtree(folder.partial_dir, ignore_errors=True)
     return _summary_from(folder, record, skipped=False)
+
+
+@dataclass
+class SeedRun:
+    """One pass of the protocol (one seed, or one fold of one CV repeat): its data, sweep and refit."""
+
+    seed: int
+    data: ProbeData
+    table: pd.DataFrame
+    val_probs: np.ndarray  # (N_val, K) of the chosen lr's sweep head
+    test_probs: np.ndarray  # (N_test, K) of the refit head
+    refit: HeadStack
+    skip_train: dict[str, str]
+    n_refit: int
+    standardizer: Standardizer | None = None
+    fold: int = -1  # CV: the held-out fold (-1: the manifest's test split)
+
+    @property
+    def chosen(self) -> int:
+        return int(np.flatnonzero(self.table["chosen"].to_numpy())[0])
+
+    @property
+    def chosen_lr(self) -> float:
+        return float(self.table["lr"].iloc[self.chosen])
+
+    def predictions(self, identity: dict[str, Any]) -> pd.DataFrame:
+        # A finding without train positives (or negatives) is predicted by its training prior: it stays in the macro.
+        probs = with_training_priors(self.test_probs, list(self.data.outputs), self.skip_train)
+        frame = prediction_frame(self.data, self.data.test, probs, identity, self.seed, self.chosen_lr)
+        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
+
+    def val_predictions(self, identity: dict[str, Any]) -> pd.DataFrame:
+        probs = with_training_priors(self.val_probs, list(self.data.outputs), self.skip_train)
+        frame = prediction_frame(self.data, self.data.val, probs, identity, self.seed, self.chosen_lr)
+        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
+
+    def survival(self, identity: dict[str, Any], tagged: bool = False) -> pd.DataFrame | None:
+        """Per-subject risk of this pass; `tagged` adds its seed (and fold) when a run holds several passes."""
+        frame = survival_frame(self.data, self.predictions(identity), identity)
+        if frame is None or not tagged:
+            return frame
+        frame = frame.assign(seed=np.int64(self.seed))
+        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
+
+
+@dataclass
+class ProbeStage:
+    """What every pass of one probe shares (head factory, features, schedule, device); `run` does one pass:
+    1. the sweep (all lrs side by side on train, scored on val, the lr chosen by the selection rule),
+    2. the refit (the chosen lr on train + val) and the test predictions."""
+
+    head: str
+    factory: Any
+    features: Features
+    config: ProbeConfig
+    epochs: int
+    batch_size: int
+    device: torch.device
+    sample_views: bool
+    key: str
+    progress: bool = True
+
+    def run(self, data: ProbeData, seed: int, partial: Path, tag: str, timings: dict[str, float],
+            fold: int = -1) -> SeedRun:  # fmt: skip
+        """One pass: the sweep, the lr its selection rule chooses, the refit and the test predictions."""
+        swept = self.sweep(data, seed, partial, tag, timings)
+        table = swept.table(self.config.selection)
+        chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
+        log.info("%s/%s%s: chosen lr %g (%s)", data.dataset, self.head, tag, table["lr"].iloc[chosen],
+                 table["selected_by"].iloc[0])  # fmt: skip
+        refit, test_probs, n_refit = self.refit(data, seed, float(table["lr"].iloc[chosen]), partial, tag, timings,
+                                                swept.standardizer)  # fmt: skip
+        return SeedRun(seed, data, table, swept.val_probs[chosen], test_probs, refit, swept.skip_train, n_refit,
+                       swept.standardizer, fold)  # fmt: skip
+
+    def sweep(self, data: ProbeData, seed: int, partial: Path, tag: str, timings: dict[str, float]) -> Swept:
+        """Every lr side by side on train, scored on val (the train losses kept for the divergence check)."""
+        config, features, device = self.config, self.features, self.device
+        dataset, head = data.dataset, self.head
+        skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in skip_train.items():
+            by_reason.setdefault(reason, []).append(name)
+        for reason, names in by_reason.items():  # one line per reason: a long-tailed set can lose dozens of outputs
+            log.warning(
+                "%s/%s: %d output(s) with %s in train, left out of lr selection and scored by the prior: %s",
+                dataset, head, len(names), reason, ", ".join(names),
+            )  # fmt: skip
+        standardizer = fit_standardizer(features, data.train) if config.standardize else None
+        features.standardizer = standardizer
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        stack = HeadStack(self.factory, len(config.lrs))
+        spec = self._spec(config.lrs, seed)
+        skip_idx = [data.outputs.index(name) for name in skip_train]
+        what = f"{dataset}/{head}{tag} sweep ({len(config.lrs)} lrs{', halving' if config.sweep == 'halving' else ''})"
+        key = self.key + tag
+        halved = None
+        if config.sweep == "halving":
+            val_probs, halved = halving_sweep(stack, features, data.train, data.val, data.labels, skip_idx, spec,
+                                              device, self.eval_batch, partial / f"sweep{tag}.pt", key, what,
+                                              self.progress, config.selection)  # fmt: skip
+            losses = None
+        else:
+            trainer = StackTrainer(stack, features, data.train, data.labels, spec, device, partial / f"sweep{tag}.pt",
+                                   key, what)  # fmt: skip
+            trainer.train_until(spec.epochs, self.progress)
+            val_probs = predict_stack(stack, features, data.val, self.eval_batch, device)
+            losses = trainer.train_losses
+        features.standardizer = None
+        timings["sweep_s"] = timings.get("sweep_s", 0.0) + time.perf_counter() - t0
+        return Swept(tuple(config.lrs), val_probs, data.labels[data.val], skip_idx, skip_train, losses, halved,
+                     standardizer)  # fmt: skip
+
+    def refit(self, data: ProbeData, seed: int, lr: float, partial: Path, tag: str, timings: dict[str, float],
+              standardizer: Standardizer | None = None) -> tuple[HeadStack, np.ndarray, int]:  # fmt: skip
+        """The lr on train + val (label fraction applied), then the test probabilities (N_test, K)."""
+        t0 = time.perf_counter()
+        self.features.standardizer = standardizer  # the sweep's: fitted on the train split only
+        torch.manual_seed(seed + 1)
+        refit = HeadStack(self.factory, 1)
+        refit_pos = np.concatenate([data.train, data.refit_val])
+        train_stack(refit, self.features, refit_pos, data.labels, self._spec((lr,), seed + 1), self.device,
+                    partial / f"refit{tag}.pt", self.key + tag, f"{data.dataset}/{self.head}{tag} refit (lr {lr:g})",
+                    self.progress)  # fmt: skip
+        test_probs = predict_stack(refit, self.features, data.test, self.eval_batch, self.device)[0]
+        self.features.standardizer = None
+        timings["refit_s"] = timings.get("refit_s", 0.0) + time.perf_counter() - t0
+        return refit, test_probs, len(refit_pos)
+
+    @property
+    def eval_batch(self) -> int:
+        return self.config.micro_batch or max(self.batch_size, 64)
+
+    def _spec(self, lrs, seed: int) -> TrainSpec:
+        config = self.config
+        return TrainSpec(tuple(lrs), self.epochs, self.batch_size, config.weight_decay, seed, self.sample_views,
+                         config.micro_batch)  # fmt: skip
+
+
+@dataclass
+class Swept:
+    """A finished sweep: val probabilities of every lr (H, N_val, K), the train losses, and `table(rule)`."""
+
+    lrs: tuple[float, ...]
+    val_probs: np.ndarray
+    val_labels: np.ndarray
+    skip_idx: list[int]
+    skip_train: dict[str, str]
+    losses: TrainLosses | None
+    halving_table: pd.DataFrame | None = None
+    standardizer: Standardizer | None = None
+
+    def table(self, rule: str) -> pd.DataFrame:
+        """The sweep table with the lr `rule` chooses (successive halving: its own survivor)."""
+        if self.halving_table is not None:
+            return self.halving_table
+        return sweep_table(self.lrs, self.val_probs, self.val_labels, self.skip_idx, rule, self.losses)
+
+
+def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+    present = [f for f in frames if f is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else pd.concat(present, ignore_index=True)
+
+
+def _union(skipped: list[dict[str, str]]) -> dict[str, str]:
+    """Outputs skipped in any pass (so every seed's macro averages the same outputs), with the first reason."""
+    out: dict[str, str] = {}
+    for one in skipped:
+        for name, reason in one.items():
+            out.setdefault(name, reason)
+    return out
+
+
+def _seed_notes(runs: list[SeedRun], config: ProbeConfig) -> dict[str, Any]:
+    """The per-seed (per-fold) choices, for run.json's `data`."""
+    notes: dict[str, Any] = {
+        "seeds": sorted({r.seed for r in runs}),
+        "chosen_lrs": [r.chosen_lr for r in runs],
+        "selected_by": [str(r.table["selected_by"].iloc[0]) for r in runs],
+    }
+    if config.cv_folds:
+        notes["cv"] = (
+            f"{config.cv_repeats} x {config.cv_folds}-fold patient-level stratified CV over all labelled images "
+            "(the manifest's splits pooled); each fold's train part carves its own stratified val split"
+        )
+    return notes
 
 
 def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,16 @@ class StackTrainer:
         self.state: dict = {}
         self.epoch = _resume(resume_path, resume_key, stack, self.optimizer, self.scheduler, self.state)
         self.labels = torch.from_numpy(labels.astype(np.float32))
+        # Per member: the loss of the first step (before any update) and the mean train loss of every epoch, kept
+        # in the checkpoint so a resumed sweep judges divergence as an uninterrupted one would.
+        n = len(stack.members)
+        self.state.setdefault("loss_start", [math.nan] * n)
+        self.state.setdefault("loss_epochs", [[] for _ in range(n)])
+
+    @property
+    def train_losses(self) -> TrainLosses:
+        """Each member's first-step loss and per-epoch mean train loss so far."""
+        return TrainLosses(list(self.state["loss_start"]), [list(e) for e in self.state["loss_epochs"]])
 
     def train_until(self, last_epoch: int, progress: bool = True) -> None:
         """Train the active members from the current epoch up to `last_epoch` (exclusive of none: epochs
@@ -126,6 +136,9 @@ class StackTrainer:
         divided by the step's number of known labels: the gradient of the whole batch's mean loss."""
         stack, optimizer, device = self.stack, self.optimizer, self.device
         total, n_steps, k, known, loss_sum = 0.0, 0, 0, 0, 0.0
+        members = list(stack.active)
+        member_sum, member_known = torch.zeros(len(members), dtype=torch.float64), 0
+        first_step = self.epoch == 0
         for batch_pos, tokens in batches:
             target = self.labels[torch.from_numpy(batch_pos)].to(device)
             if k % per_step == 0:
@@ -135,6 +148,15 @@ class StackTrainer:
                     stack.hold_fold()
             with autocast(device):
                 logits = stack(*_inputs(tokens, stack.needs_patch, device))
+            sums, n_known = _member_loss_sums(logits.detach().float(), target, stack.label_smoothing)
+            member_sum += sums
+            member_known += n_known
+            if first_step and k < per_step:  # the first step's batch, seen before any update: each member's start
+                for m, i in enumerate(members):
+                    start = self.state["loss_start"][i]
+                    self.state["loss_start"][i] = (0.0 if math.isnan(start) else start) + float(sums[m])
+                self.state.setdefault("start_known", 0)
+                self.state["start_known"] += n_known
             if per_step == 1:
                 loss = masked_bce(logits.float(), target, stack.label_smoothing)
                 loss.backward()
@@ -153,6 +175,12 @@ class StackTrainer:
             total += self._step(per_step, known, loss_sum)
             n_steps += 1
             advance()
+        if first_step and self.state.get("start_known"):
+            for i in members:
+                self.state["loss_start"][i] /= self.state["start_known"]
+            self.state["start_known"] = 0
+        for m, i in enumerate(members):
+            self.state["loss_epochs"][i].append(float(member_sum[m]) / max(1, member_known))
         return total, n_steps
 
     def _step(self, per_step: int, known: int, loss_sum: float) -> float:
@@ -165,6 +193,47 @@ class StackTrainer:
         self.optimizer.step()
         self.scheduler.step()
         return loss_sum / max(1, known) / len(self.stack.active)
+
+
+@dataclass(frozen=True)
+class TrainLosses:
+    """Per member: `start`, the mean loss of the first step's batch before any update, and `epochs`, the mean
+    train loss of each epoch it trained (a member stopped by successive halving has fewer)."""
+
+    start: list[float]
+    epochs: list[list[float]]
+
+    def diverged(self) -> np.ndarray:
+        """Members whose training diverged: a non-finite epoch loss; a first epoch whose mean loss is twice the first
+        step's (it blew up at once); or a later epoch whose mean rose more than DIVERGENCE_MARGIN above the larger
+        of the two (a spike that recovered by the end of the cosine schedule still counts). The start is one
+        batch's loss, which scatters between members (0.57-1.09 for GLoRI on the demo's Shenzhen), so it is never
+        the only reference."""
+        out = np.zeros(len(self.start), dtype=bool)
+        for i, (start, epochs) in enumerate(zip(self.start, self.epochs, strict=True)):
+            if not epochs:
+                continue
+            values = np.asarray(epochs, dtype=np.float64)
+            if not np.isfinite(values).all():
+                out[i] = True
+                continue
+            start = float(start) if np.isfinite(start) else float(values[0])
+            reference = max(start, float(values[0]))
+            out[i] = values[0] > 2 * start or bool((values[1:] > (1 + DIVERGENCE_MARGIN) * reference).any())
+        return out
+
+
+DIVERGENCE_MARGIN = 0.25
+
+
+def _member_loss_sums(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, int]:
+    """Each member's BCE summed over the batch's known labels (H,), and the number of known labels."""
+    known = ~torch.isnan(target)
+    y = torch.where(known, target, torch.zeros_like(target))
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none")
+    return (loss * known).sum(dim=(1, 2)).double().cpu(), int(known.sum())
 
 
 @torch.no_grad()
@@ -192,14 +261,32 @@ def predict_stack(
 
 def macro_auroc(probs: np.ndarray, labels: np.ndarray, skip: Sequence[int] = ()) -> tuple[float, int]:
     """Mean AUROC over outputs with both classes among the known labels (and not in `skip`); (nan, 0) if none."""
-    values = []
+    auroc, _, n_outputs = macro_auroc_se(probs, labels, skip, with_se=False)
+    return auroc, n_outputs
+
+
+def macro_auroc_se(
+    probs: np.ndarray, labels: np.ndarray, skip: Sequence[int] = (), with_se: bool = True
+) -> tuple[float, float, int]:
+    """(macro AUROC, its standard error, outputs averaged) over outputs with both classes among the known labels.
+
+    The SE is DeLong's per output (pipeline.stats.delong), combined as sqrt(sum of variances) / K, i.e. with the
+    outputs taken as independent; NaN where an output has fewer than 2 positives or negatives."""
+    from pipeline.stats.delong import auroc_variance
+
+    values, variances = [], []
     for k in range(labels.shape[1]):
         known = ~np.isnan(labels[:, k])
         y = labels[known, k]
         if k in skip or len(np.unique(y)) < 2:
             continue
         values.append(roc_auc_score(y, probs[known, k]))
-    return (float(np.mean(values)), len(values)) if values else (float("nan"), 0)
+        if with_se:
+            variances.append(auroc_variance(y, probs[known, k])[1])
+    if not values:
+        return float("nan"), float("nan"), 0
+    se = float(np.sqrt(np.sum(variances)) / len(values)) if with_se else float("nan")
+    return float(np.mean(values)), se, len(values)
 
 
 def masked_bce_numpy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -210,25 +297,90 @@ def masked_bce_numpy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if known.any() else float("nan")
 
 
+SELECTIONS = ("auroc", "loss", "one-se")
+DEFAULT_SELECTION = "auroc"
+SELECTION_HELP = {
+    "auroc": "the best val macro AUROC (the paper's rule)",
+    "one-se": "the smallest lr whose val macro AUROC is within one DeLong standard error of the best",
+    "loss": "the lowest val loss (mean BCE)",
+}
+
+
 def sweep_table(
-    lrs: Sequence[float], val_probs: np.ndarray, val_labels: np.ndarray, skip: Sequence[int]
+    lrs: Sequence[float],
+    val_probs: np.ndarray,
+    val_labels: np.ndarray,
+    skip: Sequence[int],
+    rule: str = DEFAULT_SELECTION,
+    losses: TrainLosses | None = None,
 ) -> pd.DataFrame:
-    """lr, val_macro_auroc, val_outputs, val_loss, chosen. Chosen = best val macro AUROC (ties: smaller lr);
-    if no output has both classes in val, the lowest val loss (the table's `selected_by` says which)."""
+    """lr, val_macro_auroc, val_auroc_se, val_outputs, val_loss, train_loss_start/_end, diverged, chosen,
+    selected_by. The lr is chosen by `rule` (SELECTION_HELP) among the lrs whose training did not diverge
+    (`TrainLosses.diverged`); ties go to the smaller lr. When no output has both classes in val the rule falls back
+    to the val loss, and when every lr diverged to all lrs; `selected_by` says which rule chose and why."""
+    if rule not in SELECTIONS:
+        raise ConfigError(f"--selection {rule!r}: must be one of {', '.join(SELECTIONS)}")
     rows = []
     for k, lr in enumerate(lrs):
-        auroc, n_outputs = macro_auroc(val_probs[k], val_labels, skip)
-        rows.append({"lr": float(lr), "val_macro_auroc": auroc, "val_outputs": n_outputs,
+        auroc, se, n_outputs = macro_auroc_se(val_probs[k], val_labels, skip, with_se=rule == "one-se")
+        rows.append({"lr": float(lr), "val_macro_auroc": auroc, "val_auroc_se": se, "val_outputs": n_outputs,
                      "val_loss": masked_bce_numpy(val_probs[k], val_labels)})  # fmt: skip
     table = pd.DataFrame(rows)
-    if table["val_macro_auroc"].notna().any():
-        best = int(table["val_macro_auroc"].fillna(-np.inf).to_numpy().argmax())
-        table["selected_by"] = "val_macro_auroc"
-    else:
-        best = int(table["val_loss"].fillna(np.inf).to_numpy().argmin())
-        table["selected_by"] = "val_loss"
-    table["chosen"] = np.arange(len(table)) == best
+    n = len(table)
+    diverged = losses.diverged() if losses is not None else np.zeros(n, dtype=bool)
+    table["train_loss_start"] = losses.start if losses is not None else np.nan
+    table["train_loss_end"] = [e[-1] if e else np.nan for e in losses.epochs] if losses is not None else np.nan
+    table["diverged"] = diverged
+    eligible = ~diverged
+    notes = []
+    if not eligible.any():
+        eligible = np.ones(n, dtype=bool)
+        notes.append("every lr diverged, so all were eligible")
+    elif diverged.any():
+        notes.append(f"diverged, not eligible: lr {', '.join(f'{lr:g}' for lr in table['lr'][diverged])}")
+    if rule != "loss" and not table["val_macro_auroc"].notna().any():
+        notes.append(f"val AUROC undefined: {val_class_counts(val_labels, skip)}; chosen on val loss instead")
+        rule = "loss"
+    best, selected_by = _choose(table, eligible, rule, notes)
+    table["chosen"] = np.arange(n) == best
+    table["selected_by"] = selected_by + (f" ({'; '.join(notes)})" if notes else "")
     return table
+
+
+def val_class_counts(labels: np.ndarray, skip: Sequence[int] = ()) -> str:
+    """'val has P positives and N negatives' (one output), or per output for several (skipped ones left out)."""
+    parts = []
+    for k in range(labels.shape[1]):
+        if k in skip:
+            continue
+        y = labels[~np.isnan(labels[:, k]), k]
+        parts.append(f"{int((y == 1).sum())} positives and {int((y == 0).sum())} negatives")
+    if len(parts) == 1:
+        return f"val has {parts[0]}"
+    return f"no output has both classes in val (per output: {'; '.join(parts)})"
+
+
+def _choose(table: pd.DataFrame, eligible: np.ndarray, rule: str, notes: list[str]) -> tuple[int, str]:
+    """Index of the chosen lr among `eligible` rows, and the criterion that chose it."""
+    auroc = table["val_macro_auroc"].to_numpy(dtype=np.float64)
+    loss = table["val_loss"].to_numpy(dtype=np.float64)
+    order = np.argsort(table["lr"].to_numpy(), kind="stable")  # ties and the 1-SE rule go to the smaller lr
+    if rule != "loss" and not np.isfinite(auroc[eligible]).any():
+        notes.append("no eligible lr has a defined val AUROC; chosen on val loss instead")
+        rule = "loss"
+    if rule == "loss":
+        score = np.where(eligible & np.isfinite(loss), -loss, -np.inf)
+        return int(order[np.argmax(score[order])]), "val_loss"
+    score = np.where(eligible & np.isfinite(auroc), auroc, -np.inf)
+    best = int(order[np.argmax(score[order])])
+    if rule == "auroc":
+        return best, "val_macro_auroc"
+    se = float(table["val_auroc_se"].iloc[best])
+    if not np.isfinite(se):
+        notes.append("the best lr's val AUROC has no standard error (fewer than 2 val positives or negatives)")
+        return best, "val_macro_auroc"
+    within = np.flatnonzero(score[order] >= auroc[best] - se)
+    return int(order[within[0]]), f"val_macro_auroc, one-SE rule (best {auroc[best]:.4f}, SE {se:.4f})"
 
 
 def _inputs(tokens: dict[str, torch.Tensor], needs_patch: bool, device: torch.device):

@@ -28,6 +28,8 @@ class Cell:
     text: str = ""
     note: str = ""  # why the cell is undefined, or why it has no CI, listed under the table
     ci_withheld: bool = False  # too few test positives or negatives for a CI: never bold (results.parquet's note)
+    seed_sd: float = math.nan  # `chex probe --seeds N` / `--cv`: the SD over seeds, printed after the CI
+    n_seeds: int = 0
 
     @property
     def has_value(self) -> bool:
@@ -53,9 +55,16 @@ class Cell:
         digits = {"metric": 3, "ratio": 2, "percent": 1}[self.kind]
         scale = 100.0 if self.kind == "percent" else 1.0
         main = f"{self.value * scale:.{digits}f}"
+        spread = "" if math.isnan(self.seed_sd) else f" ±{self.seed_sd * scale:.{digits}f}"
         if math.isnan(self.low) or math.isnan(self.high):
-            return main, ""
-        return main, f"({self.low * scale:.{digits}f}{dash}{self.high * scale:.{digits}f})"
+            return main, spread.strip()
+        return main, f"({self.low * scale:.{digits}f}{dash}{self.high * scale:.{digits}f}){spread}"
+
+    @property
+    def seed_spread_exceeds_ci(self) -> bool:
+        """The seed SD is larger than the CI's half-width: another seed moves the number more than the test set."""
+        half = (self.high - self.low) / 2
+        return not math.isnan(self.seed_sd) and not math.isnan(half) and self.seed_sd > half
 
 
 def missing_cell(kind: CellKind = "metric") -> Cell:
@@ -136,6 +145,29 @@ def mark_best(cells: list[Cell], higher_is_better: bool = True) -> list[Cell]:
         return cells
     best = max(c.value for c in ranked) if higher_is_better else min(c.value for c in ranked)
     return [replace(c, bold=True) if any(c is r for r in ranked) and c.value == best else c for c in cells]
+
+
+def seed_notes(table: ReportTable) -> list[str]:
+    """For cells averaged over seeds (`chex probe --seeds N` or `--cv`): what ±x means, and each cell whose seed
+    SD exceeds its CI half-width."""
+    cells = [(p.title, row.labels, col, c) for p in table.panels for row in p.rows
+             for col, c in zip(table.columns, row.cells, strict=False) if not math.isnan(c.seed_sd)]  # fmt: skip
+    if not cells:
+        return []
+    seeds = sorted({c.n_seeds for *_, c in cells})
+    notes = [
+        f"±x after a CI: the SD of the estimate over {'/'.join(map(str, seeds))} seeds (each seed's whole protocol: "
+        "inits, shuffling, carved splits); the estimate is the seeds' mean and the CI the mean of their test-set CIs"
+    ]
+    for panel, labels, column, cell in cells:
+        if cell.seed_spread_exceeds_ci:
+            where = " / ".join([*(x for x in (panel,) if x), *labels, column])
+            half = (cell.high - cell.low) / 2
+            notes.append(
+                f"{where}: the seed SD {cell.seed_sd:.3f} exceeds the CI half-width {half:.3f}: the seed moves "
+                "this number more than the test sample"
+            )
+    return notes
 
 
 def undefined_notes(table: ReportTable) -> list[str]:

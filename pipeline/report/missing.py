@@ -59,6 +59,12 @@ def _probe_flags(config: dict) -> list[str]:
         flags.append("--no-train-views")
     if config.get("sweep", "full") != "full":
         flags.append(f"--sweep {config['sweep']}")
+    for name, flag in (("selection", "--selection"), ("seeds", "--seeds"), ("cv_folds", "--cv"),
+                       ("cv_repeats", "--cv-repeats")):  # fmt: skip
+        if name in config:  # absent at their defaults (ProbeConfig.identity)
+            flags.append(f"{flag} {config[name]}")
+    if config.get("standardize"):
+        flags.append("--standardize")
     return flags
 
 

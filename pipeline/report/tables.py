@@ -55,7 +55,10 @@ def result_cell(results: pd.DataFrame, metric: str, output: str | None = None, k
     note = str(row["note"]) if "note" in row.index and pd.notna(row["note"]) else ""
     withheld = next((part for part in note.split("; ") if part.startswith(NO_CI)), "")
     too_few = withheld.startswith(TOO_FEW)
-    return Cell(value, low, high, kind=kind, note=withheld, ci_withheld=too_few)  # type: ignore[arg-type]
+    seeds = {}
+    if "seed_sd" in row.index and pd.notna(row["seed_sd"]):  # a --seeds / --cv run: the seed SD goes beside the CI
+        seeds = {"seed_sd": float(row["seed_sd"]), "n_seeds": int(row["n_seeds"])}
+    return Cell(value, low, high, kind=kind, note=withheld, ci_withheld=too_few, **seeds)  # type: ignore[arg-type]
 
 
 def model_labels(model: tuple[str, str]) -> tuple[str, str]:

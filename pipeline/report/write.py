@@ -22,7 +22,7 @@ from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
-from pipeline.report.cells import ReportTable, undefined_notes
+from pipeline.report.cells import ReportTable, seed_notes, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
 from pipeline.report.comparisons import best_vs_others
 from pipeline.report.figures import (
@@ -206,7 +206,7 @@ def _write_tables(
         if table.is_empty:
             continue
         summary.tables[table.name] = table
-        table.notes += [n for n in undefined_notes(table) if n not in table.notes]
+        table.notes += [n for n in undefined_notes(table) + seed_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
         if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
             files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))

@@ -28,6 +28,7 @@ from pipeline.runs.layout import (
     RunFolder,
     head_folder,
 )
+from pipeline.runs.passes import evaluate_passes, n_passes
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.tables import RESULT_COLUMNS, RUN_COLUMNS
@@ -75,7 +76,13 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
     val = read_table(folder / VAL_PREDICTIONS_FILE, text_as_categories=True)
     transfer = record.threshold_transfer if record is not None else ("quantile" if val is not None else "score")
     skipped = record.skipped_train if record is not None else {}
-    results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
+    if n_passes(predictions, survival) > 1:  # --seeds / --cv: each seed alone, then combined (pipeline/runs/passes.py)
+        results = evaluate_passes(
+            predictions, val, survival,
+            lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
+        )  # fmt: skip
+    else:
+        results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
     if record is not None:  # the record names the run even when the tables lack identity columns
         for column in RUN_COLUMNS:
             results[column] = getattr(record, column)
@@ -154,6 +161,12 @@ def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) 
     config = config or CompareConfig()
     pred_a, record_a = run_predictions(run_a)
     pred_b, record_b = run_predictions(run_b)
+    for run, pred in ((run_a, pred_a), (run_b, pred_b)):
+        if n_passes(pred) > 1:
+            raise PredictionsError(
+                f"{run} holds {n_passes(pred)} seeds or CV repeats (chex probe --seeds/--cv): the paired test needs "
+                "one prediction per image; compare one-seed runs (its seed-to-seed SD is in results.parquet)"
+            )
     skipped_a = record_a.skipped_train if record_a else {}
     skipped_b = record_b.skipped_train if record_b else {}
     result = compare_predictions(

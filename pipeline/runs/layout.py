@@ -46,7 +46,8 @@ TAG_HASH = 6
 # Short names of the probe settings in a tag (ProbeConfig.identity()'s fields; others keep their own name).
 PROBE_SHORT = {
     "lrs": "lrs", "epochs": "ep", "batch_size": "bs", "weight_decay": "wd", "seed": "seed", "val_fraction": "val",
-    "train_views": "views", "sweep": "sweep", "micro_batch": "mb",
+    "train_views": "views", "sweep": "sweep", "micro_batch": "mb", "selection": "sel", "seeds": "seeds",
+    "cv_folds": "cv", "cv_repeats": "cvrep", "standardize": "std",
 }  # fmt: skip
 
 

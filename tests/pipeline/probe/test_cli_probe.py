@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import torch
 from typer.testing import CliRunner
 
@@ -42,3 +44,18 @@ def test_chex_probe_glori_width_options_reach_the_head(tmp_path):
     assert tuple(weights["linear1.weight"].shape) == (24, 16)
     result = runner.invoke(app, [*args[:-2], "--glori-dim", "12", "-w", str(ws.root)])
     assert result.exit_code == 2 and "--glori-dim 12" in result.output
+
+
+def test_chex_probe_protocol_options_reach_the_config(tmp_path):
+    ws = make_workspace(tmp_path / "ws", n_patients=30)
+    args = ["probe", "--head", "linear", "--dataset", "toy", "--epochs", "1", "--lrs", "1e-3,1e-2", "--resamples",
+            "10", "--selection", "loss", "--seeds", "2", "--standardize", "-w", str(ws.root)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((ws.results_dir("toy", "toy-vit", "linear") / "run.json").read_text())
+    assert record["config"]["selection"] == "loss" and record["config"]["seeds"] == 2
+    assert record["config"]["standardize"] is True and record["data"]["seeds"] == [0, 1]
+    bad = runner.invoke(app, ["probe", "--dataset", "toy", "--selection", "best", "-w", str(ws.root)])
+    assert bad.exit_code == 2 and "--selection" in bad.output
+    bad = runner.invoke(app, ["probe", "--dataset", "toy", "--cv", "5", "--seeds", "2", "-w", str(ws.root)])
+    assert bad.exit_code == 2 and "--cv-repeats" in bad.output

@@ -51,7 +51,7 @@ def test_outputs_follow_the_contract_and_rerun_is_a_noop(toy_workspace):
     sweep = pd.read_parquet(folder / "sweep.parquet")
     assert len(sweep) == 9 and sweep["chosen"].sum() == 1 and sweep["val_macro_auroc"].notna().all()
     assert sweep.loc[sweep["chosen"], "lr"].item() == summary.chosen_lr == pred["lr"].iloc[0]
-    assert summary.val_macro_auroc == sweep["val_macro_auroc"].max()
+    assert summary.val_macro_auroc == sweep.loc[sweep["chosen"], "val_macro_auroc"].item()
     results = pd.read_parquet(folder / "results.parquet")
     macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]
     assert macro["estimate"].item() == pytest.approx(summary.test_macro_auroc)

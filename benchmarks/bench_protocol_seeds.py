@@ -1,0 +1,191 @@
+"""Does the probe protocol's choice flip with the seed? lr flips and seed-to-seed SD of test AUROC per selection rule.
+
+For each seed: one sweep (every lr side by side on train, scored on val: `ProbeStage.sweep`, the protocol's own
+code), then the lr each rule chooses from that same sweep, then the protocol's refit (`ProbeStage.refit`, seed + 1)
+of every distinct chosen lr, cached per (seed, lr), and its test macro AUROC. Rules:
+
+  auroc-any  the rule before issue 25: best val macro AUROC, diverging lrs included
+  auroc      best val macro AUROC among the lrs whose training did not diverge
+  one-se     the smallest non-diverged lr within one DeLong SE of the best val AUROC
+  loss       the lowest val loss among the non-diverged lrs
+
+Per rule it prints the chosen lr per seed, the number of seeds whose lr differs from the rule's most common lr
+("flips"), the number of distinct lrs, the mean and SD (ddof 1) of test macro AUROC over seeds, and the SD a
+`--seeds N` mean would have if the seeds were independent (SD / sqrt(N): arithmetic, not measured).
+`--standardize` adds the same study with standardised inputs; `--compare-store NAME` reruns the chosen rule on
+another store (e.g. the projected R = L·D/4 one) and prints the paired per-seed difference.
+
+    PYTHONPATH=. python benchmarks/bench_protocol_seeds.py --workspace WS --dataset shenzhen --head glori \\
+        --seeds 10 [--rules auroc-any,auroc,one-se,loss] [--standardize] [--compare-store demo-r128]
+
+Figures, 2026-12-02, 2 cores shared with ~7 engineers (load 9-14): the demo's small protocol (9 lrs, 25 epochs,
+batch 32, GLoRI 64/128) on Shenzhen (266 train / 57 val / 77 test images, manifest splits). The store is the
+small demo's pretrained one cut short: its DINOv2 run stopped at step 120 of 480 (5 of 20 epochs; the full
+pretraining would have taken ~90 minutes under that load), then `chex demo` embedded it (demo-dino).
+  GLoRI, seeds 0-8 (seed 9 did not finish by the deadline; one sweep + refits took 67-1,262 s per seed as the
+    load fell), two processes (seeds 0-4, 5-8) summarised with --from-logs; divergence by the first rule (25%
+    above the first step's loss; it flagged 5e-5/1e-4 in seed 2 and 1e-5/5e-3 in seed 4, none chosen by auroc):
+      auroc-any flips 2 of 9 (mode 2e-3; 1e-3, 5e-3), test AUROC 0.9315, seed SD 0.0511
+      auroc     flips 2 of 9 (the same choices),        0.9315, SD 0.0511
+      loss      flips 3 of 9 (4 distinct lrs),          0.9310, SD 0.0508
+      one-se    flips 3 of 9 (mode 1e-3),               0.9176, SD 0.0425
+    Same-lr scatter dominates: the seven seeds at 2e-3 gave 0.886-0.995 (SD ~0.035). Neither goal (<= 1 flip,
+    SD <= 0.01) is met by any rule on this store; the default stays auroc (best mean, fewest flips, the paper's),
+    and the spread is what --seeds N reports (SD / sqrt(N): 0.023 at N = 5).
+  projected store R = L·D/4 = 128 (`chex store compress demo-dino --rank 128`, variance kept 0.9994), GLoRI,
+    auroc, seeds 0-3: lrs 1e-3, 2e-3, 2e-3, 2e-3 (the full store's, 4 of 4), test 0.881, 0.872, 0.964, 0.945;
+    paired diffs vs the full store +0.051, -0.047, +0.078, -0.014 (mean +0.017, SE 0.028): unsettled.
+  linear (avgpool), seeds 0-2: auroc and loss pick 5e-3 (the grid's top) in every seed, test AUROC 0.764 (SD
+    0.011); one-se picks 5e-5..2e-4, 0.621 (SD 0.073).
+    --standardize: 0.815 (SD 0.006), paired +0.0505 (SE 0.0045), the same lr (5e-3) in 3 of 3 seeds.
+  toy planted workspace (tests' make_workspace, linear, 12 epochs, seed 0): auroc 0.848 (lr 5e-3), loss 0.848
+    (5e-3), one-se 0.639 (2e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+RULES = ("auroc-any", "auroc", "one-se", "loss")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", help="the workspace with the store (not needed with --from-logs)")
+    parser.add_argument("--from-logs", default=None, help="summarise the per-seed lines of these logs (comma-sep.)")
+    parser.add_argument("--dataset", default="shenzhen")
+    parser.add_argument("--head", default="glori")
+    parser.add_argument("--backbone", default=None, help="feature store (default: the workspace's only/default one)")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--standardize", action="store_true", help="also: the study with --standardize")
+    parser.add_argument("--compare-store", default=None, help="also: the --rule's test AUROC on this store")
+    parser.add_argument("--rule", default="one-se", help="the rule of --compare-store")
+    args = parser.parse_args()
+    rules = args.rules.split(",")
+    if args.from_logs:  # seeds run in several processes (a shared machine): one summary over all their lines
+        summarise(from_logs(args.from_logs.split(","), rules), rules, f"raw inputs, from {args.from_logs}")
+        return
+    print(f"[protocol seeds] {args.dataset} / {args.head}, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
+          f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    base = study(args, args.backbone, rules, standardize=False)
+    summarise(base, rules, "raw inputs (the paper's protocol)")
+    if args.standardize:
+        std = study(args, args.backbone, rules, standardize=True)
+        summarise(std, rules, "standardised inputs (--standardize)")
+        paired(base, std, rules, "standardised - raw")
+    if args.compare_store:
+        other = study(args, args.compare_store, [args.rule], standardize=False)
+        summarise(other, [args.rule], f"store {args.compare_store}")
+        paired(base, other, [args.rule], f"{args.compare_store} - {args.backbone or 'default store'}")
+
+
+def study(args, backbone: str | None, rules: list[str], standardize: bool) -> dict[str, list[tuple[float, float]]]:
+    """rule -> [(chosen lr, test macro AUROC)] per seed."""
+    from heads import head_spec
+    from pipeline.demo import SIZES, SMALL_SETS, _head_options
+    from pipeline.device import pick_device
+    from pipeline.probe.data import Features, load_probe_data
+    from pipeline.probe.protocol import ProbeConfig, ProbeStage, _factory, _schedule, resolve_backbone
+    from pipeline.probe.sweep import macro_auroc
+    from pipeline.store import FeatureStore
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(Path(args.workspace))
+    name = resolve_backbone(ws, backbone)
+    store = FeatureStore.open(ws.features_dir(name))
+    plan = SIZES["small"]
+    epochs = plan.epochs_small if args.dataset in SMALL_SETS else plan.epochs_large
+    config = ProbeConfig(lrs=plan.lrs, epochs=epochs, batch_size=plan.batch_size, standardize=standardize,
+                         head_options=_head_options(args.head, plan, args.dataset))  # fmt: skip
+    out: dict[str, list[tuple[float, float]]] = {r: [] for r in rules}
+    partial = Path(tempfile.mkdtemp(prefix="bench-seeds-"))
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        t0 = time.perf_counter()
+        data = load_probe_data(ws, args.dataset, seed)
+        ep, bs = _schedule(data, config)
+        parts = ("cls", "patch") if head_spec(args.head).uses_patch(config.head_options) else ("cls",)
+        train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
+        max_views = store.n_views(train_ids) if config.train_views else 1
+        features = Features(store, list(data.image_ids), parts, max_views=max_views)
+        factory = _factory(args.head, store, len(data.outputs), config.head_options)
+        stage = ProbeStage(args.head, factory, features, config, ep, bs, pick_device(None), max_views > 1,
+                           f"bench-{seed}-{standardize}-{name}", progress=False)  # fmt: skip
+        timings: dict[str, float] = {}
+        swept = stage.sweep(data, seed, partial, f"-s{seed}", timings)
+        cache: dict[float, float] = {}
+        line = []
+        for rule in rules:
+            table = _without_divergence(swept) if rule == "auroc-any" else swept.table(rule)
+            lr = float(table.loc[table["chosen"], "lr"].iloc[0])
+            if lr not in cache:
+                _, probs, _ = stage.refit(data, seed, lr, partial, f"-s{seed}-{lr:g}", timings, swept.standardizer)
+                cache[lr] = macro_auroc(probs, data.labels[data.test], swept.skip_idx)[0]
+            out[rule].append((lr, cache[lr]))
+            line.append(f"{rule} lr {lr:g} test {cache[lr]:.4f}")
+        diverged = [f"{lr:g}" for lr, d in zip(swept.lrs, swept.losses.diverged(), strict=True) if d]
+        print(f"  seed {seed} ({name}{', standardised' if standardize else ''}; {time.perf_counter() - t0:.0f} s, "
+              f"diverged: {', '.join(diverged) or 'none'}): " + "; ".join(line), flush=True)  # fmt: skip
+    return out
+
+
+def from_logs(paths: list[str], rules: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """rule -> [(lr, test AUROC)] from the `  seed N (...): rule lr X test Y; ...` lines of earlier runs."""
+    import re
+
+    per_seed: dict[int, dict[str, tuple[float, float]]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            m = re.match(r"\s+seed (\d+) \((?![^)]*standardised)", line)
+            if not m:
+                continue
+            found = re.findall(r"([a-z-]+) lr ([0-9.e-]+) test ([0-9.]+)", line.split("): ", 1)[1])
+            per_seed[int(m.group(1))] = {rule: (float(lr), float(a)) for rule, lr, a in found}
+    return {rule: [per_seed[s][rule] for s in sorted(per_seed)] for rule in rules}
+
+
+def _without_divergence(swept):
+    """The pre-issue-25 rule: the sweep table with every lr eligible, best val macro AUROC."""
+    from pipeline.probe.sweep import sweep_table
+
+    return sweep_table(swept.lrs, swept.val_probs, swept.val_labels, swept.skip_idx, "auroc", None)
+
+
+def summarise(result: dict[str, list[tuple[float, float]]], rules: list[str], title: str) -> None:
+    print(
+        f"\n  {title}: per rule, lr flips (seeds whose lr is not the rule's most common), distinct lrs, test macro "
+        "AUROC mean and seed SD (ddof 1); SD/sqrt(3), SD/sqrt(5): a --seeds 3 / 5 mean if seeds were independent"
+    )
+    for rule in rules:
+        lrs = [lr for lr, _ in result[rule]]
+        auroc = np.array([a for _, a in result[rule]])
+        mode, count = Counter(lrs).most_common(1)[0]
+        sd = float(auroc.std(ddof=1)) if len(auroc) > 1 else float("nan")
+        print(f"  {rule:9s} flips {len(lrs) - count} of {len(lrs)} (mode {mode:g}), {len(set(lrs))} distinct lrs; "
+              f"test AUROC {auroc.mean():.4f} SD {sd:.4f} (SD/sqrt3 {sd / np.sqrt(3):.4f}, SD/sqrt5 "
+              f"{sd / np.sqrt(5):.4f}); lrs {' '.join(f'{lr:g}' for lr in lrs)}", flush=True)  # fmt: skip
+
+
+def paired(a: dict, b: dict, rules: list[str], title: str) -> None:
+    print(f"\n  paired per seed, {title}")
+    for rule in rules:
+        diff = np.array([y for _, y in b[rule]]) - np.array([x for _, x in a[rule]])
+        same = sum(x == y for (x, _), (y, _) in zip(a[rule], b[rule], strict=True))
+        sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+        print(
+            f"  {rule:9s} mean diff {diff.mean():+.4f} (SD {sd:.4f}, SE {sd / np.sqrt(len(diff)):.4f}); "
+            f"same lr in {same} of {len(diff)} seeds; max |diff| {np.abs(diff).max():.4f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
