@@ -202,8 +202,12 @@ def _toy_pretrain_shards(folder: Path, n_shards: int = 2, per_shard: int = 10) -
     return folder
 
 
+PRETRAIN_STEPS = 48  # long enough that a quiet machine cannot finish the run in the kill's random extra delay
+
+
 def _pretrain_args(shards: Path, out: Path, *extra: str) -> list[object]:
-    return ["pretrain", "--config", "cpu_tiny", "--shards", shards, "--out", out, "--no-progress", "--steps", "18",
+    return ["pretrain", "--config", "cpu_tiny", "--shards", shards, "--out", out, "--no-progress", "--steps",
+            PRETRAIN_STEPS,
             "--set", "train.checkpoint_every=3", "--set", "train.keep_checkpoints=20", *extra]  # fmt: skip
 
 
@@ -226,7 +230,7 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_uninterrupted_run(tmp_
     for k in range(2):
         before = len(_steps_done(out))
         args = _pretrain_args(shards, out, *(["--resume"] if k else []))
-        if kill_after_progress(args, lambda b=before: len(_steps_done(out)) > b, rng, max_extra_s=0.5):
+        if kill_after_progress(args, lambda b=before: len(_steps_done(out)) > b, rng, max_extra_s=0.2):
             kills += 1
         for name in finished:  # a finished step checkpoint is never rewritten
             assert mtimes(out / name) == finished[name], name
@@ -234,13 +238,14 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_uninterrupted_run(tmp_
         assert not (out / "model.pt").exists() and not list(out.glob(".step_*"))[1:]
     assert kills >= 1
     last = int(_steps_done(out)[-1].removeprefix("step_"))
-    assert last < 18
+    assert last < PRETRAIN_STEPS
     final = run_chex(*_pretrain_args(shards, out, "--resume"))
     assert_ok(final)
     for name in finished:
         assert mtimes(out / name) == finished[name], name
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
-    assert steps == list(range(1, 19))  # each step logged once: the resumed run redid only steps after `last`
+    # each step logged once: the resumed run redid only steps after `last`
+    assert steps == list(range(1, PRETRAIN_STEPS + 1))
 
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     expected = read_metrics(reference_dir / "metrics.jsonl")

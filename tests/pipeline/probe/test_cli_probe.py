@@ -52,7 +52,9 @@ def test_chex_probe_protocol_options_reach_the_config(tmp_path):
             "10", "--selection", "loss", "--seeds", "2", "--standardize", "-w", str(ws.root)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    record = json.loads((ws.results_dir("toy", "toy-vit", "linear") / "run.json").read_text())
+    (folder,) = ws.results_dir("toy", "toy-vit", "linear").parent.glob("linear@*")  # a configuration of its own
+    assert "sel" in folder.name and "seeds2" in folder.name and "std" in folder.name
+    record = json.loads((folder / "run.json").read_text())
     assert record["config"]["selection"] == "loss" and record["config"]["seeds"] == 2
     assert record["config"]["standardize"] is True and record["data"]["seeds"] == [0, 1]
     bad = runner.invoke(app, ["probe", "--dataset", "toy", "--selection", "best", "-w", str(ws.root)])
