@@ -5,6 +5,7 @@ normalize), following transformers' image_processing_* `resize` / `center_crop` 
 from __future__ import annotations
 
 import logging
+import re
 
 from pipeline.errors import CheckpointError
 
@@ -40,3 +41,24 @@ def preprocessing_from(processor: dict | None, img_size: int, config_size: int, 
         interpolation=resample,
         resize_to=None if resize_to == img_size else resize_to,
     )
+
+
+def renamed(key: str, renames: tuple[tuple[str, str], ...]) -> str:
+    """`key` under the first (pattern, replacement) of `renames` that matches it (unchanged when none does)."""
+    for pattern, repl in renames:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    return key
+
+
+def fuse_qkv(out: dict, qkv: dict) -> dict:
+    """`out` with each layer's separate q/k/v projections ({(layer, weight|bias): {0|1|2: (key, tensor)}}) as
+    timm's one `blocks.<layer>.attn.qkv.*`; an incomplete triple keeps its own keys, so the strict load lists it."""
+    import torch
+
+    for (layer, kind), parts in qkv.items():
+        if sorted(parts) == [0, 1, 2]:
+            out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts[i][1] for i in range(3)], dim=0)
+        else:
+            out.update(dict(parts.values()))
+    return out

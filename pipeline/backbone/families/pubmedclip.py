@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 
-from pipeline.backbone.families._hf import preprocessing_from
+from pipeline.backbone.families._hf import fuse_qkv, preprocessing_from, renamed
 from pipeline.backbone.found import Found
 from pipeline.backbone.registry import Family, register
 from pipeline.errors import CheckpointError
@@ -45,7 +45,6 @@ _ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 
 def hf_clip_visual(sd: dict) -> tuple[dict, list[str]]:
     """(the image tower in chex's timm layout, the keys set aside)."""
-    import torch
 
     from pipeline.backbone.converters import fold_prefix_pos_embed
 
@@ -62,17 +61,8 @@ def hf_clip_visual(sd: dict) -> tuple[dict, list[str]]:
         elif m := _QKV.match(k):
             qkv.setdefault((int(m.group(1)), m.group(3)), {})["qkv".index(m.group(2))] = (k, v)
         else:
-            for pattern, repl in _RENAMES:
-                if re.match(pattern, k):
-                    k = re.sub(pattern, repl, k)
-                    break
-            out[k] = v
-    for (layer, kind), parts in qkv.items():
-        if sorted(parts) == [0, 1, 2]:
-            out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts[i][1] for i in range(3)], dim=0)
-        else:
-            out.update(dict(parts.values()))  # incomplete q/k/v: listed by the strict load
-    return fold_prefix_pos_embed(out), aside
+            out[renamed(k, _RENAMES)] = v
+    return fold_prefix_pos_embed(fuse_qkv(out, qkv)), aside
 
 
 class HFCLIPFamily(Family):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 
-from pipeline.backbone.families._hf import preprocessing_from
+from pipeline.backbone.families._hf import fuse_qkv, preprocessing_from, renamed
 from pipeline.backbone.found import Found
 from pipeline.backbone.registry import Family, register
 from pipeline.errors import CheckpointError
@@ -44,7 +44,6 @@ _QKV_ORDER = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_pro
 def hf_dinov2_filter(sd: dict) -> dict:
     """transformers Dinov2Model keys -> chex's timm-ViT layout (strictly: anything unmapped stays as is and is
     then listed as unknown by the strict load). `embeddings.mask_token` is for masked pretraining only."""
-    import torch
 
     from pipeline.backbone.converters import fold_prefix_pos_embed
 
@@ -55,17 +54,8 @@ def hf_dinov2_filter(sd: dict) -> dict:
         if m := _QKV.match(k):
             qkv.setdefault((int(m.group(1)), m.group(3)), {})[_QKV_ORDER[m.group(2)]] = (k, v)
             continue
-        for pattern, repl in _RENAMES:
-            if re.match(pattern, k):
-                k = re.sub(pattern, repl, k)
-                break
-        out[k] = v
-    for (layer, kind), parts in qkv.items():
-        if sorted(parts) == [0, 1, 2]:
-            out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts[i][1] for i in range(3)], dim=0)
-        else:
-            out.update(dict(parts.values()))  # incomplete q/k/v: reported by the strict load
-    return fold_prefix_pos_embed(out)
+        out[renamed(k, _RENAMES)] = v
+    return fold_prefix_pos_embed(fuse_qkv(out, qkv))
 
 
 def _side(value) -> int:
