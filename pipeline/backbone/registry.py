@@ -10,6 +10,7 @@ order (folder configs before tell-tale keys); the first that recognises the path
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ _FAMILIES: dict[str, Family] = {}
 
 
 @dataclass(frozen=True)
-class Family:
+class Family(ABC):
     """One backbone family: how to recognise, build, convert and preprocess it (subclass and `register`)."""
 
     name: str
@@ -36,11 +37,13 @@ class Family:
     by_config: bool = False  # recognises from a folder's JSON config alone (no weights read, no torch)
     arg: str | None = None  # what follows the colon of a named family: the model of "timm:vit_small_patch14"
 
+    @abstractmethod
     def recognise(self, found: Found) -> bool:
-        raise NotImplementedError
+        """Whether `found` is this family's files."""
 
+    @abstractmethod
     def load(self, found: Found, image_size: int | None = None, num_heads: int | None = None) -> Backbone:
-        raise NotImplementedError
+        """Build the model, load the weights strictly and return it as a `Backbone`."""
 
 
 def register(family: Family) -> Family:

@@ -9,13 +9,13 @@ Files (each rewritten atomically, temp name + rename):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from pipeline.atomic import write_atomic
 from pipeline.shard.plan import ShardTask
 from pipeline.shard.writer import ShardResult, WriteOptions, load_done
 from pipeline.shard_format import INDEX_FILE, QUARANTINE_FILE
@@ -72,11 +72,11 @@ def build_index(
         [{**s, "shard": task.file} for task, r in finished for s in r.samples],
         columns=["image_id", *SAMPLE_COLUMNS],
     )
-    _write_atomic(
+    write_atomic(
         out_dir / MANIFEST_FILE, lambda p: _sharded_manifest(samples, tasks, manifest).to_parquet(p, index=False)
     )
-    _write_atomic(out_dir / QUARANTINE_FILE, lambda p: quarantine.to_csv(p, index=False))
-    _write_atomic(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
+    write_atomic(out_dir / QUARANTINE_FILE, lambda p: quarantine.to_csv(p, index=False))
+    write_atomic(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
     return IndexSummary(
         n_shards=len(index),
         n_samples=int(index["n_samples"].sum()),
@@ -95,15 +95,3 @@ def _sharded_manifest(samples: pd.DataFrame, tasks: Sequence[ShardTask], manifes
     merged = samples.merge(rows, on="image_id", how="left", validate="one_to_one")
     ordered = [c for c in rows.columns] + SAMPLE_COLUMNS
     return merged[ordered].reset_index(drop=True)
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written index file stays behind
-        raise

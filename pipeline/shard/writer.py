@@ -222,14 +222,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    with _written_then_renamed(path.with_name(path.name + TMP_SUFFIX), path) as raw:
+        raw.write(text.encode("utf-8"))
     fsync_dir(path.parent)

@@ -1,6 +1,7 @@
-"""Shared by families loaded from transformers release folders: their image processor config as chex's
+"""Shared by the families' converters: a transformers folder's image processor config as chex's
 `Preprocessing` (BitImageProcessor, CLIPImageProcessor: shortest_edge resize, centre crop, rescale 1/255,
-normalize), following transformers' image_processing_* `resize` / `center_crop` / `rescale` / `normalize`."""
+normalize), following transformers' image_processing_* `resize` / `center_crop` / `rescale` / `normalize`; and
+the key mapping of foreign state dicts into timm's layout (`renamed`, `fuse_qkv`)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ chex resizes once with antialiased bicubic.
 from __future__ import annotations
 
 import logging
-import re
 
+from pipeline.backbone.families._hf import renamed
 from pipeline.backbone.found import Found
 from pipeline.backbone.registry import Family, register
 
@@ -64,11 +64,7 @@ def openai_clip_visual(sd: dict) -> tuple[dict, list[str]]:
         if k == "visual.positional_embedding":
             out["pos_embed"] = v.unsqueeze(0)
             continue
-        for pattern, repl in _RENAMES:
-            if re.match(pattern, k):
-                k = re.sub(pattern, repl, k)
-                break
-        out[k] = v
+        out[renamed(k, _RENAMES)] = v
     return fold_prefix_pos_embed(out), aside
 
 
