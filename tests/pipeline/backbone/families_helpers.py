@@ -45,3 +45,13 @@ def stored_tokens(store_path: Path) -> tuple[list[str], dict[str, np.ndarray], d
     ids = list(store.image_ids)
     parts = {p: np.asarray(group[p][: len(ids)], dtype=np.float32) for p in ("cls", "patch", "registers") if p in group}
     return ids, parts, dict(group.attrs)
+
+
+def processed(processor, pil_images: list[Image.Image], side: int):
+    """A transformers image processor's pixel tensor for `pil_images` at `side` (shortest edge and centre crop)."""
+    return processor(
+        [im.convert("RGB") for im in pil_images],
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        return_tensors="pt",
+    )["pixel_values"]

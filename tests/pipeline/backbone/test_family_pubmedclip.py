@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.embed import EmbedOptions, embed_dataset
-from tests.pipeline.backbone.families_helpers import images, square_workspace, stored_tokens
+from tests.pipeline.backbone.families_helpers import images, processed, square_workspace, stored_tokens
 
 transformers = pytest.importorskip("transformers")
 
@@ -36,12 +36,7 @@ def _release_folder(path):
 
 
 def _reference(model, processor, pil_images, side):
-    pixels = processor(
-        [im.convert("RGB") for im in pil_images],
-        size={"shortest_edge": side},
-        crop_size={"height": side, "width": side},
-        return_tensors="pt",
-    )["pixel_values"]
+    pixels = processed(processor, pil_images, side)
     vision = model.vision_model
     with torch.no_grad():
         out = vision(pixel_values=pixels, output_hidden_states=True, interpolate_pos_encoding=side != 32)

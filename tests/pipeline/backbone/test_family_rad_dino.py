@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.embed import EmbedOptions, embed_dataset
-from tests.pipeline.backbone.families_helpers import images, square_workspace, stored_tokens
+from tests.pipeline.backbone.families_helpers import images, processed, square_workspace, stored_tokens
 
 transformers = pytest.importorskip("transformers")
 MEAN, STD = [0.53, 0.52, 0.51], [0.26, 0.25, 0.24]
@@ -34,12 +34,7 @@ def _release_folder(path):
 
 
 def _reference(model, processor, pil_images, side):
-    pixels = processor(
-        [im.convert("RGB") for im in pil_images],
-        size={"shortest_edge": side},
-        crop_size={"height": side, "width": side},
-        return_tensors="pt",
-    )["pixel_values"]
+    pixels = processed(processor, pil_images, side)
     with torch.no_grad():
         hidden = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-4:]
         normed = torch.stack([model.layernorm(h) for h in hidden], dim=1)  # (B, 4, 1+P, D)
