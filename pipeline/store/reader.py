@@ -177,11 +177,10 @@ class FeatureStore:
         to hold the same pixels (ledger `shared/`). Rows of unknown data set (older compressed stores) count as
         `dataset`'s: the check falls back to ids alone there."""
         wanted = {str(i) for i in image_ids} - Ledger(self.path).shared(dataset)
-        out = {}
-        for image_id, view, owner in zip(self.image_ids, self.views, self.datasets, strict=True):
-            if view == 0 and owner and owner != dataset and image_id in wanted:
-                out[str(image_id)] = str(owner)
-        return out
+        owners = self.datasets
+        # Vectorised first (every probe asks): usually no row belongs to another data set, and only those are looked up.
+        other = (self.views == 0) & (owners != dataset) & (owners != "") & np.not_equal(owners, None)
+        return {str(i): str(o) for i, o in zip(self.image_ids[other], owners[other], strict=True) if str(i) in wanted}
 
     def n_views(self, image_ids: Sequence[str]) -> int:
         """The number of views every given image has (views 0..k-1 all present)."""
