@@ -13,29 +13,18 @@ from pipeline.cli.constants import ADAPTERS
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.workspace import Workspace, check_name
 
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # pipeline.backbone.checkpoint._WEIGHT_SUFFIXES
-MODEL_FILE = "model.pt"  # pipeline.backbone.checkpoint.MODEL_FILE
 _ZIP = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE = 0x80  # a pickle (protocol 2+): torch.save's legacy format and plain pickled state dicts
 
 
 def checkpoint_path(path: Path, option: str = "--checkpoint") -> Path:
-    """`path` if it is a checkpoint chex can try to load (a chex checkpoint folder, a folder with one weights
-    file, or a PyTorch / safetensors file), else CheckpointError saying what it is instead."""
+    """`path` if it is a checkpoint chex can try to load (a file, or a folder whose weights file
+    pipeline.backbone.found picks), else CheckpointError saying what it is instead."""
+    from pipeline.backbone.found import inspect_path  # torch-free: standard library only
+
     if not path.exists():
         raise CheckpointError(f"{option} {path} does not exist; give a checkpoint file or folder")
-    weights = path
-    if path.is_dir():
-        if (path / MODEL_FILE).is_file():
-            weights = path / MODEL_FILE
-        else:
-            found = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-            if len(found) != 1:
-                raise CheckpointError(
-                    f"{option} {path}: a checkpoint folder holds {MODEL_FILE} (+ config.json) or exactly one weights "
-                    f"file ({', '.join(WEIGHT_SUFFIXES)}); this one holds {len(found)}: pass the file itself"
-                )
-            weights = found[0]
+    weights = inspect_path(path).weights
     try:
         with open(weights, "rb") as handle:
             head = handle.read(9)
