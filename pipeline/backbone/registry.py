@@ -20,6 +20,7 @@ from pipeline.errors import CheckpointError
 
 if TYPE_CHECKING:
     from pipeline.backbone.interface import Backbone
+    from pipeline.zeroshot.alignment import ImageText
 
 _FAMILIES: dict[str, Family] = {}
 
@@ -44,6 +45,13 @@ class Family(ABC):
     @abstractmethod
     def load(self, found: Found, image_size: int | None = None, num_heads: int | None = None) -> Backbone:
         """Build the model, load the weights strictly and return it as a `Backbone`."""
+
+    def image_text(self, found: Found, tokenizer: Path | None = None) -> ImageText:
+        """The image-text alignment of the same files (zero-shot; pipeline/zeroshot/): CLIP families override it.
+        `tokenizer`: where the tokenizer files are, when not beside the weights."""
+        from pipeline.zeroshot.alignment import no_text_tower
+
+        raise CheckpointError(no_text_tower(self.name))
 
 
 def register(family: Family) -> Family:

@@ -9,7 +9,7 @@ without bias, LayerNorm eps 1e-5, QuickGELU; the CLS slot of the position table 
 token (exact: both are added before ln_pre). Heads: width / 64 as openai/CLIP `build_model` (`--num-heads`
 overrides). Tokens: each of the last L blocks through `ln_post` (CLIP applies it to the class token; chex to
 every token, as DINOv2's norm=True). Set aside, not part of the image backbone: `visual.proj` (image-text
-projection) and the text tower (zero-shot, Table III; logged).
+projection) and the text tower (logged); `image_text` builds them for zero-shot (Table III).
 Preprocessing: CheXzero's — pad the long side on black to a square (data_process.py `preprocess`), bicubic
 resize to 224 (zero_shot.py), Normalize(101.48761, 83.43944) on the 0-255 scale (= /255 here). CheXzero
 itself resizes in two steps (PIL antialias to 320 long side before padding, then a tensor bicubic to 224);
@@ -23,6 +23,7 @@ import logging
 from pipeline.backbone.families._hf import renamed
 from pipeline.backbone.found import Found
 from pipeline.backbone.registry import Family, register
+from pipeline.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ _RENAMES = (
     (r"^visual\.transformer\.resblocks\.(\d+)\.attn\.out_proj\.", r"blocks.\1.attn.proj."),
     (r"^visual\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.fc1."),
     (r"^visual\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.fc2."),
+)
+_NOT_TEXT = ("logit_scale", "input_resolution", "context_length", "vocab_size")  # the last three: JIT archives
+# openai/CLIP's text transformer keys -> pipeline/zeroshot/text.py CLIPText's
+_TEXT_RENAMES = (
+    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.fc1."),
+    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.fc2."),
+    (r"^transformer\.resblocks\.", "blocks."),
 )
 
 
@@ -92,6 +100,34 @@ class CheXzeroFamily(Family):
             self.name, sd, heads=num_heads or max(1, width // 64), act="quick_gelu", eps=1e-5, image_size=image_size,
             preprocessing=preprocessing, sha256=file_sha256(found.weights), source=str(found.weights),
             token_convention=TOKENS, norm="ln_post applied to each layer's tokens",
+        )  # fmt: skip
+
+    def image_text(self, found: Found, tokenizer=None):
+        """CheXzero's text tower (openai/CLIP `encode_text`: causal, QuickGELU, width / 64 heads, ln_final, EOT
+        pooling, text_projection), `visual.proj`, `logit_scale` and openai/CLIP's BPE tokenizer
+        (bpe_simple_vocab_16e6.txt.gz beside the weights, or at `tokenizer`)."""
+        import torch
+
+        from pipeline.backbone.checkpoint import file_sha256
+        from pipeline.zeroshot.alignment import ImageText
+        from pipeline.zeroshot.text import clip_text_from
+        from pipeline.zeroshot.tokenize import OPENAI_BPE, find_tokenizer_files, openai_clip_bpe
+
+        sd = found.state_dict()
+        files = find_tokenizer_files(
+            tokenizer or found.weights.parent, ((OPENAI_BPE,),), self.name,
+            "CheXzero tokenizes with openai/CLIP's BPE vocabulary (clip/bpe_simple_vocab_16e6.txt.gz in openai/CLIP "
+            "or rajpurkarlab/CheXzero): put it beside the checkpoint or pass --tokenizer FILE.",
+        )  # fmt: skip
+        text = {renamed(k, _TEXT_RENAMES): v for k, v in sd.items() if not k.startswith("visual.") and k not in _NOT_TEXT}
+        width = text["token_embedding.weight"].shape[1] if "token_embedding.weight" in text else 64
+        tower = clip_text_from(text, heads=max(1, width // 64), act="quick_gelu", eps=1e-5, source=str(found.weights))
+        if "visual.proj" not in sd or "logit_scale" not in sd:
+            raise CheckpointError(f"{found.weights}: no visual.proj or logit_scale; not a whole CLIP state dict")
+        return ImageText(
+            family=self.name, sha256=file_sha256(found.weights), image_projection=sd["visual.proj"].float().T,
+            image_bias=None, text=tower, tokenizer=openai_clip_bpe(files[OPENAI_BPE], tower.positional_embedding.shape[0]),
+            logit_scale=float(torch.exp(sd["logit_scale"].float())), source=str(found.weights),
         )  # fmt: skip
 
 
