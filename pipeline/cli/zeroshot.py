@@ -17,6 +17,10 @@ from pipeline.cli.checks import datasets_in
 from pipeline.errors import ConfigError
 
 SCALES = ("model", "none")  # pipeline.zeroshot.run.SCALES
+PROMPTS_HELP = (
+    "YAML/JSON: finding -> {positive: [...], negative: [...]} (default: '<finding>' vs 'no <finding>' for each of "
+    "the card's findings)."
+)
 
 
 @app.command(
@@ -29,11 +33,7 @@ SCALES = ("model", "none")  # pipeline.zeroshot.run.SCALES
 def zeroshot_command(
     dataset: Annotated[str, typer.Option(help="Data set(s), comma-separated.")],
     backbone: Annotated[str | None, typer.Option(help="Feature store under features/ (default: the only one).")] = None,
-    prompts: Annotated[
-        Path | None,
-        typer.Option(help="YAML/JSON: finding -> {positive: [...], negative: [...]} (default: '<finding>' vs "
-                     "'no <finding>' for each of the card's findings)."),
-    ] = None,  # fmt: skip
+    prompts: Annotated[Path | None, typer.Option(help=PROMPTS_HELP)] = None,
     scale: Annotated[
         str, typer.Option(help="model: the checkpoint's logit scale; none: raw cosines (CheXzero's zero_shot.py).")
     ] = "model",

@@ -147,7 +147,7 @@ DATASET_NAMES = {
     "jsrt": "JSRT",
     "plco": "PLCO",
 }
-HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP"}
+HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP", "zeroshot": "Zero-shot"}
 
 
 def order_datasets(names: set[str] | list[str]) -> list[str]:

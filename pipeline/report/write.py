@@ -21,6 +21,7 @@ from pipeline.atomic import TEMP_SUFFIX, atomic_dir, write_csv_atomic
 from pipeline.cautions import report_notes
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
+from pipeline.report.alignment import alignment_table
 from pipeline.report.attention import attention_figure, attention_runs
 from pipeline.report.cells import ReportTable, seed_notes, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
@@ -201,6 +202,7 @@ def _write_tables(
         summary.missing.append(survival_hint(coll))
     tables.append(survival)
     tables.append(label_efficiency_table(coll))
+    tables.append(alignment_table(coll))  # empty (not written) without a zero-shot run
     entries = []
     for table in tables:
         if table.is_empty:

@@ -47,7 +47,7 @@ _READ_ROWS = 4096  # store rows read at a time (only the last layer's global tok
 class ZeroShotConfig:
     """The options of a zero-shot run (`chex zeroshot`)."""
 
-    prompts: str | None = None  # prompt file (pipeline/zeroshot/prompts.py); None: the card's findings, CheXzero's pair
+    prompts: str | None = None  # prompt file (pipeline/zeroshot/prompts.py); None: CheXzero's pair per finding
     scale: str = "model"  # "model": the checkpoint's logit scale; "none": raw cosines (CheXzero's zero_shot.py)
     checkpoint: str | None = None  # default: the checkpoint the store records
     tokenizer: str | None = None  # default: beside the checkpoint
@@ -60,7 +60,10 @@ class ZeroShotConfig:
 
 
 def run_zeroshot(
-    workspace: Workspace | str | Path | None, dataset: str, backbone: str | None = None, config: ZeroShotConfig | None = None
+    workspace: Workspace | str | Path | None,
+    dataset: str,
+    backbone: str | None = None,
+    config: ZeroShotConfig | None = None,
 ) -> Path:
     """Score `dataset`'s val and test images zero-shot with `backbone`'s store and its checkpoint's text side;
     write the run folder and return it."""
@@ -127,7 +130,8 @@ def image_text_of(store, config: ZeroShotConfig):
     family = attrs.get("family")
     if family is None:
         raise ConfigError(f"feature store {store.path} records no backbone family; embed it again with this chex")
-    side = get_family(str(family)).image_text(inspect_path(checkpoint), Path(config.tokenizer) if config.tokenizer else None)
+    tokenizer = Path(config.tokenizer) if config.tokenizer else None
+    side = get_family(str(family)).image_text(inspect_path(checkpoint), tokenizer)
     if attrs.get("checkpoint_sha256") and side.sha256 != attrs["checkpoint_sha256"]:
         raise CheckpointError(
             f"{checkpoint} (sha256 {side.sha256[:12]}) is not the checkpoint feature store {store.path} was embedded "
@@ -156,8 +160,10 @@ def zero_shot_probabilities(side, tokens, prompts: dict[str, FindingPrompts], sc
 
     images = side.image_embeddings(tokens)  # (N, E) unit
     classes = torch.stack(
-        [torch.stack([side.class_embedding(list(p.positive)), side.class_embedding(list(p.negative))])
-         for p in prompts.values()]
+        [
+            torch.stack([side.class_embedding(list(p.positive)), side.class_embedding(list(p.negative))])
+            for p in prompts.values()
+        ]
     )  # (K, 2, E) fmt: skip
     logits = scale * torch.einsum("ne,kse->nks", images, classes)
     return logits.softmax(dim=-1)[..., 0].double().numpy()
@@ -171,7 +177,8 @@ def finish_run(folder: RunFolder, record: RunRecord, data, identity: dict, val_p
     files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RESULTS_FILE, RECORD_FILE]
     (folder / RECORD_FILE).unlink(missing_ok=True)  # incomplete until the new record is written
     write_parquet(prediction_frame(data, data.test, test_probs, identity, record.seed, 0.0), folder / PREDICTIONS_FILE)
-    write_parquet(prediction_frame(data, data.val, val_probs, identity, record.seed, 0.0), folder / VAL_PREDICTIONS_FILE)
+    val = prediction_frame(data, data.val, val_probs, identity, record.seed, 0.0)
+    write_parquet(val, folder / VAL_PREDICTIONS_FILE)
     record = dataclasses.replace(record, files=files)
     results = evaluate_run(folder.root, record=record)
     write_parquet(results, folder / RESULTS_FILE)

@@ -152,7 +152,8 @@ def open_clip_projection(keys: dict[str, torch.Tensor]) -> nn.Module:
 
 def clip_text_from(sd: dict[str, torch.Tensor], heads: int, act: str, eps: float, source: str) -> CLIPText:
     """A `CLIPText` sized from its state dict (in CLIPText's keys) and loaded strictly."""
-    _require(sd, ("token_embedding.weight", "positional_embedding", "text_projection", "blocks.0.mlp.fc1.weight"), source)
+    _require(sd, ("token_embedding.weight", "positional_embedding", "text_projection", "blocks.0.mlp.fc1.weight"),
+             source)  # fmt: skip
     vocab, width = sd["token_embedding.weight"].shape
     model = CLIPText(
         vocab, width, _depth(sd), heads, sd["positional_embedding"].shape[0], sd["text_projection"].shape[1], act, eps,

@@ -71,7 +71,8 @@ def find_tokenizer_files(where: Path, names: tuple[tuple[str, ...], ...], family
 def openai_clip_bpe(path: Path, context_length: int) -> PromptTokenizer:
     """CheXzero's / OpenAI CLIP's tokenizer from bpe_simple_vocab_16e6.txt.gz."""
     try:
-        lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"cannot read {path} as openai/CLIP's gzipped BPE merges file: {exc}") from None
     merges = [tuple(line.split()) for line in lines[1 : _OPENAI_MERGES + 1] if line.strip()]
@@ -94,7 +95,9 @@ def hf_clip_folder(files: dict[str, Path], context_length: int) -> PromptTokeniz
         vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))
         lines = files["merges.txt"].read_text(encoding="utf-8").split("\n")
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the CLIP tokenizer files {sorted(map(str, files.values()))}: {exc}") from None
+        raise CheckpointError(
+            f"cannot read the CLIP tokenizer files {sorted(map(str, files.values()))}: {exc}"
+        ) from exc
     merges = [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#version")]
     return _clip_bpe(vocab, merges, context_length, pad_id=vocab.get(EOT, 0), source=str(files["vocab.json"]))
 
@@ -107,7 +110,8 @@ def bert_folder(files: dict[str, Path], context_length: int) -> PromptTokenizer:
     if "tokenizer.json" in files:
         tok = _from_json(files["tokenizer.json"])
         pad = tok.token_to_id("[PAD]")
-        return PromptTokenizer(tok, context_length, pad_id=0 if pad is None else pad, source=str(files["tokenizer.json"]))
+        source = str(files["tokenizer.json"])
+        return PromptTokenizer(tok, context_length, pad_id=0 if pad is None else pad, source=source)
     vocab_file = files["vocab.txt"]
     words = vocab_file.read_text(encoding="utf-8").split("\n")  # one token a line, as transformers' load_vocab
     if words and words[-1] == "":

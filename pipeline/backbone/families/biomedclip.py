@@ -4,7 +4,8 @@ open_clip_pytorch_model.bin or open_clip_model.safetensors.
 
 `visual.trunk.*` is the timm model's own state dict (built here with `timm.create_model(timm_model_name,
 num_classes=0)` and loaded strictly; another input size through timm's `set_input_size`); `visual.head.*`
-(the image-text projection) and the text tower are set aside (logged; `image_text` builds them for zero-shot). Tokens: timm's `forward_intermediates`
+(the image-text projection) and the text tower are set aside (logged; `image_text` builds them for
+zero-shot). Tokens: timm's `forward_intermediates`
 of the last L blocks through the final norm (class token, registers if the timm model has them, patches).
 Preprocessing: open_clip `image_transform` for evaluation with the folder's `preprocess_cfg` (resize the
 short side, centre crop, bicubic, its mean/std). Follows mlfoundations/open_clip src/open_clip/timm_model.py

@@ -119,15 +119,18 @@ class CheXzeroFamily(Family):
             "CheXzero tokenizes with openai/CLIP's BPE vocabulary (clip/bpe_simple_vocab_16e6.txt.gz in openai/CLIP "
             "or rajpurkarlab/CheXzero): put it beside the checkpoint or pass --tokenizer FILE.",
         )  # fmt: skip
-        text = {renamed(k, _TEXT_RENAMES): v for k, v in sd.items() if not k.startswith("visual.") and k not in _NOT_TEXT}
+        text = {
+            renamed(k, _TEXT_RENAMES): v for k, v in sd.items() if k.split(".")[0] != "visual" and k not in _NOT_TEXT
+        }
         width = text["token_embedding.weight"].shape[1] if "token_embedding.weight" in text else 64
         tower = clip_text_from(text, heads=max(1, width // 64), act="quick_gelu", eps=1e-5, source=str(found.weights))
         if "visual.proj" not in sd or "logit_scale" not in sd:
             raise CheckpointError(f"{found.weights}: no visual.proj or logit_scale; not a whole CLIP state dict")
+        prompt_tokenizer = openai_clip_bpe(files[OPENAI_BPE], tower.positional_embedding.shape[0])
         return ImageText(
             family=self.name, sha256=file_sha256(found.weights), image_projection=sd["visual.proj"].float().T,
-            image_bias=None, text=tower, tokenizer=openai_clip_bpe(files[OPENAI_BPE], tower.positional_embedding.shape[0]),
-            logit_scale=float(torch.exp(sd["logit_scale"].float())), source=str(found.weights),
+            image_bias=None, text=tower, tokenizer=prompt_tokenizer, source=str(found.weights),
+            logit_scale=float(torch.exp(sd["logit_scale"].float())),
         )  # fmt: skip
 
 

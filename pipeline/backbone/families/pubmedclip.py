@@ -124,7 +124,7 @@ class HFCLIPFamily(Family):
         text_cfg = cfg.get("text_config") or {}
         act = _ACTS.get(text_cfg.get("hidden_act", "quick_gelu"))
         if act is None:
-            raise CheckpointError(f"{found.folder}/config.json: text hidden_act {text_cfg.get('hidden_act')!r} not supported")
+            raise CheckpointError(f"{found.folder}/config.json: hidden_act {text_cfg['hidden_act']!r} not supported")
         sd = found.state_dict()
         text, qkv = {}, {}
         for k, v in sd.items():
@@ -134,7 +134,8 @@ class HFCLIPFamily(Family):
                 qkv.setdefault((int(m.group(1)), m.group(3)), {})["qkv".index(m.group(2))] = (k, v)
             else:
                 text[renamed(k, _TEXT_RENAMES)] = v
-        text = {re.sub(r"\.attn\.qkv\.(weight|bias)$", r".attn.in_proj_\1", k): v for k, v in fuse_qkv(text, qkv).items()}
+        fused = fuse_qkv(text, qkv)
+        text = {re.sub(r"\.attn\.qkv\.(weight|bias)$", r".attn.in_proj_\1", k): v for k, v in fused.items()}
         if "text_projection.weight" in sd:
             text["text_projection"] = sd["text_projection.weight"].float().T
         tower = clip_text_from(
@@ -144,8 +145,9 @@ class HFCLIPFamily(Family):
         if "visual_projection.weight" not in sd or "logit_scale" not in sd:
             raise CheckpointError(f"{found.weights}: no visual_projection or logit_scale; not a whole CLIPModel")
         return ImageText(
-            family=self.name, sha256=file_sha256(found.weights), image_projection=sd["visual_projection.weight"].float(),
-            image_bias=None, text=tower, tokenizer=hf_clip_folder(files, tower.positional_embedding.shape[0]),
+            family=self.name, sha256=file_sha256(found.weights),
+            image_projection=sd["visual_projection.weight"].float(), image_bias=None, text=tower,
+            tokenizer=hf_clip_folder(files, tower.positional_embedding.shape[0]),
             logit_scale=float(torch.exp(sd["logit_scale"].float())), source=str(found.weights),
         )  # fmt: skip
 

@@ -21,7 +21,7 @@ PROMPTS = [
     "no lung opacity",
 ]
 BIOMEDCLIP_MEAN, BIOMEDCLIP_STD = (0.5, 0.45, 0.4), (0.25, 0.26, 0.27)
-BERT_WORDS = (
+BERT_WORDS = (  # noqa: SIM905 (a vocab.txt, one token a line)
     "[PAD] [UNK] [CLS] [SEP] [MASK] no pleural effusion card ##io ##me ##galy en ##larged cardio ##media ##stin ##um "
     "pneumo ##thorax left apical lung op ##acity , . a b c d e f g h i j k l m n o p q r s t u v w x y z ##a ##b ##c "
     "##d ##e ##f ##g ##h ##i ##j ##k ##l ##m ##n ##o ##p ##q ##r ##s ##t ##u ##v ##w ##x ##y ##z"
@@ -81,13 +81,15 @@ def biomedclip(folder: Path):
     torch.manual_seed(0)
     vision = dict(timm_model_name="vit_tiny_patch16_224", timm_model_pretrained=False, timm_pool="", timm_proj="linear",
                   image_size=224)  # fmt: skip
-    text = dict(hf_model_name=str(bert), hf_tokenizer_name=str(folder), hf_proj_type="mlp",
-                hf_pooler_type="cls_last_hidden_state_pooler", context_length=40, hf_model_pretrained=False)  # fmt: skip
+    text = dict(hf_model_name=str(bert), hf_tokenizer_name=str(folder), hf_proj_type="mlp", context_length=40,
+                hf_pooler_type="cls_last_hidden_state_pooler", hf_model_pretrained=False)  # fmt: skip
     model = CustomTextCLIP(embed_dim=16, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text)).eval()
     _jitter(model)
     model.visual.image_mean, model.visual.image_std = BIOMEDCLIP_MEAN, BIOMEDCLIP_STD
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    save_config_for_hf(model, folder / "open_clip_config.json", {"embed_dim": 16, "vision_cfg": vision, "text_cfg": text})
+    save_config_for_hf(
+        model, folder / "open_clip_config.json", {"embed_dim": 16, "vision_cfg": vision, "text_cfg": text}
+    )
     return model, HFTokenizer(str(folder), context_length=40), folder
 
 

@@ -173,3 +173,21 @@ def test_a_malformed_prompt_file_is_refused_before_any_work(tmp_path):
     assert "Cardiomegaly" in result.output and "positive" in result.output
     result = runner.invoke(app, ["zeroshot", "--dataset", "cxr", "-w", str(tmp_path / "ws"), "--scale", "big"])
     assert result.exit_code == 2 and "--scale" in result.output
+
+
+@pytest.mark.slow
+def test_compare_and_report_treat_the_zeroshot_run_like_a_probe_run(tmp_path):
+    ws, *_ = _embed(tmp_path, "pubmedclip")
+    common = ["--dataset", "cxr", "-w", str(ws.root), "--quiet", "--resamples", "20"]
+    assert runner.invoke(app, ["zeroshot", *common]).exit_code == 0
+    probe = runner.invoke(app, ["probe", "--head", "linear", *common, "--lrs", "0.01", "--epochs", "2"])
+    assert probe.exit_code == 0, probe.output
+    zeroshot, linear = (ws.results_dir("cxr", "pubmedclip", head) for head in ("zeroshot", "linear"))
+    compare = runner.invoke(app, ["compare", str(zeroshot), str(linear), "--permutations", "50"])
+    assert compare.exit_code == 0, compare.output
+    report = runner.invoke(app, ["report", "-w", str(ws.root), "--out", str(tmp_path / "report"), "--resamples", "20",
+                                 "--permutations", "20"])  # fmt: skip
+    assert report.exit_code == 0, report.output
+    table = (tmp_path / "report" / "tables" / "table3_alignment.md").read_text()
+    assert "Table III" in table and "Zero-shot" in table and "Linear" in table
+    assert "Zero-shot" in (tmp_path / "report" / "tables" / "table2_performance.md").read_text()
