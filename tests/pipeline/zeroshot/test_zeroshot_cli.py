@@ -182,7 +182,8 @@ def test_compare_and_report_treat_the_zeroshot_run_like_a_probe_run(tmp_path):
     assert runner.invoke(app, ["zeroshot", *common]).exit_code == 0
     probe = runner.invoke(app, ["probe", "--head", "linear", *common, "--lrs", "0.01", "--epochs", "2"])
     assert probe.exit_code == 0, probe.output
-    zeroshot, linear = (ws.results_dir("cxr", "pubmedclip", head) for head in ("zeroshot", "linear"))
+    zeroshot = ws.results_dir("cxr", "pubmedclip", "zeroshot")
+    (linear,) = ws.results_dir("cxr", "pubmedclip", "").glob("linear@*")  # --lrs/--epochs: a tagged configuration
     compare = runner.invoke(app, ["compare", str(zeroshot), str(linear), "--permutations", "50"])
     assert compare.exit_code == 0, compare.output
     report = runner.invoke(app, ["report", "-w", str(ws.root), "--out", str(tmp_path / "report"), "--resamples", "20",
