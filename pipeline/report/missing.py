@@ -150,6 +150,8 @@ def _missing_fractions(coll: Collection) -> list[str]:
                 continue
             if model[0] == ORACLE[0]:
                 continue  # the oracle has full-label runs only, and no `chex probe` head makes more
+            if model[1].partition(" (")[0] == "zeroshot":
+                continue  # zero-shot (`chex zeroshot`) trains on no labels: it has no label fractions
             some = next(r for r in coll.runs if r.dataset == dataset and r.model == model)
             for fraction in fractions:
                 if fraction < 1 and coll.run(dataset, model, fraction) is None:

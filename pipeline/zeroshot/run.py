@@ -118,20 +118,24 @@ def image_text_of(store, config: ZeroShotConfig):
     """The alignment of the checkpoint that made `store` (or `config.checkpoint`), checked against the store's
     family and weights sha256."""
     from pipeline.backbone.found import inspect_path
-    from pipeline.backbone.registry import get_family
+    from pipeline.backbone.registry import Family, get_family
+    from pipeline.zeroshot.alignment import no_text_tower
 
     attrs = store.attrs
+    family = attrs.get("family")
+    if family is None:
+        raise ConfigError(f"feature store {store.path} records no backbone family; embed it again with this chex")
+    fam = get_family(str(family))
+    if type(fam).image_text is Family.image_text:
+        raise CheckpointError(f"feature store {store.path}: " + no_text_tower(fam.name))
     checkpoint = config.checkpoint or attrs.get("checkpoint")
     if not checkpoint or not Path(str(checkpoint)).exists():
         raise ConfigError(
             f"feature store {store.path} records checkpoint {attrs.get('checkpoint')!r}, which is not on disk; "
             "pass the files it was embedded from with --checkpoint PATH"
         )
-    family = attrs.get("family")
-    if family is None:
-        raise ConfigError(f"feature store {store.path} records no backbone family; embed it again with this chex")
     tokenizer = Path(config.tokenizer) if config.tokenizer else None
-    side = get_family(str(family)).image_text(inspect_path(checkpoint), tokenizer)
+    side = fam.image_text(inspect_path(checkpoint), tokenizer)
     if attrs.get("checkpoint_sha256") and side.sha256 != attrs["checkpoint_sha256"]:
         raise CheckpointError(
             f"{checkpoint} (sha256 {side.sha256[:12]}) is not the checkpoint feature store {store.path} was embedded "

@@ -157,7 +157,7 @@ def test_a_prompt_file_overrides_and_gets_its_own_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_tokenizer_and_a_vision_only_store_are_refused_with_their_reason(tmp_path):
+def test_a_missing_tokenizer_is_refused_naming_the_file(tmp_path):
     ws, _, _, path, _ = _embed(tmp_path, "chexzero")
     (path.parent / "bpe_simple_vocab_16e6.txt.gz").unlink()
     result = runner.invoke(app, ["zeroshot", "--dataset", "cxr", "-w", str(ws.root)])
@@ -192,3 +192,30 @@ def test_compare_and_report_treat_the_zeroshot_run_like_a_probe_run(tmp_path):
     table = (tmp_path / "report" / "tables" / "table3_alignment.md").read_text()
     assert "Table III" in table and "Zero-shot" in table and "Linear" in table
     assert "Zero-shot" in (tmp_path / "report" / "tables" / "table2_performance.md").read_text()
+
+
+def test_a_store_of_a_family_without_text_tower_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.errors import CheckpointError
+    from pipeline.zeroshot.run import ZeroShotConfig, image_text_of
+
+    store = SimpleNamespace(path=tmp_path / "features" / "rad-dino", attrs={"family": "rad-dino", "checkpoint": "x"})
+    with pytest.raises(CheckpointError, match="no text tower"):
+        image_text_of(store, ZeroShotConfig())
+
+
+def test_argument_and_prompt_file_errors_come_before_torch(tmp_path):
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('{"Cardiomegaly": {"positive": ["cardiomegaly"]}}')
+    code = (
+        "import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
+        f"r = CliRunner().invoke(app, ['zeroshot', '--dataset', 'cxr', '--prompts', {str(prompts)!r}]); "
+        "print(r.exit_code, 'torch' in sys.modules); print(r.output)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("2 False"), out
+    assert "Cardiomegaly" in out
