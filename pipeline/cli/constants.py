@@ -11,3 +11,4 @@ NEAR_THRESHOLD = 4  # pipeline.corpus.build.DEFAULT_NEAR_THRESHOLD
 # data_manifests.adapters
 ADAPTERS = ("chexpert", "cxr14", "cxrlt24", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")
 REPORT_FORMATS = ("md", "csv", "tex")  # pipeline.report.formats.FORMATS
+ZEROSHOT_SCALES = ("model", "none")  # pipeline.zeroshot.run.SCALES

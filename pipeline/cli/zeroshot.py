@@ -14,9 +14,9 @@ import typer
 
 from pipeline.cli.app import QuietOption, WorkspaceOption, app, chex_command, configure_logging, console, workspace_from
 from pipeline.cli.checks import datasets_in
+from pipeline.cli.constants import ZEROSHOT_SCALES as SCALES
 from pipeline.errors import ConfigError
 
-SCALES = ("model", "none")  # pipeline.zeroshot.run.SCALES
 PROMPTS_HELP = (
     "YAML/JSON: finding -> {positive: [...], negative: [...]} (default: '<finding>' vs 'no <finding>' for each of "
     "the card's findings)."

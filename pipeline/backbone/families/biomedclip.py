@@ -165,7 +165,7 @@ register(
         name="biomedclip",
         summary="BiomedCLIP and other open_clip hf-hub folders with a timm ViT image tower (visual.trunk.*)",
         expects="folder: open_clip_config.json (vision_cfg.timm_model_name) + open_clip_pytorch_model.bin "
-        "or open_clip_model.safetensors",
+        "or open_clip_model.safetensors [+ tokenizer.json or vocab.txt, for zero-shot]",
         preprocessing="open_clip eval transform from preprocess_cfg: short side resize, centre crop, "
         "bicubic+antialias, its mean/std",
         follows="mlfoundations/open_clip timm_model.py, push_to_hf_hub.py, transform.py",

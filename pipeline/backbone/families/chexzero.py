@@ -137,8 +137,9 @@ class CheXzeroFamily(Family):
 register(
     CheXzeroFamily(
         name="chexzero",
-        summary="CheXzero and other OpenAI-CLIP ViT state dicts (image tower; text tower set aside)",
-        expects="a .pt state dict with visual.conv1.*, visual.transformer.resblocks.N.attn.in_proj_*, visual.ln_post",
+        summary="CheXzero and other OpenAI-CLIP ViT state dicts (image tower; its text tower for `chex zeroshot`)",
+        expects="a .pt state dict with visual.conv1.*, visual.transformer.resblocks.N.attn.in_proj_*, visual.ln_post "
+        "[+ bpe_simple_vocab_16e6.txt.gz beside it, for zero-shot]",
         preprocessing="CheXzero: pad square on black, bicubic+antialias to 224, mean/std 101.48761/83.43944 on 0-255",
         follows="openai/CLIP clip/model.py (build_model); rajpurkarlab/CheXzero data_process.py, zero_shot.py",
         priority=35,

@@ -157,7 +157,7 @@ register(
         name="pubmedclip",
         summary="PubMedCLIP and other transformers CLIPModel / CLIPVisionModel folders (image tower)",
         expects="folder: config.json (model_type clip) + pytorch_model.bin or model.safetensors "
-        "[+ preprocessor_config.json]",
+        "[+ preprocessor_config.json] [+ tokenizer.json or vocab.json + merges.txt, for zero-shot]",
         preprocessing="from preprocessor_config.json (CLIPImageProcessor): shortest_edge resize, centre crop, "
         "bicubic+antialias, /255, its mean/std",
         follows="huggingface/transformers models/clip/modeling_clip.py; PubMedCLIP model card",

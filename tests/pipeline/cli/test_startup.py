@@ -49,6 +49,7 @@ def test_help_constants_match_the_library():
     from pipeline.report.formats import FORMATS
     from pipeline.stats.multiple import ADJUST_METHODS
     from pipeline.synth.specs import DATASETS
+    from pipeline.zeroshot.run import SCALES
 
     assert constants.ADJUST_METHODS == ADJUST_METHODS
     assert tuple(SIZES) == constants.DEMO_SIZES
@@ -56,3 +57,4 @@ def test_help_constants_match_the_library():
     assert constants.NEAR_THRESHOLD == DEFAULT_NEAR_THRESHOLD
     assert set(constants.ADAPTERS) == set(ADAPTERS)
     assert tuple(constants.REPORT_FORMATS) == tuple(FORMATS)
+    assert constants.ZEROSHOT_SCALES == SCALES
