@@ -67,7 +67,7 @@ def run_zeroshot(
 ) -> Path:
     """Score `dataset`'s val and test images zero-shot with `backbone`'s store and its checkpoint's text side;
     write the run folder and return it."""
-    from pipeline.probe.data import check_in_store, load_probe_data
+    from pipeline.probe.data import check_in_store, load_probe_data, outputs_without_both_classes
     from pipeline.probe.protocol import resolve_backbone
     from pipeline.store.reader import FeatureStore
 
@@ -103,7 +103,8 @@ def run_zeroshot(
         n_resamples=config.n_resamples, chosen_lr=0.0, val_macro_auroc=float("nan"), test_macro_auroc=float("nan"),
         selected_by="none (zero-shot: no training, no sweep)", epochs=0, batch_size=0, train_views=0,
         head_config=head_config, config={"seed": config.seed, "n_resamples": config.n_resamples}, outputs=outputs,
-        skipped_train={}, skipped_test={}, threshold_transfer="quantile", store_path=str(store.path),
+        skipped_train={}, skipped_test=outputs_without_both_classes(data.labels[data.test], outputs),
+        threshold_transfer="quantile", store_path=str(store.path),
         checkpoint=side.source, checkpoint_sha256=side.sha256,
         store_attrs={k: v for k, v in store.attrs.items() if k != "layout"}, synthetic=bool(data.card.synthetic),
         data={"n_val": len(data.val), "n_test": len(data.test), "left_out": left_out, **data.notes},
