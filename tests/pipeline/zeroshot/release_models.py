@@ -19,6 +19,7 @@ PROMPTS = [
     "no  enlarged cardiomediastinum.",
     "pneumothorax, left apical",
     "no lung opacity",
+    " ".join(["left pleural effusion with cardiomegaly and no pneumothorax"] * 12),  # past every context length
 ]
 BIOMEDCLIP_MEAN, BIOMEDCLIP_STD = (0.5, 0.45, 0.4), (0.25, 0.26, 0.27)
 BERT_WORDS = (  # noqa: SIM905 (a vocab.txt, one token a line)

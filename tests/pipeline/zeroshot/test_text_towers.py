@@ -53,8 +53,8 @@ def test_pubmedclip_text_side_equals_transformers(tmp_path, files):
     else:
         assert (folder / "tokenizer.json").is_file()
     side = get_family("pubmedclip").image_text(inspect_path(folder))
-    assert _ids(side.tokenizer, PROMPTS) == reference_tok(PROMPTS)["input_ids"]
-    batch = reference_tok(PROMPTS, padding=True, return_tensors="pt")
+    assert _ids(side.tokenizer, PROMPTS) == reference_tok(PROMPTS, truncation=True, max_length=77)["input_ids"]
+    batch = reference_tok(PROMPTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
     with torch.no_grad():
         want = model.get_text_features(**batch)
         want = getattr(want, "pooler_output", want)
