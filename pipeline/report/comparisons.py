@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.errors import ChexError
 from pipeline.progress import track
+from pipeline.report.cells import can_be_best
 from pipeline.report.collect import Collection, head_name
 from pipeline.report.missing import rerun_hint
 from pipeline.report.tables import TABLE2_METRICS, classification_datasets, is_oracle, result_cell
@@ -45,8 +46,10 @@ def best_vs_others(
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per (data set, metric, other model): macro metric of the best model vs it, p and adjusted p.
 
-    The best model is the one with the highest macro estimate in results.parquet (first in report order on
-    ties). Each pair of runs is tested once (both metrics at a time, `pipeline.runs.compare_runs`, over the
+    The best model is the one with the highest macro estimate in results.parquet among those Table II may call
+    best (`pipeline.report.cells.can_be_best`: not an estimate whose CI was withheld as too uncertain), first in
+    report order on ties, so the 'best' of the p-value table is the bold cell of Table II. Each pair of runs is
+    tested once (both metrics at a time, `pipeline.runs.compare_runs`, over the
     outputs both runs average, so p tests the printed difference); n_permutations is the number of distinct
     swap patterns drawn (all 2**patients of them when that is fewer than asked: `exact`) and min_p the smallest
     p the test could give (pipeline.stats.permutation.smallest_p); p is adjusted
@@ -58,9 +61,10 @@ def best_vs_others(
         runs = coll.full_runs(dataset)
         models = [m for m in coll.models(runs) if not is_oracle(m)]  # the oracle is a reference, not a rival
         for metric in TABLE2_METRICS:
-            estimates = {m: result_cell(coll.run(dataset, m).results, metric).value for m in models}
-            ranked = [m for m in models if not np.isnan(estimates[m])]
-            if len(ranked) < 2:
+            cells = {m: result_cell(coll.run(dataset, m).results, metric) for m in models}
+            estimates = {m: cells[m].value for m in models}
+            ranked = [m for m in models if can_be_best(cells[m])]  # the rule that bolds Table II's best
+            if not ranked or sum(not np.isnan(v) for v in estimates.values()) < 2:
                 continue
             best = max(ranked, key=lambda m: estimates[m])
             plan += [(dataset, metric, best, other, estimates) for other in models if other != best]

@@ -1,0 +1,97 @@
+"""The comparison layout (issue 23): Holm within a column against statsmodels, the bold rule and the tested best
+agree, and the provenance names each backbone's family and weights sha256."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from pipeline.report.collect import collect_runs
+from pipeline.report.comparisons import best_vs_others
+from pipeline.report.index import provenance
+from pipeline.report.tables import performance_table, pvalue_table
+from pipeline.stats.classification import TOO_FEW
+from tests.pipeline.report.fabricate import FAMILY, SHA, run_dir
+
+PERMUTATIONS = 20
+HEAD_LABEL = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP"}
+
+
+def test_pvalues_are_holm_adjusted_within_each_column_as_statsmodels(report):
+    detail = pd.read_csv(report.out_dir / "tables" / "table2_pvalues_detail.csv", float_precision="round_trip")
+    families = list(detail.groupby(["dataset", "metric"]))
+    assert len(families) == 6  # 3 data sets (columns) x 2 metrics (panels)
+    for (dataset, metric), family in families:
+        assert family["best_backbone"].nunique() == 1 and family["best_head"].nunique() == 1
+        tested = family["p_value"].notna().to_numpy()
+        expected = multipletests(family["p_value"].to_numpy()[tested], method="holm")[1]
+        assert np.allclose(family["p_adjusted"].to_numpy()[tested], expected), (dataset, metric)
+        # a column's family is never pooled with another column's
+        assert len(family) == 4 if dataset == "jsrt" else 5
+    caption = report.tables["table2_pvalues"].caption
+    assert "Holm-adjusted" in caption and "within each column" in caption
+
+
+def _withhold_ci(folder, metric: str) -> None:
+    """Make `folder`'s macro `metric` an estimate too uncertain to rank (its CI withheld, as the stats do)."""
+    path = folder / "results.parquet"
+    results = pd.read_parquet(path)
+    row = (results["output"] == "macro") & (results["metric"] == metric)
+    results.loc[row, ["ci_low", "ci_high"]] = math.nan
+    results.loc[row, "note"] = f"{TOO_FEW} test positives (2) for a CI"
+    results.to_parquet(path, index=False)
+
+
+def test_a_best_whose_interval_is_withheld_is_neither_bold_nor_the_tested_best(workspace, tmp_path):
+    """The best of Shenzhen's AUROC column (vits-a GLoRI) has its CI withheld: Table II bolds the next one, and the
+    p-value table must test that same model against the others (it used to test the unbolded one)."""
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace.root / "results" / "shenzhen", copy / "results" / "shenzhen")
+    _withhold_ci(copy / run_dir(workspace, "shenzhen", "vits-a", "glori").relative_to(workspace.root), "auroc")
+    coll = collect_runs([copy / "results"])
+    table2 = performance_table(coll)
+    bold = [row.labels for row in next(p for p in table2.panels if p.title == "AUROC").rows if row.cells[0].bold]
+    assert bold and ("vits-a", "GLoRI") not in bold
+    comparisons, problems = best_vs_others(coll, n_permutations=PERMUTATIONS)
+    assert not problems
+    family = comparisons[(comparisons["dataset"] == "shenzhen") & (comparisons["metric"] == "auroc")]
+    best = family[["best_backbone", "best_head"]].drop_duplicates()
+    assert len(best) == 1
+    assert (best.iloc[0]["best_backbone"], HEAD_LABEL[best.iloc[0]["best_head"]]) == bold[0]
+    # the unrankable model is still compared against the best (a row of its own), never called best
+    assert ((family["backbone"] == "vits-a") & (family["head"] == "glori")).sum() == 1
+    pvalues = pvalue_table(coll, comparisons, PERMUTATIONS, "holm")
+    cells = {row.labels: row.cells[0] for row in next(p for p in pvalues.panels if p.title == "AUROC").rows}
+    assert cells[bold[0]].text == "best"
+    assert cells[("vits-a", "GLoRI")].text != "best" and cells[("vits-a", "GLoRI")].has_value
+
+
+def test_provenance_names_each_backbones_family_and_weights_sha256(workspace, report):
+    coll = collect_runs(None, workspace)
+    prov = provenance(coll, [str(workspace.root / "results")])
+    for backbone in ("vits-a", "vits-b"):
+        entry = prov["backbones"][backbone]
+        assert entry["family"] == [FAMILY[backbone]]
+        assert entry["checkpoint_sha256"] == [SHA[backbone]]  # the weights file's sha256
+    index = (report.out_dir / "index.md").read_text()
+    for backbone in ("vits-a", "vits-b"):
+        line = next(x for x in index.splitlines() if x.startswith(f"- backbone `{backbone}`"))
+        # the whole digest: a reader can check the weights file with sha256sum
+        assert f"family {FAMILY[backbone]}, weights sha256 `{SHA[backbone]}`" in line
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_provenance_reads_the_store_record_when_run_json_lacks_it(workspace, with_store):
+    """Runs written before the store recorded its family say 'family unknown' rather than guess."""
+    coll = collect_runs(None, workspace)
+    for run in coll.runs:
+        if run.record is not None and not with_store:
+            run.record = type(run.record)(**{**run.record.to_dict(), "store_attrs": {}})
+    prov = provenance(coll, ["x"])
+    families = prov["backbones"]["vits-a"]["family"]
+    assert families == ([FAMILY["vits-a"]] if with_store else [])
