@@ -3,6 +3,7 @@ agree, and the provenance names each backbone's family and weights sha256."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -14,8 +15,10 @@ from statsmodels.stats.multitest import multipletests
 from pipeline.report.collect import collect_runs
 from pipeline.report.comparisons import best_vs_others
 from pipeline.report.index import provenance
+from pipeline.report.missing import missing_inputs
 from pipeline.report.tables import performance_table, pvalue_table
 from pipeline.stats.classification import TOO_FEW
+from pipeline.workspace import Workspace
 from tests.pipeline.report.fabricate import FAMILY, SHA, run_dir
 
 PERMUTATIONS = 20
@@ -95,3 +98,22 @@ def test_provenance_reads_the_store_record_when_run_json_lacks_it(workspace, wit
     prov = provenance(coll, ["x"])
     families = prov["backbones"]["vits-a"]["family"]
     assert families == ([FAMILY["vits-a"]] if with_store else [])
+
+
+def test_an_embedded_backbone_without_runs_is_named_with_its_family(workspace, tmp_path):
+    """Every embedded backbone belongs in the comparison: a store without probe runs is named, not silently left out."""
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(workspace.root / "results" / "jsrt", ws.root / "results" / "jsrt")
+    for name, attributes in (("convnext-22k", {"family": "convnext"}), ("old-store", {})):
+        ws.features_dir(name).mkdir(parents=True)
+        (ws.features_dir(name) / "zarr.json").write_text(
+            json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes})
+        )
+    missing = missing_inputs(collect_runs(None, ws))
+    assert (
+        "backbone convnext-22k (family convnext) is embedded (features/convnext-22k) but has no probe runs, so the "
+        "comparison tables lack it: run `chex probe --head linear --dataset jsrt --backbone convnext-22k` "
+        "(and --head glori)"
+    ) in missing
+    assert any(m.startswith("backbone old-store (family not recorded) is embedded") for m in missing)
+    assert not any(m.startswith(f"backbone {b} ") for b in ("vits-a", "vits-b") for m in missing)
