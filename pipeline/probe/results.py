@@ -84,11 +84,28 @@ def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[st
     return pd.concat(frames, ignore_index=True)
 
 
+def attention_positions(labels: np.ndarray, n: int, positions: np.ndarray) -> np.ndarray:
+    """`n` of the test `positions` (labels (N, K), NaN = masked) for attention maps: a positive of each output
+    in turn, rarest output first (the findings the first n images most often miss, e.g. a malpositioned tube),
+    each image once, then the first remaining images; in test order."""
+    chosen: list[int] = []
+    positives = np.nan_to_num(labels, nan=0.0) == 1
+    for k in np.argsort(positives.sum(axis=0), kind="stable"):
+        if len(chosen) >= n:
+            break
+        found = next((i for i in np.flatnonzero(positives[:, k]) if i not in chosen), None)
+        if found is not None:
+            chosen.append(int(found))
+    chosen += [i for i in range(len(positions)) if i not in chosen][: max(0, n - len(chosen))]
+    return positions[np.sort(np.asarray(chosen, dtype=np.int64))]
+
+
 def attention_maps(
     head: torch.nn.Module, features: Features, data: ProbeData, n: int, device: torch.device, path: Path
 ) -> str:
-    """Save the GLoRI attention maps of the first `n` test images; returns the file's path in the run folder."""
-    positions = data.test[:n]
+    """Save the GLoRI attention maps of `n` test images (`attention_positions`); returns the file's path in the
+    run folder."""
+    positions = attention_positions(data.labels[data.test], n, data.test)
     ids, maps, scores = [], [], []
     head.eval().to(device)
     with torch.no_grad():

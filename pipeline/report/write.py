@@ -48,6 +48,7 @@ from pipeline.report.tables import (
     survival_datasets,
     survival_table,
 )
+from pipeline.report.tubes import tube_attention_figure, tube_runs
 from pipeline.stats.multiple import ADJUST_METHODS
 from pipeline.workspace import Workspace, resolve_workspace
 
@@ -174,6 +175,7 @@ def _figure_steps(coll: Collection) -> list[Callable[..., list[FigureResult]]]:
         (survival_datasets, _kaplan_meier),
         (efficiency_datasets, _label_efficiency),
         (attention_runs, _attention),
+        (tube_runs, _tube_tips),
     )
     return [make for has_inputs, make in wanted if has_inputs(coll)]
 
@@ -273,6 +275,15 @@ def _attention(coll, out, summary, n_resamples, seed, findings) -> list[FigureRe
             made.append(figure)
     if findings and not made:
         summary.missing.append(f"no GLoRI attention maps for {', '.join(findings)} in any run; no attention figure")
+    return made
+
+
+def _tube_tips(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    made = []
+    for run in tube_runs(coll):
+        figure, notes = tube_attention_figure(coll, run, out)
+        summary.missing += notes
+        made += [figure] if figure is not None else []
     return made
 
 
