@@ -123,3 +123,25 @@ def test_the_report_marks_abnormal_tips_and_measures_attention_there(tube_report
     assert measured >= 2
     index = (report.out_dir / "index.md").read_text()
     assert "attention at abnormal tube tips" in index and "tube_tips_ranzcr_vits-a.png" in index
+
+
+@pytest.mark.slow
+def test_a_tiny_embedded_and_probed_ranzcr_run_gets_the_tip_figure(tmp_path):
+    """The whole path on a tiny synthetic cohort: embed (random-init tiny ViT, 4x4 grid), GLoRI probe saving maps
+    of a positive of each finding, report with the planted tips marked."""
+    from pipeline.embed import EmbedOptions, embed_datasets
+    from pipeline.probe import ProbeConfig, run_probe
+    from tests.pipeline.embed.helpers import make_checkpoint
+
+    ws = Workspace(tmp_path / "ws")
+    generate_cohort(ws, size="tiny", datasets=["ranzcr"], n_images={"ranzcr": 120}, image_size=SIZE, progress=False)
+    make_checkpoint(ws)
+    embed_datasets(ws, ["ranzcr"], ws.checkpoints_dir("tiny"), backbone_name="tiny",
+                   options=EmbedOptions(workers=0, batch_size=32, progress=False))  # fmt: skip
+    config = ProbeConfig(n_resamples=20, epochs=2, lrs=(1e-3,), save_attention=12,
+                         head_options={"embed_dim": 16, "ffn_dim": 32})  # fmt: skip
+    run_probe(ws, "ranzcr", "glori", backbone="tiny", config=config, progress=False)
+    report = write_report(ws, progress=False, n_resamples=20, n_permutations=20)
+    (figure,) = [f for f in report.figures if f.name == "tube_tips_ranzcr_tiny"]
+    assert "(4x4) on the highest-scored test image whose planted tip is abnormal" in figure.caption
+    assert re.search(r"- Abnormal: \d+% of the query's attention lies within 16 px of the planted tip", figure.caption)
