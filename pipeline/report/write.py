@@ -24,7 +24,7 @@ from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
 from pipeline.report.cells import ReportTable, seed_notes, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
-from pipeline.report.comparisons import best_vs_others
+from pipeline.report.comparisons import best_vs_others, survival_best_vs_others
 from pipeline.report.figures import (
     FigureResult,
     label_efficiency_figure,
@@ -46,6 +46,7 @@ from pipeline.report.tables import (
     performance_table,
     pvalue_table,
     survival_datasets,
+    survival_pvalue_table,
     survival_table,
 )
 from pipeline.report.tubes import tube_attention_figure, tube_runs
@@ -190,18 +191,24 @@ def _write_tables(
     seed: int,
 ) -> list[IndexEntry]:
     tables = [performance_table(coll)]
-    detail = None
+    details: dict[str, pd.DataFrame] = {}  # a p-value table's unadjusted comparisons, as <name>_detail.csv
     if not tables[0].is_empty:
         comparisons, problems = best_vs_others(coll, n_permutations, seed, adjust)
         summary.missing += problems
         tables.append(pvalue_table(coll, comparisons, n_permutations, adjust))
-        detail = comparisons
+        details["table2_pvalues"] = comparisons
     else:
         summary.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
     survival = survival_table(coll)
     if survival.is_empty:
         summary.missing.append(survival_hint(coll))
     tables.append(survival)
+    if not survival.is_empty:
+        comparisons, problems = survival_best_vs_others(coll, n_permutations, seed, adjust)
+        summary.missing += problems
+        if len(comparisons):
+            tables.append(survival_pvalue_table(coll, comparisons, n_permutations, adjust))
+            details["table4_pvalues"] = comparisons
     tables.append(label_efficiency_table(coll))
     entries = []
     for table in tables:
@@ -210,8 +217,8 @@ def _write_tables(
         summary.tables[table.name] = table
         table.notes += [n for n in undefined_notes(table) + seed_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
-        if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
-            files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))
+        if table.name in details and "csv" in formats:
+            files.append(_write_csv(details[table.name], out / "tables" / f"{table.name}_detail.csv"))
         summary.paths += files
         entries.append(IndexEntry(table, files))
     return entries

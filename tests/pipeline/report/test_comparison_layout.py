@@ -17,8 +17,10 @@ from pipeline.report.comparisons import best_vs_others
 from pipeline.report.index import provenance
 from pipeline.report.missing import missing_inputs
 from pipeline.report.tables import performance_table, pvalue_table
+from pipeline.stats import compare_predictions
 from pipeline.stats.classification import TOO_FEW
 from pipeline.workspace import Workspace
+from tests.pipeline.report.conftest import PERMUTATIONS as PERMUTATIONS_REPORT
 from tests.pipeline.report.fabricate import FAMILY, SHA, run_dir
 
 PERMUTATIONS = 20
@@ -117,3 +119,35 @@ def test_an_embedded_backbone_without_runs_is_named_with_its_family(workspace, t
     ) in missing
     assert any(m.startswith("backbone old-store (family not recorded) is embedded") for m in missing)
     assert not any(m.startswith(f"backbone {b} ") for b in ("vits-a", "vits-b") for m in missing)
+
+
+def test_table4_companion_tests_each_endpoints_best_with_holm_within_a_column(workspace, report):
+    """Table IV's rows get their paired permutation p against the column's best too (AUPRC / AUROC of death within
+    the horizon, per endpoint), Holm-adjusted within each column."""
+    table4 = report.tables["table4_survival"]
+    companion = report.tables["table4_pvalues"]
+    detail = pd.read_csv(report.out_dir / "tables" / "table4_pvalues_detail.csv", float_precision="round_trip")
+    assert set(detail["endpoint"]) == {"cvd", "all_cause"} and set(detail["metric"]) == {"auprc", "auroc"}
+    assert "Holm-adjusted within each column" in companion.caption
+    for (endpoint, metric), column in detail.groupby(["endpoint", "metric"]):
+        assert len(column) == 5  # 6 models: the best vs the 5 others
+        expected = multipletests(column["p_value"].to_numpy(), method="holm")[1]
+        assert np.allclose(column["p_adjusted"], expected)
+        panel = {"cvd": "CVD mortality", "all_cause": "All-cause mortality"}[endpoint]
+        name = {"auprc": "AUPRC", "auroc": "AUROC"}[metric]
+        best = (column["best_backbone"].iloc[0], HEAD_LABEL[column["best_head"].iloc[0]])
+        assert table4.cell(panel, best, name).bold  # the tested best is Table IV's bold cell
+        assert companion.cell(panel, best, name).text == "best"
+        for _, row in column.iterrows():
+            cell = companion.cell(panel, (row["backbone"], HEAD_LABEL[row["head"]]), name)
+            assert cell.value == pytest.approx(row["p_adjusted"])
+    # the raw p of one pair is the stats library's paired permutation test of the endpoint's binary output
+    one = detail[(detail["endpoint"] == "cvd") & (detail["metric"] == "auroc")].iloc[0]
+    best = (one["best_backbone"], one["best_head"])
+    direct = compare_predictions(
+        pd.read_parquet(run_dir(workspace, "plco", *best) / "predictions.parquet"),
+        pd.read_parquet(run_dir(workspace, "plco", one["backbone"], one["head"]) / "predictions.parquet"),
+        n_permutations=PERMUTATIONS_REPORT,
+    )
+    want = direct[(direct["output"] == one["output"]) & (direct["metric"] == "auroc")]["p_value"].iloc[0]
+    assert one["output"] == "death_cvd_12y" and one["p_value"] == pytest.approx(want)
