@@ -85,19 +85,21 @@ def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[st
 
 
 def attention_positions(labels: np.ndarray, n: int, positions: np.ndarray) -> np.ndarray:
-    """`n` of the test `positions` (labels (N, K), NaN = masked) for attention maps: a positive of each output
-    in turn, rarest output first (the findings the first n images most often miss, e.g. a malpositioned tube),
-    each image once, then the first remaining images; in test order."""
-    chosen: list[int] = []
+    """`n` of the test `positions` (labels (N, K), NaN = masked) for attention maps: the outputs' positives in
+    turns, rarest output first (one positive of each, then a second of each, ...: the findings the first n
+    images most often miss, e.g. a malpositioned tube), each image once, then the first remaining images; in
+    test order."""
     positives = np.nan_to_num(labels, nan=0.0) == 1
-    for k in np.argsort(positives.sum(axis=0), kind="stable"):
-        if len(chosen) >= n:
-            break
-        found = next((i for i in np.flatnonzero(positives[:, k]) if i not in chosen), None)
-        if found is not None:
-            chosen.append(int(found))
-    chosen += [i for i in range(len(positions)) if i not in chosen][: max(0, n - len(chosen))]
-    return positions[np.sort(np.asarray(chosen, dtype=np.int64))]
+    queues = [list(np.flatnonzero(positives[:, k])) for k in np.argsort(positives.sum(axis=0), kind="stable")]
+    chosen: dict[int, None] = {}
+    while len(chosen) < n and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < n:
+                chosen[int(queue.pop(0))] = None
+    rest = [i for i in range(len(positions)) if i not in chosen][: max(0, n - len(chosen))]
+    return positions[np.sort(np.asarray([*chosen, *rest], dtype=np.int64))]
 
 
 def attention_maps(

@@ -41,7 +41,7 @@ def test_uniform_attention_puts_the_uniform_share_near_the_tip_and_a_peak_puts_a
     assert near[0] == pytest.approx(1.0)
 
 
-def test_attention_images_include_a_positive_of_each_rare_output():
+def test_attention_images_take_the_positives_of_each_output_in_turns_rarest_first():
     labels = np.zeros((10, 3))
     labels[:, 0] = 1  # common
     labels[7, 1] = 1  # rare: only the 8th image
@@ -51,6 +51,8 @@ def test_attention_images_include_a_positive_of_each_rare_output():
     assert list(attention_positions(labels, 2, positions)) == [105, 107]  # the two rarest outputs' positives
     assert list(attention_positions(labels, 4, positions)) == [100, 101, 105, 107]  # then the first others
     assert list(attention_positions(labels, 20, positions)) == list(positions)
+    labels[8, 1] = 1  # a second positive of a rare output comes before the common output's second
+    assert list(attention_positions(labels, 4, positions)) == [100, 105, 107, 108]
 
 
 @pytest.fixture(scope="module")
