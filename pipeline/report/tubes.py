@@ -144,7 +144,7 @@ def tube_attention_figure(
         for ax in axes[len(panels[:max_panels]) :]:
             ax.set_visible(False)
         fig.suptitle(
-            f"{synthetic_prefix(synthetic)}{dataset_name(run.dataset)}: attention at abnormal tips ({run.backbone})",
+            f"{synthetic_prefix(synthetic)}{dataset_name(run.dataset)}: attention at abnormal tips\n({run.backbone})",
             fontsize=7.5,
             x=0.02,
             ha="left",
