@@ -95,6 +95,11 @@ def tube_attention_figure(
     if maps is None or not findings or predictions is None or coll.workspace is None:
         return None, [f"{where}: no attention maps of abnormal tubes with predictions to draw"]
     tips = planted_tips(coll.workspace, run.dataset, maps.image_ids)
+    if tips.empty:
+        return None, [
+            f"{where}: no planted tube tip on any of the {len(maps.image_ids)} test images with maps (tips are known "
+            f"for a data set `chex synth` generated in this workspace: manifests/{run.dataset}.synth.json)"
+        ]
     tips = tips[tips["on_image"]]
     preprocessing = store_preprocessing(coll.workspace, run.backbone)
     measured, panels, notes = [], [], []
