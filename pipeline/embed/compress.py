@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.manifest import read_manifest
 from pipeline.progress import progress_bar
 from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter
-from pipeline.store.layout import DTYPES
+from pipeline.store.layout import DTYPES, pool_problem, square_grid
 from pipeline.store.ledger import Ledger
 from pipeline.store.projection import (
     BLOCK_BYTES,
@@ -81,11 +81,19 @@ def check_request(rank: int, pool: int, dtype: str) -> None:
 
 def make_layout(source: StoreLayout, rank: int, pool: int, dtype: str, unit_rows: int = 0) -> StoreLayout:
     """The layout of a projected/pooled store for a backbone with `source`'s token shapes."""
+    problem = pool_problem(pool, source_grid(source))
+    if problem:
+        raise ConfigError(problem)
     try:
         return StoreLayout(source.n_layers, source.dim, source.n_patches, source.n_registers, dtype, 0, unit_rows,
                            rank=rank, pool=pool, patch_grid=source.patch_grid)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"--rank {rank} / --pool {pool}: {exc}") from exc
+
+
+def source_grid(layout: StoreLayout) -> tuple[int, int] | None:
+    """The full store's patch grid (h, w) as recorded, else square (stores written before they recorded it)."""
+    return layout.patch_grid or square_grid(layout.n_patches)
 
 
 def check_layout(writer: StoreWriter, wanted: StoreLayout) -> None:
@@ -179,10 +187,10 @@ def compress_store(
         )
         fit_info = {"split": "train", "source": str(source.path), "available_train_images": _n_train(source, train_ids),
                     "request": request}  # fmt: skip
-        return fit_projection(batches, source.n_layers * source.dim, rank, pool, fit_info)
+        return fit_projection(batches, source.n_layers * source.dim, rank, pool, fit_info, source_grid(source.layout))
 
     projection = ensure_projection(writer, fit, request)
-    transform = patch_transform(pool, projection)
+    transform = patch_transform(pool, projection, source_grid(source.layout))
     writer.plan(_copied_items(source))
     for dataset in {str(d) for d in source.datasets if d}:  # data sets that read other data sets' rows, verified
         writer.ledger.add_shared(dataset, Ledger(source.path).shared(dataset))

@@ -72,7 +72,7 @@ def fit_from_images(
                 ids = [units[u].image_ids[r] for u, r in zip(batch["unit"], batch["row"], strict=True)]
                 yield check_finite_tokens(patch.to("cpu", torch.float32), ids, "the backbone's fit tokens")
 
-    return fit_projection(batches(), n_layers * dim, rank, pool, {"split": "train", "source": "embed"})
+    return fit_projection(batches(), n_layers * dim, rank, pool, {"split": "train", "source": "embed"}, model.grid)
 
 
 class _FitRows(UnitRows):

@@ -24,7 +24,7 @@ from pipeline.embed.runner import RunStats, embed_batches
 from pipeline.errors import ConfigError
 from pipeline.progress import progress_bar
 from pipeline.shard_format import QUARANTINE_FILE
-from pipeline.store.layout import StoreLayout
+from pipeline.store.layout import StoreLayout, pool_problem
 from pipeline.store.ledger import Ledger
 from pipeline.store.projection import patch_transform
 from pipeline.store.reader import FeatureStore
@@ -144,6 +144,8 @@ def embed_inputs(
         raise ConfigError(
             "--rank / --pool are not available with --dask; embed a full store, then run `chex store compress`"
         )
+    if problem := pool_problem(opt.pool, model.grid):
+        raise ConfigError(f"{problem} ({model.family} at image size {preprocessing.image_size})")
     try:
         layout = StoreLayout(
             opt.n_layers,
@@ -182,7 +184,7 @@ def embed_inputs(
             model.dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers,
         ),
     )  # fmt: skip
-    transform = patch_transform(opt.pool, projection) if (opt.patch_rank or opt.pool > 1) else None
+    transform = patch_transform(opt.pool, projection, model.grid) if (opt.patch_rank or opt.pool > 1) else None
     new_units = writer.plan(items, digest=pixel_digest_of)  # other images under stored ids: refused, named
     skipped = len(items) - sum(len(u.image_ids) for u in new_units)
     # assign over all planned units (not just pending ones) so every rank computes the same split

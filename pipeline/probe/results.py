@@ -84,11 +84,30 @@ def survival_frame(data: ProbeData, predictions: pd.DataFrame, identity: dict[st
     return pd.concat(frames, ignore_index=True)
 
 
+def attention_positions(labels: np.ndarray, n: int, positions: np.ndarray) -> np.ndarray:
+    """`n` of the test `positions` (labels (N, K), NaN = masked) for attention maps: the outputs' positives in
+    turns, rarest output first (one positive of each, then a second of each, ...: the findings the first n
+    images most often miss, e.g. a malpositioned tube), each image once, then the first remaining images; in
+    test order."""
+    positives = np.nan_to_num(labels, nan=0.0) == 1
+    queues = [list(np.flatnonzero(positives[:, k])) for k in np.argsort(positives.sum(axis=0), kind="stable")]
+    chosen: dict[int, None] = {}
+    while len(chosen) < n and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < n:
+                chosen[int(queue.pop(0))] = None
+    rest = [i for i in range(len(positions)) if i not in chosen][: max(0, n - len(chosen))]
+    return positions[np.sort(np.asarray([*chosen, *rest], dtype=np.int64))]
+
+
 def attention_maps(
     head: torch.nn.Module, features: Features, data: ProbeData, n: int, device: torch.device, path: Path
 ) -> str:
-    """Save the GLoRI attention maps of the first `n` test images; returns the file's path in the run folder."""
-    positions = data.test[:n]
+    """Save the GLoRI attention maps of `n` test images (`attention_positions`); returns the file's path in the
+    run folder."""
+    positions = attention_positions(data.labels[data.test], n, data.test)
     ids, maps, scores = [], [], []
     head.eval().to(device)
     with torch.no_grad():

@@ -132,7 +132,7 @@ def attention_figure(
                 pixels, cropped = crop_as_model_saw(pixels, preprocessing)  # the map covers only this region
                 drawn["image"] += 1
                 drawn["cropped"] += cropped
-            _overlay(ax, pixels, attention)
+            overlay(ax, pixels, attention)
             detail = "" if score is None else f"score {score:.2f}" + ("" if label is None else f", label {label:g}")
             ax.set_title("\n".join([textwrap.shorten(finding, 28), detail]).strip(), fontsize=6.5)
         for ax in axes[len(panels) :]:
@@ -203,7 +203,7 @@ def _pick_image(predictions: pd.DataFrame | None, maps: AttentionMaps, finding: 
     return maps.image_ids[0], None, None
 
 
-def _overlay(ax, pixels: np.ndarray | None, attention: np.ndarray) -> None:
+def overlay(ax, pixels: np.ndarray | None, attention: np.ndarray) -> None:
     span = float(attention.max() - attention.min())
     scaled = (attention - attention.min()) / span if span > 0 else np.zeros_like(attention)
     if pixels is not None:

@@ -140,11 +140,17 @@ class ReportTable:
 def mark_best(cells: list[Cell], higher_is_better: bool = True) -> list[Cell]:
     """The same cells with the best value(s) bold (ties all bold); cells without a value, and cells whose CI was
     withheld (an estimate too uncertain to call best), stay plain and take no part."""
-    ranked = [c for c in cells if c.has_value and not c.text and not c.ci_withheld]
+    ranked = [c for c in cells if can_be_best(c)]
     if not ranked:
         return cells
     best = max(c.value for c in ranked) if higher_is_better else min(c.value for c in ranked)
     return [replace(c, bold=True) if any(c is r for r in ranked) and c.value == best else c for c in cells]
+
+
+def can_be_best(cell: Cell) -> bool:
+    """Whether a cell takes part in picking a column's best (bold in the table, 'best' in its p-value companion):
+    it has a value, is no text, and its CI was not withheld as too uncertain (issue 25's rule)."""
+    return cell.has_value and not cell.text and not cell.ci_withheld
 
 
 def seed_notes(table: ReportTable) -> list[str]:

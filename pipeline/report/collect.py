@@ -146,6 +146,7 @@ DATASET_NAMES = {
     "montgomery": "Montgomery",
     "jsrt": "JSRT",
     "plco": "PLCO",
+    "ranzcr": "RANZCR CLiP",
 }
 HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP", "zeroshot": "Zero-shot"}
 

@@ -23,6 +23,7 @@ from pipeline.report.collect import Collection, Run, dataset_name, head_name
 from pipeline.report.figures import FigureResult
 from pipeline.report.formats import to_markdown
 from pipeline.report.tables import ORACLE
+from pipeline.runs import RunRecord
 
 
 @dataclass
@@ -34,17 +35,13 @@ class IndexEntry:
 
 
 def provenance(coll: Collection, sources: list[str]) -> dict:
-    """What made this report: chex version, date, inputs, backbones' checkpoint hashes and stores, runs."""
+    """What made this report: chex version, date, inputs, each backbone's family, weights sha256 (the sha256 of
+    the weights file its store was embedded from), checkpoint and store, and the runs."""
     backbones = {}
     for run in coll.runs:
-        entry = backbones.setdefault(run.backbone, {"checkpoint_sha256": set(), "checkpoint": set(), "store": set()})
-        record = run.record
-        if record is not None:
-            for key, value in (
-                ("checkpoint_sha256", record.checkpoint_sha256),
-                ("checkpoint", record.checkpoint),
-                ("store", record.store_path),
-            ):
+        entry = backbones.setdefault(run.backbone, {k: set() for k in BACKBONE_PROVENANCE})
+        if run.record is not None:
+            for key, value in backbone_provenance(run.record).items():
                 if value:
                     entry[key].add(str(value))
     runs = []
@@ -71,6 +68,21 @@ def provenance(coll: Collection, sources: list[str]) -> dict:
         "runs": runs,
         "head_configs": _head_configs(coll),
         "oracle": _oracle(coll),
+    }
+
+
+BACKBONE_PROVENANCE = ("family", "checkpoint_sha256", "checkpoint", "store")
+
+
+def backbone_provenance(record: RunRecord) -> dict[str, str | None]:
+    """A run's backbone as its store recorded it at embed time (pipeline/embed/stage.py `store_attrs`): family,
+    weights sha256, checkpoint and store; None where the store was written before it recorded one."""
+    attrs = record.store_attrs or {}
+    return {
+        "family": attrs.get("family"),
+        "checkpoint_sha256": record.checkpoint_sha256 or attrs.get("checkpoint_sha256"),
+        "checkpoint": record.checkpoint or attrs.get("checkpoint"),
+        "store": record.store_path,
     }
 
 
@@ -223,10 +235,7 @@ def _provenance_lines(prov: dict, out_dir: Path) -> list[str]:
                 f"planted features ({', '.join(oracle['features'])}) of {', '.join(oracle['truth'])}"
             )
             continue
-        sha = ", ".join(s[:16] for s in entry["checkpoint_sha256"]) or "unknown (no run.json)"
-        store = ", ".join(entry["store"]) or "unknown"
-        checkpoint = f", checkpoint {', '.join(entry['checkpoint'])}" if entry["checkpoint"] else ""
-        lines.append(f"- backbone `{backbone}`: checkpoint sha256 `{sha}`{checkpoint}; store {store}")
+        lines.append(_backbone_line(backbone, entry))
     seeds = sorted({str(r["seed"]) for r in prov["runs"] if r["seed"] is not None})
     lines.append(f"- seeds: {', '.join(seeds) or 'unknown'}")
     for head, options in prov.get("head_configs", {}).items():
@@ -245,6 +254,16 @@ def _provenance_lines(prov: dict, out_dir: Path) -> list[str]:
         )
     lines += ["", "</details>"]
     return lines
+
+
+def _backbone_line(backbone: str, entry: dict[str, list[str]]) -> str:
+    """'- backbone `name`: family F, weights sha256 `<64 hex>`, checkpoint C; store S' (the whole digest, so a reader
+    can check the weights file with `sha256sum`)."""
+    family = ", ".join(entry.get("family", [])) or "unknown (store written before chex recorded it)"
+    sha = ", ".join(f"`{s}`" for s in entry["checkpoint_sha256"]) or "unknown (no run.json)"
+    checkpoint = f", checkpoint {', '.join(entry['checkpoint'])}" if entry["checkpoint"] else ""
+    store = ", ".join(entry["store"]) or "unknown"
+    return f"- backbone `{backbone}`: family {family}, weights sha256 {sha}{checkpoint}; store {store}"
 
 
 def _rel(path: Path, out_dir: Path) -> str:

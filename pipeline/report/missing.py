@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pipeline.report.collect import HEADS, RUN_FILE, Collection, Run, head_name
 from pipeline.report.tables import ORACLE, fraction_name
 from pipeline.runs import RunFolder
@@ -103,6 +106,7 @@ def missing_inputs(coll: Collection) -> list[str]:
                     hint = probe_hint(dataset, head, backbone if len(backbones) > 1 else None)
                     messages.append(f"no {head_name(head)} results for {where}: run {hint}")
     messages += _missing_fractions(coll)
+    messages += unprobed_stores(coll)
     for run in coll.full_runs():
         if run.backbone == ORACLE[0]:
             continue  # the synthetic oracle is written by `chex demo`, not by a command a user reruns
@@ -129,6 +133,34 @@ def missing_inputs(coll: Collection) -> list[str]:
                 f"{rerun_hint(glori[0], extra=' --save-attention 8 --force')}"
             )
     return messages
+
+
+def unprobed_stores(coll: Collection) -> list[str]:
+    """Each feature store of the workspace with no run in the report (an embedded backbone the comparison tables
+    lack), with its family as the store recorded it and the command that probes it."""
+    if coll.workspace is None:
+        return []
+    probed = set(coll.backbones)
+    dataset = next((d for d in coll.datasets if not coll.is_survival(d)), None) or "<dataset>"
+    messages = []
+    for backbone in coll.workspace.stores():
+        if backbone in probed:
+            continue
+        family = _store_family(coll.workspace.features_dir(backbone))
+        messages.append(
+            f"backbone {backbone} ({family}) is embedded (features/{backbone}) but has no probe runs, so the "
+            f"comparison tables lack it: run {probe_hint(dataset, 'linear', backbone)} (and --head glori)"
+        )
+    return messages
+
+
+def _store_family(store: Path) -> str:
+    """The family a store's attributes record (zarr.json, read as JSON: no Zarr import for a name)."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return "family unknown"
+    return f"family {attrs['family']}" if attrs.get("family") else "family not recorded"
 
 
 def _missing_fractions(coll: Collection) -> list[str]:

@@ -41,27 +41,35 @@ def store_preprocessing(workspace, backbone: str) -> dict | None:
 
 def crop_as_model_saw(pixels: np.ndarray, preprocessing: dict | None) -> tuple[np.ndarray, bool]:
     """(pixels of the region the eval view covers, True) or (pixels unchanged, False) when that is unknown."""
-    if not preprocessing or not preprocessing.get("image_size"):
+    box = model_box(pixels.shape[0], pixels.shape[1], preprocessing)
+    if box is None:
         return pixels, False
-    if preprocessing.get("resize") == PAD_SQUARE:  # the model saw the whole image padded on black to a square
-        height, width = pixels.shape[:2]
-        side = max(height, width)
-        top, left = (side - height) // 2, (side - width) // 2
-        padded = np.zeros((side, side, *pixels.shape[2:]), dtype=pixels.dtype)
-        padded[top : top + height, left : left + width] = pixels
+    top, left, h, w = box
+    if top < 0 or left < 0:  # the model saw the whole image padded on black to a square
+        padded = np.zeros((h, w, *pixels.shape[2:]), dtype=pixels.dtype)
+        padded[-top : -top + pixels.shape[0], -left : -left + pixels.shape[1]] = pixels
         return padded, True
+    return pixels[top : top + h, left : left + w], True
+
+
+def model_box(height: int, width: int, preprocessing: dict | None) -> tuple[int, int, int, int] | None:
+    """(top, left, h, w) in a height x width image's pixels of the square the eval view covers (top or left
+    negative where the model saw it padded on black), None when the preprocessing is unknown. The patch grid of
+    an attention map spans this box."""
+    if not preprocessing or not preprocessing.get("image_size"):
+        return None
+    if preprocessing.get("resize") == PAD_SQUARE:
+        side = max(height, width)
+        return -((side - height) // 2), -((side - width) // 2), side, side
     if preprocessing.get("resize") != EVAL_RESIZE:
-        return pixels, False
+        return None
     size = int(preprocessing["image_size"])
     resize_to = int(preprocessing.get("resize_to") or size)
     if resize_to == size:
-        top, left, h, w = eval_crop_box(pixels.shape[0], pixels.shape[1], size)
-        return pixels[top : top + h, left : left + w], True
+        return eval_crop_box(height, width, size)
     # short side resized to `resize_to`, then a centred `size` square: a centred square of short·size/resize_to
-    height, width = pixels.shape[:2]
     side = round(min(height, width) * size / resize_to)
-    top, left = (height - side) // 2, (width - side) // 2
-    return pixels[top : top + side, left : left + side], True
+    return (height - side) // 2, (width - side) // 2, side, side
 
 
 class ImageFinder:

@@ -138,14 +138,7 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
             cells = []
             for dataset in datasets:
                 found = comparisons[(comparisons["dataset"] == dataset) & (comparisons["metric"] == metric)]
-                best = found[(found["best_backbone"] == model[0]) & (found["best_head"] == model[1])]
-                mine = found[(found["backbone"] == model[0]) & (found["head"] == model[1])]
-                if len(best) or (not len(found) and _is_only_model(coll, dataset, model)):
-                    cells.append(Cell(kind="text", text="best", bold=True))
-                elif len(mine) and pd.notna(mine["p_adjusted"].iloc[0]):
-                    cells.append(Cell(float(mine["p_adjusted"].iloc[0]), kind="pvalue"))
-                else:
-                    cells.append(missing_cell("pvalue"))
+                cells.append(pvalue_cell(found, model, _is_only_model(coll, dataset, model)))
             rows.append(Row(model_labels(model), cells))
         panels.append(Panel(METRIC_NAMES[metric], rows))
     method = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni"}.get(adjust, adjust)
@@ -158,7 +151,9 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
             "swapped per patient) of the difference in macro AUPRC / AUROC between the best model of each column "
             f"('best') and each other model, on the same test images. p-values are {method}-adjusted for multiple "
             "comparisons within each column (the family is that column's comparisons); unadjusted p-values are in "
-            "table2_pvalues_detail.csv. The best model is picked on the same test results before it is tested, "
+            "table2_pvalues_detail.csv. The best model is Table II's bold cell (an estimate whose CI was withheld as "
+            "too uncertain is tested against it, never called best); it is picked on the same test results before "
+            "it is tested, "
             "which the adjustment does not cover: read a small p as evidence that the best differs from that "
             "model, not as a test of which is best. – marks a comparison that could not be made (missing "
             "predictions)."
@@ -169,6 +164,59 @@ def pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: in
         panel_header="Metric",
         synthetic=coll.is_synthetic(datasets),
     )
+
+
+def pvalue_cell(column: pd.DataFrame, model: tuple[str, str], only_model: bool = False) -> Cell:
+    """A model's cell in a p-value companion: 'best' (bold) for the column's best, else its adjusted p against
+    it (– when it could not be tested). `column`: the comparisons of one column (best_vs_others' rows)."""
+    best = column[(column["best_backbone"] == model[0]) & (column["best_head"] == model[1])]
+    mine = column[(column["backbone"] == model[0]) & (column["head"] == model[1])]
+    if len(best) or (not len(column) and only_model):
+        return Cell(kind="text", text="best", bold=True)
+    if len(mine) and pd.notna(mine["p_adjusted"].iloc[0]):
+        return Cell(float(mine["p_adjusted"].iloc[0]), kind="pvalue")
+    return missing_cell("pvalue")
+
+
+def survival_pvalue_table(coll: Collection, comparisons: pd.DataFrame, n_permutations: int, adjust: str) -> ReportTable:
+    """Companion of Table IV: per endpoint, the adjusted paired-permutation p of the AUPRC / AUROC column's best
+    model (bold in Table IV) vs each other model."""
+    datasets = survival_datasets(coll)
+    panels = []
+    for dataset in datasets:
+        models = [m for m in coll.models(coll.full_runs(dataset)) if not is_oracle(m)]
+        for endpoint in endpoints_of(coll, dataset):
+            mine = comparisons[(comparisons["dataset"] == dataset) & (comparisons["endpoint"] == endpoint)]
+            rows = [
+                Row(model_labels(m), [pvalue_cell(mine[mine["metric"] == metric], m, len(models) == 1)
+                                      for metric in TABLE2_METRICS])
+                for m in models
+            ]  # fmt: skip
+            title = ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " "))
+            panels.append(Panel(f"{dataset_name(dataset)}: {title}" if len(datasets) > 1 else title, rows))
+    return ReportTable(
+        name="table4_pvalues",
+        number="Table IV (companion)",
+        title="Paired permutation tests of the best model vs each other model (mortality)",
+        caption=(
+            f"Two-sided paired permutation test ({permutation_phrase(comparisons, n_permutations)}; scores "
+            "swapped per patient) of the difference in AUPRC / AUROC of death within the horizon between the best "
+            f"model of each column ('best': Table IV's bold cell) and each other model, on the same test subjects. "
+            f"p-values are {_method(adjust)}-adjusted within each column (one endpoint and metric); unadjusted "
+            "p-values are in table4_pvalues_detail.csv. The C-index has no paired test here. The best model is "
+            "picked on the same test results before it is tested, which the adjustment does not cover. – marks a "
+            "comparison that could not be made."
+        ),
+        row_header=["Backbone", "Head"],
+        columns=[METRIC_NAMES[m] for m in TABLE2_METRICS],
+        panels=panels,
+        panel_header="Endpoint",
+        synthetic=coll.is_synthetic(datasets),
+    )
+
+
+def _method(adjust: str) -> str:
+    return {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni"}.get(adjust, adjust)
 
 
 def permutation_phrase(comparisons: pd.DataFrame, n_permutations: int) -> str:

@@ -25,7 +25,7 @@ from pipeline.report.alignment import alignment_table
 from pipeline.report.attention import attention_figure, attention_runs
 from pipeline.report.cells import ReportTable, seed_notes, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
-from pipeline.report.comparisons import best_vs_others
+from pipeline.report.comparisons import best_vs_others, survival_best_vs_others
 from pipeline.report.figures import (
     FigureResult,
     label_efficiency_figure,
@@ -47,8 +47,10 @@ from pipeline.report.tables import (
     performance_table,
     pvalue_table,
     survival_datasets,
+    survival_pvalue_table,
     survival_table,
 )
+from pipeline.report.tubes import tube_attention_figure, tube_runs
 from pipeline.stats.multiple import ADJUST_METHODS
 from pipeline.workspace import Workspace, resolve_workspace
 
@@ -175,6 +177,7 @@ def _figure_steps(coll: Collection) -> list[Callable[..., list[FigureResult]]]:
         (survival_datasets, _kaplan_meier),
         (efficiency_datasets, _label_efficiency),
         (attention_runs, _attention),
+        (tube_runs, _tube_tips),
     )
     return [make for has_inputs, make in wanted if has_inputs(coll)]
 
@@ -189,18 +192,24 @@ def _write_tables(
     seed: int,
 ) -> list[IndexEntry]:
     tables = [performance_table(coll)]
-    detail = None
+    details: dict[str, pd.DataFrame] = {}  # a p-value table's unadjusted comparisons, as <name>_detail.csv
     if not tables[0].is_empty:
         comparisons, problems = best_vs_others(coll, n_permutations, seed, adjust)
         summary.missing += problems
         tables.append(pvalue_table(coll, comparisons, n_permutations, adjust))
-        detail = comparisons
+        details["table2_pvalues"] = comparisons
     else:
         summary.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
     survival = survival_table(coll)
     if survival.is_empty:
         summary.missing.append(survival_hint(coll))
     tables.append(survival)
+    if not survival.is_empty:
+        comparisons, problems = survival_best_vs_others(coll, n_permutations, seed, adjust)
+        summary.missing += problems
+        if len(comparisons):
+            tables.append(survival_pvalue_table(coll, comparisons, n_permutations, adjust))
+            details["table4_pvalues"] = comparisons
     tables.append(label_efficiency_table(coll))
     tables.append(alignment_table(coll))  # empty (not written) without a zero-shot run
     entries = []
@@ -210,8 +219,8 @@ def _write_tables(
         summary.tables[table.name] = table
         table.notes += [n for n in undefined_notes(table) + seed_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
-        if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
-            files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))
+        if table.name in details and "csv" in formats:
+            files.append(_write_csv(details[table.name], out / "tables" / f"{table.name}_detail.csv"))
         summary.paths += files
         entries.append(IndexEntry(table, files))
     return entries
@@ -275,6 +284,15 @@ def _attention(coll, out, summary, n_resamples, seed, findings) -> list[FigureRe
             made.append(figure)
     if findings and not made:
         summary.missing.append(f"no GLoRI attention maps for {', '.join(findings)} in any run; no attention figure")
+    return made
+
+
+def _tube_tips(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    made = []
+    for run in tube_runs(coll):
+        figure, notes = tube_attention_figure(coll, run, out)
+        summary.missing += notes
+        made += [figure] if figure is not None else []
     return made
 
 

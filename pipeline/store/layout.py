@@ -16,6 +16,29 @@ _TARGET_UNIT_BYTES = 256 << 20  # write unit (= Zarr shard): a few hundred image
 _MAX_UNIT_ROWS = 256
 
 
+def square_grid(n_patches: int) -> tuple[int, int] | None:
+    """(side, side) when `n_patches` is a square (the grid of stores written before they recorded one), else None."""
+    side = math.isqrt(n_patches)
+    return (side, side) if side * side == n_patches else None
+
+
+def pool_problem(pool: int, grid: tuple[int, int] | None) -> str:
+    """Why `--pool` cannot average `pool` x `pool` blocks of the (h, w) patch grid ('' when it can): it must
+    divide both sides (a non-square grid is pooled on its own rows and columns)."""
+    if pool < 1:
+        return f"--pool {pool}: must be 1 (no pooling) or more"
+    if pool == 1:
+        return ""
+    if grid is None:
+        return f"--pool {pool}: the patch grid is not recorded and its patch count is not a square"
+    h, w = grid
+    if h % pool or w % pool:
+        fits = [str(k) for k in range(2, min(h, w) + 1) if h % k == 0 and w % k == 0]
+        which = f"pools that do: {', '.join(fits)}" if fits else "no pool > 1 does"
+        return f"--pool {pool} must divide both sides of the {h}x{w} patch grid; {which}"
+    return ""
+
+
 @dataclass(frozen=True)
 class StoreLayout:
     """Token shapes per image and the chunking along N (rows = images x views)."""
@@ -44,12 +67,9 @@ class StoreLayout:
             object.__setattr__(self, "patch_grid", (int(self.patch_grid[0]), int(self.patch_grid[1])))
             if self.patch_grid[0] * self.patch_grid[1] != self.n_patches:
                 raise ValueError(f"patch grid {self.patch_grid} does not hold {self.n_patches} patches")
-        side = math.isqrt(self.n_patches)
-        if self.pool < 1 or (self.pool > 1 and (side * side != self.n_patches or side % self.pool)):
-            grid = f"{side}x{side}" if side * side == self.n_patches else "not square"
-            raise ValueError(
-                f"pool {self.pool} must divide the side of the square patch grid ({self.n_patches} patches: {grid})"
-            )
+        problem = pool_problem(self.pool, self.patch_grid or square_grid(self.n_patches))
+        if problem:
+            raise ValueError(problem)
         if not 0 <= self.rank <= self.n_layers * self.dim:
             raise ValueError(f"rank {self.rank} must be in 0..{self.n_layers * self.dim} (layers x dim)")
         per_image = self.bytes_per_image

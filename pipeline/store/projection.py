@@ -32,7 +32,6 @@ number of images (F = 4,096 at ViT-L: 134 MB + ~200 MB; eigh needs another ~2·8
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store.integrity import check_files, sha256_file
+from pipeline.store.layout import pool_problem, square_grid
 
 ARRAYS = ("projection_mean", "projection_basis", "projection_variance")
 # Whitening divides by no SD below this fraction of the first component's, so that a near-null direction of the
@@ -55,18 +55,22 @@ WHITEN_FLOOR = 1e-4
 BLOCK_BYTES = 64 << 20
 
 
-def pool_patches(patch: torch.Tensor, pool: int) -> torch.Tensor:
-    """(B, L, P, D) -> (B, L, P / pool², D): average over pool x pool neighbourhoods of the square patch grid."""
+def pool_patches(patch: torch.Tensor, pool: int, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, L, P, D) -> (B, L, P / pool², D): average over pool x pool blocks of the row-major (h, w) patch grid
+    (None: a square grid, as stores written before they recorded theirs); the pooled grid is (h/pool, w/pool)."""
     if pool == 1:
         return patch
     b, n_layers, p, d = patch.shape
-    side = math.isqrt(p)
-    if side * side != p or side % pool:
-        grid = f"{side}x{side}" if side * side == p else "not square"
-        raise ConfigError(f"--pool {pool} must divide the side of the square patch grid ({p} patches: {grid})")
-    grid = patch.reshape(b * n_layers, side, side, d).permute(0, 3, 1, 2)
-    pooled = torch.nn.functional.avg_pool2d(grid, pool)
-    return pooled.permute(0, 2, 3, 1).reshape(b, n_layers, (side // pool) ** 2, d)
+    grid = tuple(grid) if grid is not None else square_grid(p)
+    problem = pool_problem(pool, grid)
+    if problem:
+        raise ConfigError(problem)
+    h, w = grid
+    if h * w != p:
+        raise ValueError(f"patch grid {h}x{w} does not hold {p} patches")
+    planes = patch.reshape(b * n_layers, h, w, d).permute(0, 3, 1, 2)
+    pooled = torch.nn.functional.avg_pool2d(planes, pool)
+    return pooled.permute(0, 2, 3, 1).reshape(b, n_layers, (h // pool) * (w // pool), d)
 
 
 def flat_tokens(patch: torch.Tensor) -> torch.Tensor:
@@ -109,9 +113,10 @@ class Projection:
         """(F, R) U S: x ≈ mean + stored_basis @ z for the stored coordinates z (what heads fold, heads/base.py)."""
         return self.basis * self.component_scale
 
-    def apply(self, patch: torch.Tensor) -> torch.Tensor:
-        """Full patch tokens (B, L, P, D) -> stored projected tokens (B, 1, P / pool², R), float32."""
-        pooled = pool_patches(patch.float(), self.pool)
+    def apply(self, patch: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Full patch tokens (B, L, P, D) on the (h, w) `grid` (None: square) -> stored projected tokens
+        (B, 1, P / pool², R), float32."""
+        pooled = pool_patches(patch.float(), self.pool, grid)
         b, p = pooled.shape[0], pooled.shape[2]
         mean = torch.from_numpy(self.mean).float()
         basis = torch.from_numpy(self.basis / self.component_scale).float()  # U S⁻¹
@@ -193,13 +198,19 @@ def random_projection(width: int, rank: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def fit_projection(
-    batches: Iterable[torch.Tensor], n_features: int, rank: int, pool: int = 1, fit: dict[str, Any] | None = None
+    batches: Iterable[torch.Tensor],
+    n_features: int,
+    rank: int,
+    pool: int = 1,
+    fit: dict[str, Any] | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> Projection:
-    """Fit a basis on full patch token batches (B, L, P, D), pooled first when `pool` > 1."""
+    """Fit a basis on full patch token batches (B, L, P, D) on the (h, w) `grid` (None: square), pooled first
+    when `pool` > 1."""
     acc = CovarianceAccumulator(n_features)
     images = 0
     for patch in batches:
-        acc.add(flat_tokens(pool_patches(patch.float(), pool)))
+        acc.add(flat_tokens(pool_patches(patch.float(), pool, grid)))
         images += patch.shape[0]
     return acc.fit(rank, pool, {"images": images, **(fit or {})})
 
@@ -296,8 +307,9 @@ def _implausible(arrays: dict[str, np.ndarray], rank: int) -> list[str]:
     return []
 
 
-def patch_transform(pool: int, projection: Projection | None):
-    """Full patch tokens (B, L, P, D) -> the store's patch rows: projected (and pooled), or pooled only."""
+def patch_transform(pool: int, projection: Projection | None, grid: tuple[int, int] | None = None):
+    """Full patch tokens (B, L, P, D) on the (h, w) `grid` (None: square) -> the store's patch rows: projected
+    (and pooled), or pooled only."""
     if projection is not None:
-        return projection.apply
-    return lambda patch: pool_patches(patch, pool)
+        return lambda patch: projection.apply(patch, grid)
+    return lambda patch: pool_patches(patch, pool, grid)

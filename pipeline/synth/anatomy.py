@@ -14,7 +14,7 @@ do not mimic nodules or devices).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,6 +69,8 @@ class Chest:
     anatomy: Anatomy
     rng: np.random.Generator  # per-image randomness (jitter of findings)
     heart: np.ndarray | None = None  # soft heart silhouette (the ground-truth mask, pipeline/synth/masks.py)
+    # (finding, anatomical points) of each line drawn (pipeline/synth/tubes.py `draw_line`), its tip last
+    lines: list[tuple[str, list[tuple[float, float]]]] = field(default_factory=list)
 
     @property
     def lungs(self) -> np.ndarray:

@@ -36,11 +36,14 @@ def apply_modifiers(anatomy: Anatomy, findings: list[str]) -> Anatomy:
 
 
 def paint(chest: Chest, findings: list[str], rngs: dict[str, np.random.Generator]) -> None:
-    """Paint every overlay finding in `findings` (modifier-only findings have no overlay)."""
+    """Paint every overlay finding in `findings` (modifier-only findings have no overlay); the lines a finding
+    draws are recorded under its name in `chest.lines`."""
     for name in findings:
         painter = PAINTERS.get(name)
         if painter is not None:
+            start = len(chest.lines)
             painter(chest, rngs[name])
+            chest.lines[start:] = [(name, points) for _, points in chest.lines[start:]]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

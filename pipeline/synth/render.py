@@ -4,13 +4,14 @@ not depend on worker count or order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.shard_format import encode_png
-from pipeline.synth.anatomy import Anatomy, Habitus, expose, new_chest
+from pipeline.synth.anatomy import Anatomy, Chest, Habitus, expose, new_chest
 from pipeline.synth.findings import apply_modifiers, paint
 from pipeline.synth.masks import chest_masks, write_mask
 from pipeline.synth.plan import dataset_code
@@ -73,6 +74,15 @@ def render_pixels(
 ) -> list[np.ndarray]:
     """The pixels of a patient's images (all, or the positions in `which`), uint8 or uint16; with `masks` (a
     list) also each image's anatomy mask appended to it (no random draw: the pixels do not change)."""
+    return [expose(chest, rng, job.bit_depth, job.variation) for chest, rng in painted_chests(job, which, masks)]
+
+
+def painted_chests(
+    job: PatientJob, which: list[int] | None = None, masks: list[np.ndarray] | None = None
+) -> Iterator[tuple[Chest, np.random.Generator]]:
+    """Each image's chest with its findings painted, before exposure, and the image's generator (exposure draws
+    from it next): what `render_pixels` exposes, and where the planted lines' tips are read
+    (pipeline/synth/tips.py)."""
     base = [job.seed, dataset_code(job.dataset), job.patient_index + 1]
     patient_rng = np.random.default_rng([*base, 3])
     gain = job.latent_gain
@@ -81,7 +91,6 @@ def render_pixels(
     texture0 = float(min(0.03 * np.exp(gain * TEXTURE_EFFECT * job.z_frailty), TEXTURE_MAX))
     lungs0 = float(patient_rng.uniform(0.95, 1.05))
     habitus = Habitus.draw(patient_rng) if job.variation else Habitus()
-    images = []
     for k in range(len(job.image_ids)) if which is None else which:
         rng = np.random.default_rng([*base, 2, k])
         anatomy = Anatomy(
@@ -99,8 +108,7 @@ def render_pixels(
         if masks is not None:
             masks.append(chest_masks(chest))
         paint(chest, shown, finding_rngs)
-        images.append(expose(chest, rng, job.bit_depth, job.variation))
-    return images
+        yield chest, rng
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -61,8 +61,10 @@ def curve(points: list[Point], smooth: int = 2) -> list[Point]:
 
 
 def draw_line(chest: Chest, points: list[Point], amp: float = TUBE_AMP, width: float = TUBE_WIDTH) -> None:
-    """Add a thin bright curve along the smoothed polyline (the maximum over its segments: no brighter joints)."""
+    """Add a thin bright curve along the smoothed polyline (the maximum over its segments: no brighter joints);
+    the polyline is recorded in `chest.lines` (its last point the tip; `paint` names the finding)."""
     pts = curve(points)
+    chest.lines.append(("", pts))
     line = np.zeros_like(chest.x)
     for p0, p1 in itertools.pairwise(pts):
         np.maximum(line, segment(chest.x, chest.y, p0, p1, width), out=line)

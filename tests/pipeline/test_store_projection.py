@@ -234,3 +234,53 @@ def test_python_api_reads_projected_and_pooled_stores_with_their_own_shapes(tmp_
     expected = projection.reconstruct(mean_z, L)[:, :, 0].float().numpy()
     np.testing.assert_allclose(small.numpy("pooled"), expected, atol=1e-5)
     assert small.pandas("pooled").shape == (20, L * D) and small.pandas("pooled", layer=-1).shape == (20, D)
+
+
+def _grid_store(path, grid, n=12):
+    """A full store of a backbone whose patch grid is `grid` (h, w), as the store records it (non-square)."""
+    layout = StoreLayout(L, D, grid[0] * grid[1], NREG, chunk_rows=2, unit_rows=4, patch_grid=grid)
+    attrs = store_attrs("wide", {"embed_dim": D}, "ck", "a" * 64, [-2, -1], "float16", {}, patch_grid=list(grid))
+    writer = StoreWriter.open(path, layout, attrs)
+    for unit in writer.plan(Item(f"img{i}", 0, group="g") for i in range(n)):
+        assert writer.claim(unit)
+        tokens = _tokens(unit.image_ids)
+        shape = (len(unit.image_ids), L, grid[0] * grid[1], D)
+        tokens["patch"] = (torch.arange(np.prod(shape), dtype=torch.float32) % 97).reshape(shape)  # exact in fp16
+        writer.write_unit(unit, tokens)
+    return FeatureStore.open(path)
+
+
+def _pooled_by_hand(patch: torch.Tensor, grid: tuple[int, int], pool: int) -> torch.Tensor:
+    """(B, L, h·w, D) averaged over pool x pool blocks of the row-major h x w grid."""
+    b, n_layers, _, d = patch.shape
+    h, w = grid
+    blocks = patch.reshape(b, n_layers, h // pool, pool, w // pool, pool, d)
+    return blocks.mean(dim=(3, 5)).reshape(b, n_layers, (h // pool) * (w // pool), d)
+
+
+@pytest.mark.parametrize("grid", [(2, 8), (2, 6), (6, 4)])
+def test_pool_averages_blocks_of_a_non_square_grid(tmp_path, grid):
+    """Issue 23: `--pool` read any grid as a square: a 2x8 grid (16 patches, like 4x4) was pooled as 4x4 blocks,
+    mixing its rows; a 2x6 grid was refused as 'not square'."""
+    full = _grid_store(tmp_path / "full", grid)
+    compress_store(tmp_path / "full", tmp_path / "p", TRAIN, rank=0, pool=2, progress=False)
+    pooled = FeatureStore.open(tmp_path / "p")
+    assert pooled.layout.grid == (grid[0] // 2, grid[1] // 2)
+    ids = ["img5", "img11"]
+    want = _pooled_by_hand(full.read(full.rows(ids))["patch"].float(), grid, 2)
+    torch.testing.assert_close(pooled.read(pooled.rows(ids))["patch"].float(), want, atol=2e-2, rtol=2e-3)
+    # projected and pooled: the basis is fitted on (and applied to) the same blocks
+    compress_store(tmp_path / "full", tmp_path / "r", TRAIN, rank=3, pool=2, progress=False)
+    projected = FeatureStore.open(tmp_path / "r")
+    assert projected.layout.grid == (grid[0] // 2, grid[1] // 2)
+    x = projected.projection.reconstruct(projected.read(projected.rows(ids))["patch"].double(), L)
+    assert x.shape == want.shape
+
+
+def test_pool_refuses_a_non_square_grid_it_does_not_divide(tmp_path):
+    _grid_store(tmp_path / "full", (2, 6))
+    with pytest.raises(ConfigError, match=r"--pool 3 must divide both sides of the 2x6 patch grid"):
+        compress_store(tmp_path / "full", tmp_path / "p", TRAIN, rank=0, pool=3, progress=False)
+    with pytest.raises(ConfigError, match=r"2x6 patch grid"):
+        pool_patches(torch.zeros(1, 1, 12, 2), 3, (2, 6))
+    assert pool_patches(torch.ones(1, 1, 12, 2), 2, (2, 6)).shape == (1, 1, 3, 2)

@@ -89,3 +89,24 @@ def test_train_ids_exclude_an_image_held_out_by_another_data_set(tmp_path):
     write_manifest(other, ws.manifest_path("other"))
     assert train_image_ids(ws, ["toy"]) == {f"toy_{i}_0" for i in range(6)}
     assert train_image_ids(ws) == {f"toy_{i}_0" for i in range(1, 6)}  # toy_0_0 is a test image of "other"
+
+
+def test_embed_pool_averages_blocks_of_a_non_square_grid(ws, monkeypatch):
+    """Issue 23: a backbone whose 16 patches lie on a 2x8 grid was pooled as if they were 4x4 (rows mixed)."""
+    from pipeline.embed.model import BackboneSpec
+
+    load = BackboneSpec.load
+    monkeypatch.setattr(BackboneSpec, "load", lambda self: dataclasses.replace(load(self), grid=(2, 8)))
+    full = embed_datasets(ws, ["toy"], ws.checkpoints_dir("tiny"), backbone_name="full", options=OPTS)
+    pooled = embed_datasets(ws, ["toy"], ws.checkpoints_dir("tiny"), backbone_name="p2",
+                            options=dataclasses.replace(OPTS, pool=2))  # fmt: skip
+    a, b = FeatureStore.open(full.store_path), FeatureStore.open(pooled.store_path)
+    assert a.layout.grid == (2, 8) and b.layout.grid == (1, 4) and b.attrs["patch_grid"] == [2, 8]
+    ids = sorted(a.image_ids)
+    x = a.read(a.rows(ids))["patch"].float()
+    n, n_layers, d = len(ids), x.shape[1], x.shape[-1]
+    want = x.reshape(n, n_layers, 1, 2, 4, 2, d).mean(dim=(3, 5)).reshape(n, n_layers, 4, d)  # 2x2 blocks of 2x8
+    torch.testing.assert_close(b.read(b.rows(ids))["patch"].float(), want, atol=2e-3, rtol=2e-3)
+    with pytest.raises(ConfigError, match=r"--pool 4 must divide both sides of the 2x8 patch grid; pools that do: 2"):
+        embed_datasets(ws, ["toy"], ws.checkpoints_dir("tiny"), backbone_name="p4",
+                       options=dataclasses.replace(OPTS, pool=4))  # fmt: skip

@@ -44,6 +44,7 @@ SKIPPED = {("jsrt", "vits-b", "glori", 1.0), ("shenzhen", "vits-b", "mlp", 0.01)
 EXTRA_MANIFESTS = ("montgomery",)  # a data set with a manifest but no runs at all
 ATTENTION_GRID = 4
 SHA = {"vits-a": "a" * 64, "vits-b": "b" * 64}
+FAMILY = {"vits-a": "chexfound", "vits-b": "rad-dino"}  # what the store records (pipeline/backbone/interface.py)
 
 
 def fabricate_workspace(root: Path, n_resamples: int = 30, synthetic: bool = True) -> Workspace:
@@ -200,6 +201,7 @@ def fabricated_record(dataset: str, backbone: str, head: str, fraction: float, o
         head_config={"name": head, **(glori if head == "glori" else {})}, config={"seed": 0}, outputs=outputs,
         skipped_train={}, skipped_test={}, threshold_transfer="quantile", store_path=str(root / backbone),
         checkpoint=f"checkpoints/{backbone}/model.pt", checkpoint_sha256=SHA[backbone], synthetic=False,
+        store_attrs={"family": FAMILY[backbone], "checkpoint_sha256": SHA[backbone]},
         versions={"chex": "0.1.0"}, files=["predictions.parquet", "results.parquet", "sweep.parquet", "run.json"],
     )  # fmt: skip
 

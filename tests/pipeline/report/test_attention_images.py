@@ -61,7 +61,7 @@ def wide_workspace(workspace, tmp_path):
 
 def _drawn(monkeypatch, coll, out):
     shown = []
-    monkeypatch.setattr(attention, "_overlay", lambda ax, pixels, att: shown.append(pixels))
+    monkeypatch.setattr(attention, "overlay", lambda ax, pixels, att: shown.append(pixels))
     run = coll.run("cxrlt24", ("vits-a", "glori"))
     figure, notes = attention.attention_figure(coll, run, out, findings=["Cardiomegaly"])
     return shown[0], figure, notes

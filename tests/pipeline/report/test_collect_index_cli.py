@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.report import collect_runs, write_report
 from pipeline.report.collect import HEADS
 from pipeline.stats import evaluate_predictions
-from tests.pipeline.report.fabricate import BACKBONES, SHA, run_dir
+from tests.pipeline.report.fabricate import BACKBONES, FAMILY, SHA, run_dir
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_index_links_every_file_and_records_provenance(report):
     assert {p.resolve() for p in written} <= resolved
     assert all(os.path.exists(report.out_dir / link) for link in links if not link.startswith("../"))
     for backbone, sha in SHA.items():
-        assert f"backbone `{backbone}`: checkpoint sha256 `{sha[:16]}`" in index
+        assert f"backbone `{backbone}`: family {FAMILY[backbone]}, weights sha256 `{sha}`" in index
     assert "- seeds: 0" in index and "- chex version: 0.1.0" in index
     assert "glori" in index.lower() and "embed_dim" in index  # head configs
     html = (report.out_dir / "index.html").read_text()
