@@ -14,14 +14,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE, VAL_PREDICTIONS_FILE
 from pipeline.tasks.base import Task
 
 
 class ClassificationTask(Task):
-    """Binary and multi-label findings: (B, K) logits."""
+    """Binary and multi-label findings: (B, K) logits. The module imports no torch (run folders are told apart
+    without it)."""
 
     name = "classification"
     tables: ClassVar[dict[str, bool]] = {PREDICTIONS_FILE: True, VAL_PREDICTIONS_FILE: True}
@@ -42,20 +42,24 @@ class ClassificationTask(Task):
 
         return outputs_without_both_classes(targets, outputs)
 
-    def loss(self, logits, targets, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    def loss(self, logits, targets, label_smoothing: float = 0.0, reduction: str = "mean"):
         from heads.batched import masked_bce
 
         return masked_bce(logits, targets, label_smoothing, reduction=reduction)
 
-    def member_loss_sums(self, logits, targets, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+    def member_loss_sums(self, logits, targets, label_smoothing: float = 0.0):
         from pipeline.probe.sweep import _member_loss_sums
 
         return _member_loss_sums(logits, targets, label_smoothing)
 
-    def n_known(self, targets: torch.Tensor) -> int:
+    def n_known(self, targets) -> int:
+        import torch
+
         return int((~torch.isnan(targets)).sum())
 
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+    def activate(self, logits):
+        import torch
+
         return torch.sigmoid(logits)
 
     def sweep_table(self, lrs, val_scores, val_targets, skip, rule, losses) -> pd.DataFrame:
