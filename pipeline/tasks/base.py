@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +28,30 @@ if TYPE_CHECKING:
     from pipeline.report.collect import Collection
     from pipeline.runs.evaluate import CompareConfig, StatsConfig
     from pipeline.runs.record import RunRecord
+
+
+# The columns of a task's comparison rows (pipeline.stats.comparisons.compare_predictions gives them and more).
+COMPARE_COLUMNS = ("output", "metric", "estimate_a", "estimate_b", "diff", "p_value", "p_adjusted", "delong_p",
+                   "n_permutations", "model_a", "model_b", "note")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the report's tables of every task share: the paired tests' permutations, adjustment and seed."""
+
+    n_permutations: int = 1000
+    adjust: str = "holm"
+    seed: int = 0
+
+
+@dataclass
+class ReportPart:
+    """A task's share of the report: its tables (empty ones are skipped), what is missing (one line each, for the
+    index), and per table name the (file stem, rows) of a detail CSV written beside it."""
+
+    tables: list[ReportTable] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    details: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
 
 
 class Task(ABC):
@@ -116,13 +141,15 @@ class Task(ABC):
 
     @abstractmethod
     def compare(self, run_a: Path, run_b: Path, config: CompareConfig) -> pd.DataFrame:
-        """Paired permutation test of two runs of this task over the task's per-unit score (A minus B)."""
+        """Paired permutation test of two runs of this task over the task's per-unit score (A minus B): rows with
+        COMPARE_COLUMNS (what `chex compare` prints and the report's p-value tables read)."""
 
     # --- report -----------------------------------------------------------------------------------------------
-    def report_datasets(self, coll: Collection) -> list[str]:
-        """The data sets of the collection this task's report tables cover (those with full runs of this task)."""
-        return [d for d in coll.datasets if coll.full_runs(d) and coll.task_of(d) is self]
+    headline_metric: str = "auroc"  # results.parquet's metric of the headline row (output "macro")
+    wide_metrics: tuple[str, ...] = ()  # `chex stats` prints these as one row per output, with their CIs
+    hidden_metrics: tuple[str, ...] = ()  # ... these not at all (in the file only); any others one row each
 
-    def report_tables(self, coll: Collection) -> list[ReportTable]:
-        """The report tables of this task's data sets (empty ones say what is missing). Default: none."""
-        return []
+    def report_tables(self, coll: Collection, settings: ReportSettings) -> ReportPart:
+        """This task's report tables for its data sets (`coll.datasets_of(self)`), and what is missing. Every
+        registered task is asked, in registry order, also when the collection has none of its data sets."""
+        return ReportPart()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE, VAL_PREDICTIONS_FILE
-from pipeline.tasks.base import Task
+from pipeline.tasks.base import ReportPart, ReportSettings, Task
 
 
 class ClassificationTask(Task):
@@ -27,6 +27,8 @@ class ClassificationTask(Task):
     tables: ClassVar[dict[str, bool]] = {PREDICTIONS_FILE: True, VAL_PREDICTIONS_FILE: True}
     score_column = "val_macro_auroc"
     score_name = "val macro AUROC"
+    wide_metrics = ("auroc", "auprc", "f1", "prevalence")
+    hidden_metrics = ("sensitivity", "specificity")
 
     def outputs(self, card) -> list[str]:
         return list(card.label_columns)
@@ -110,7 +112,18 @@ class ClassificationTask(Task):
 
         return compare_predictions_of_runs(run_a, run_b, config)
 
-    def report_tables(self, coll) -> list:
-        from pipeline.report.tables import performance_table
+    def report_tables(self, coll, settings: ReportSettings) -> ReportPart:
+        """Table II (macro AUPRC/AUROC per data set) and its companion, the adjusted paired-permutation p of each
+        column's best model against the others (with a detail CSV)."""
+        from pipeline.report.comparisons import best_vs_others
+        from pipeline.report.tables import performance_table, pvalue_table
 
-        return [performance_table(coll)]
+        part = ReportPart(tables=[performance_table(coll)])
+        if part.tables[0].is_empty:
+            part.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
+            return part
+        comparisons, problems = best_vs_others(coll, settings.n_permutations, settings.seed, settings.adjust)
+        part.missing += problems
+        part.tables.append(pvalue_table(coll, comparisons, settings.n_permutations, settings.adjust))
+        part.details["table2_pvalues"] = ("table2_pvalues_detail", comparisons)
+        return part

@@ -83,6 +83,11 @@ def task_named(name: str) -> Task:
     return _LOADED[name]
 
 
+def default_task() -> Task:
+    """The first built-in task (classification): a run or data set that says nothing else is of this kind."""
+    return task_named(BUILTIN[0].name)
+
+
 def task_for_kinds(kinds: Iterable[str], where: str = "card") -> Task:
     """The one task that handles every kind in `kinds` (its own plus those it carries); ConfigError otherwise."""
     wanted = list(dict.fromkeys(kinds))

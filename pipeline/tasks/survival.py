@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from pipeline.runs.layout import PREDICTIONS_FILE, SURVIVAL_FILE
+from pipeline.tasks.base import ReportPart, ReportSettings
 from pipeline.tasks.classification import ClassificationTask
 
 
@@ -32,7 +33,10 @@ class SurvivalTask(ClassificationTask):
         out[SURVIVAL_FILE] = frame
         return out
 
-    def report_tables(self, coll) -> list:
+    def report_tables(self, coll, settings: ReportSettings) -> ReportPart:
+        """Table IV: per endpoint, AUPRC/AUROC of the horizon output, C-index, HR, log-rank p, KM survival."""
+        from pipeline.report.missing import survival_hint
         from pipeline.report.tables import survival_table
 
-        return [survival_table(coll)]
+        table = survival_table(coll)
+        return ReportPart(tables=[table], missing=[survival_hint(coll)] if table.is_empty else [])

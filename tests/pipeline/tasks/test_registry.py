@@ -13,10 +13,13 @@ from pipeline.cards import card_from_dict, load_card
 from pipeline.errors import ConfigError
 from pipeline.probe import ProbeConfig, run_probe
 from pipeline.probe.sweep import TrainLosses
+from pipeline.report import write_report
+from pipeline.report.cells import Panel, ReportTable, Row
+from pipeline.report.tables import result_cell
 from pipeline.runs import RESULTS_FILE, CompareConfig, compare_runs, evaluate_run, is_complete, read_record
 from pipeline.stats.tables import RESULT_COLUMNS
 from pipeline.tasks import TaskEntry, register_task, task_for_card, task_of_run, unregister_task
-from pipeline.tasks.base import Task
+from pipeline.tasks.base import COMPARE_COLUMNS, ReportPart, Task
 from tests.pipeline.probe.conftest import make_workspace
 
 TABLE = "regression.parquet"
@@ -110,10 +113,42 @@ class RegressionTask(Task):
 
     def compare(self, run_a, run_b, config):
         a, b = (pd.read_parquet(r / TABLE).dropna(subset=["target"]) for r in (run_a, run_b))
-        diff = ((a["prediction"] - a["target"]) ** 2).to_numpy() - ((b["prediction"] - b["target"]) ** 2).to_numpy()
+        sq_a, sq_b = ((f["prediction"] - f["target"]) ** 2 for f in (a, b))
+        diff = sq_a.to_numpy() - sq_b.to_numpy()
         signs = np.random.default_rng(config.seed).choice([-1.0, 1.0], size=(config.n_permutations, len(diff)))
         p = (1 + np.sum(np.abs((signs * diff).mean(axis=1)) >= abs(diff.mean()))) / (1 + config.n_permutations)
-        return pd.DataFrame({"metric": ["mse"], "difference": [diff.mean()], "p_value": [p]})
+        row = {
+            "output": "macro",
+            "metric": "mse",
+            "estimate_a": sq_a.mean(),
+            "estimate_b": sq_b.mean(),
+            "diff": diff.mean(),
+            "p_value": p,
+            "p_adjusted": p,
+            "delong_p": np.nan,
+            "n_permutations": config.n_permutations,
+            "model_a": "A",
+            "model_b": "B",
+            "note": "per image",
+        }
+        return pd.DataFrame([row])[list(COMPARE_COLUMNS)]
+
+    def report_tables(self, coll, settings):
+        datasets = coll.datasets_of(self)
+        rows = [
+            Row(model, [result_cell(coll.run(d, model).results, "mse") for d in datasets])
+            for model in coll.models(coll.full_runs())
+            if all(coll.run(d, model) for d in datasets)
+        ]
+        table = ReportTable(
+            name="table_regression",
+            title="Regression: macro MSE",
+            caption="Test MSE.",
+            row_header=["Backbone", "Head"],
+            columns=datasets,
+            panels=[Panel(None, rows)],
+        )
+        return ReportPart(tables=[table], missing=[] if rows else ["no regression results"])
 
 
 @pytest.fixture
@@ -149,7 +184,12 @@ def test_a_registered_task_kind_runs_through_probe_stats_and_compare(regression)
     halving = run_probe(ws, "toy", "mlp", config=ProbeConfig(n_resamples=10, epochs=2, lrs=(1e-3, 1e-1),
                                                              sweep="halving"), progress=False)  # fmt: skip
     table = compare_runs(folder, halving.folder, CompareConfig(n_permutations=50))
-    assert list(table.columns) == ["metric", "difference", "p_value"] and 0 < table["p_value"].iloc[0] <= 1
+    assert list(table.columns) == list(COMPARE_COLUMNS) and 0 < table["p_value"].iloc[0] <= 1
+    summary = write_report(ws, formats=("md", "csv"), n_permutations=20, figures=False, progress=False)
+    assert "table_regression" in summary.tables  # the task's own table, asked for by the report
+    assert not any(name.startswith(("table2", "table4")) for name in summary.tables)  # no other task's tables
+    text = (summary.out_dir / "tables" / "table_regression.md").read_text()
+    assert "| linear | 0." in text and "| mlp | 0." in text
 
 
 def test_runs_of_different_tasks_are_not_compared(regression, tmp_path):
