@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +53,7 @@ class ProbeData:
     test: np.ndarray
     notes: dict[str, str] = field(default_factory=dict)
     task: Task | None = None  # the card's task kind (pipeline/tasks/); None: classification
+    root: Path | None = None  # the workspace's folder (where a task's tables find masks and the like)
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -81,7 +83,9 @@ def load_probe_data(
     manifest = read_manifest(workspace.manifest_path(dataset), card).reset_index(drop=True)
     if not task.outputs(card):
         raise ConfigError(f"data set card of {dataset!r} names no label columns; nothing to probe")
-    return prepare_probe_data(dataset, card, manifest, seed, label_fraction, val_fraction, task, store)
+    data = prepare_probe_data(dataset, card, manifest, seed, label_fraction, val_fraction, task, store)
+    data.root = workspace.root
+    return data
 
 
 def prepare_probe_data(
