@@ -50,7 +50,15 @@ def write_oracle_runs(
 ) -> list[Path]:
     """Write (or keep, when already current) the oracle run folder of each synthetic data set; returns them."""
     names = datasets if datasets is not None else oracle_datasets(workspace)
+    names = [d for d in names if _task(workspace, d).planted_oracle]  # others give their reference rows themselves
     return [write_oracle_run(workspace, d, n_resamples=n_resamples, seed=seed) for d in names]
+
+
+def _task(workspace: Workspace, dataset: str):
+    from pipeline.probe.data import read_card
+    from pipeline.tasks import task_for_card
+
+    return task_for_card(read_card(workspace, dataset))
 
 
 def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000, seed: int = 0) -> Path:
@@ -61,6 +69,8 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
         raise ConfigError(
             f"{dataset}: no planted-feature file {path}; the oracle exists only for data sets made by `chex synth`"
         )
+    if not _task(workspace, dataset).planted_oracle:
+        raise ConfigError(f"{dataset}: its task ({_task(workspace, dataset).name}) has no planted-feature oracle run")
     folder = RunFolder.of(workspace, dataset, ORACLE_BACKBONE, ORACLE_HEAD, 1.0)
     data = load_probe_data(workspace, dataset, seed=seed)
     truth = pd.read_parquet(path)

@@ -145,6 +145,7 @@ class Task(ABC):
         COMPARE_COLUMNS (what `chex compare` prints and the report's p-value tables read)."""
 
     # --- report -----------------------------------------------------------------------------------------------
+    planted_oracle: bool = False  # pipeline/synth/oracle.py can fit its outputs on a synthetic set's planted features
     headline_metric: str = "auroc"  # results.parquet's metric of the headline row (output "macro")
     wide_metrics: tuple[str, ...] = ()  # `chex stats` prints these as one row per output, with their CIs
     hidden_metrics: tuple[str, ...] = ()  # ... these not at all (in the file only); any others one row each

@@ -27,6 +27,7 @@ class ClassificationTask(Task):
     tables: ClassVar[dict[str, bool]] = {PREDICTIONS_FILE: True, VAL_PREDICTIONS_FILE: True}
     score_column = "val_macro_auroc"
     score_name = "val macro AUROC"
+    planted_oracle = True
     wide_metrics = ("auroc", "auprc", "f1", "prevalence")
     hidden_metrics = ("sensitivity", "specificity")
 
