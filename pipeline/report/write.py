@@ -170,8 +170,25 @@ def _figure_steps(coll: Collection) -> list[Callable[..., list[FigureResult]]]:
         (survival_datasets, _kaplan_meier),
         (efficiency_datasets, _label_efficiency),
         (attention_runs, _attention),
+        (_figure_tasks, _task_figures),
     )
     return [make for has_inputs, make in wanted if has_inputs(coll)]
+
+
+def _figure_tasks(coll: Collection) -> list:
+    """The task kinds (pipeline/tasks/) that draw figures of their own and have data sets in the report."""
+    return [t for t in coll.tasks() if t.has_figures and coll.datasets_of(t)]
+
+
+def _task_figures(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    from pipeline.tasks.base import ReportSettings
+
+    made = []
+    for task in _figure_tasks(coll):
+        part = task.report_figures(coll, out, ReportSettings(seed=seed, n_resamples=n_resamples))
+        summary.missing += part.missing
+        made += part.figures
+    return made
 
 
 def _write_tables(

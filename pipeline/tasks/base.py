@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pipeline.probe.sweep import TrainLosses
     from pipeline.report.cells import ReportTable
     from pipeline.report.collect import Collection
+    from pipeline.report.figures import FigureResult
     from pipeline.runs.evaluate import CompareConfig, StatsConfig
     from pipeline.runs.record import RunRecord
 
@@ -37,11 +38,12 @@ COMPARE_COLUMNS = ("output", "metric", "estimate_a", "estimate_b", "diff", "p_va
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What the report's tables of every task share: the paired tests' permutations, adjustment and seed."""
+    """What the report's tables and figures of every task share: the paired tests' settings, the seed, resamples."""
 
     n_permutations: int = 1000
     adjust: str = "holm"
     seed: int = 0
+    n_resamples: int = 1000  # bootstrap resamples of CIs the report computes itself
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ReportPart:
     tables: list[ReportTable] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     details: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    figures: list[FigureResult] = field(default_factory=list)  # report_figures' (PNG + PDF under the figures folder)
 
 
 class Task(ABC):
@@ -153,4 +156,11 @@ class Task(ABC):
     def report_tables(self, coll: Collection, settings: ReportSettings) -> ReportPart:
         """This task's report tables for its data sets (`coll.datasets_of(self)`), and what is missing. Every
         registered task is asked, in registry order, also when the collection has none of its data sets."""
+        return ReportPart()
+
+    has_figures: bool = False  # True when `report_figures` draws something (the report's progress counts it)
+
+    def report_figures(self, coll: Collection, out_dir: Path, settings: ReportSettings) -> ReportPart:
+        """This task's figures for its data sets, drawn into `out_dir` (FigureResult: files and caption; what is
+        missing). Asked after the report's classification/survival figures, when `has_figures`. Default: none."""
         return ReportPart()

@@ -133,6 +133,19 @@ class RegressionTask(Task):
         }
         return pd.DataFrame([row])[list(COMPARE_COLUMNS)]
 
+    has_figures = True
+
+    def report_figures(self, coll, out_dir, settings):
+        import matplotlib.pyplot as plt
+
+        from pipeline.report.figures import FigureResult, save_figure
+
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        paths = save_figure(fig, out_dir, "regression_fit")
+        plt.close(fig)
+        return ReportPart(figures=[FigureResult("regression_fit", "Predicted vs true.", paths)])
+
     def report_tables(self, coll, settings):
         datasets = coll.datasets_of(self)
         rows = [
@@ -185,11 +198,13 @@ def test_a_registered_task_kind_runs_through_probe_stats_and_compare(regression)
                                                              sweep="halving"), progress=False)  # fmt: skip
     table = compare_runs(folder, halving.folder, CompareConfig(n_permutations=50))
     assert list(table.columns) == list(COMPARE_COLUMNS) and 0 < table["p_value"].iloc[0] <= 1
-    summary = write_report(ws, formats=("md", "csv"), n_permutations=20, figures=False, progress=False)
+    summary = write_report(ws, formats=("md", "csv"), n_permutations=20, progress=False)
     assert "table_regression" in summary.tables  # the task's own table, asked for by the report
     assert not any(name.startswith(("table2", "table4")) for name in summary.tables)  # no other task's tables
     text = (summary.out_dir / "tables" / "table_regression.md").read_text()
     assert "| linear | 0." in text and "| mlp | 0." in text
+    assert [f.name for f in summary.figures] == ["regression_fit"]  # the task's figure, and no other task's
+    assert "regression_fit" in (summary.out_dir / "index.md").read_text()
 
 
 def test_runs_of_different_tasks_are_not_compared(regression, tmp_path):
