@@ -163,6 +163,8 @@ class RunSummary:
     skipped: bool = False
     seconds: float = 0.0
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    val_name: str = "val macro AUROC"  # what the two numbers are, in the run's task's words (pipeline/tasks/)
+    test_name: str = "test macro AUROC"
 
 
 def _one_writer(func):
@@ -609,8 +611,13 @@ def _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, 
 
 
 def _summary_from(folder: RunFolder, run: RunRecord, skipped: bool) -> RunSummary:
+    from pipeline.tasks import task_of_run
+
     sweep = pd.read_parquet(folder / SWEEP_FILE).to_dict("records")
+    task = task_of_run(folder.root, run)
     return RunSummary(
+        val_name=task.score_name,
+        test_name=f"test {task.headline_name}",
         dataset=run.dataset,
         backbone=run.backbone,
         head=run.head,

@@ -65,7 +65,7 @@ class Task(ABC):
     # categories; the first is the one that marks a folder as this task's run (pipeline/runs/layout.py).
     tables: ClassVar[dict[str, bool]] = {}
     score_column: str = "val_score"  # the sweep table's column the lr-selection rule ranks (higher is better)
-    score_name: str = "val score"  # the same in words, for logs and notes
+    score_name: str = "val score"  # the same in words, for logs, notes and `chex probe`'s summary
 
     # --- data -------------------------------------------------------------------------------------------------
     @abstractmethod
@@ -150,6 +150,7 @@ class Task(ABC):
     # --- report -----------------------------------------------------------------------------------------------
     planted_oracle: bool = False  # pipeline/synth/oracle.py can fit its outputs on a synthetic set's planted features
     headline_metric: str = "auroc"  # results.parquet's metric of the headline row (output "macro")
+    headline_name: str = "macro AUROC"  # the headline in words (`chex probe` prints "test <headline_name>")
     wide_metrics: tuple[str, ...] = ()  # `chex stats` prints these as one row per output, with their CIs
     hidden_metrics: tuple[str, ...] = ()  # ... these not at all (in the file only); any others one row each
 

@@ -46,6 +46,7 @@ class RegressionTask(Task):
     tables = {TABLE: True}  # noqa: RUF012
     score_column = "val_neg_mse"
     score_name = "val -MSE"
+    headline_name = "macro MSE"
 
     def outputs(self, card):
         return list(card.label_columns)
@@ -182,6 +183,7 @@ def test_a_registered_task_kind_runs_through_probe_stats_and_compare(regression)
     config = ProbeConfig(n_resamples=10, epochs=2, lrs=(1e-3, 1e-1))
     summary = run_probe(ws, "toy", "linear", config=config, progress=False)
     folder = summary.folder
+    assert (summary.val_name, summary.test_name) == ("val -MSE", "test macro MSE")  # what `chex probe` prints
     record = read_record(folder)
     assert record.task == "regression" and task_of_run(folder, record).name == "regression"
     assert (folder / TABLE).is_file() and not (folder / "predictions.parquet").exists()
