@@ -28,6 +28,7 @@ class ClassificationTask(Task):
     score_column = "val_macro_auroc"
     score_name = "val macro AUROC"
     planted_oracle = True
+    report_heads = ("linear", "glori", "mlp")
     wide_metrics = ("auroc", "auprc", "f1", "prevalence")
     hidden_metrics = ("sensitivity", "specificity")
 
