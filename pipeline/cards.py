@@ -4,7 +4,7 @@ A card is a small YAML file. The packaged cards for the real data sets live in d
 workspace keeps a copy next to each manifest (`manifests/<dataset>.card.yaml`), with `synthetic: true`
 when the data came from `chex synth`.
 
-Task kinds:
+Task kinds (each handled by a registered task, pipeline/tasks/; the card's kinds choose the probe's task):
 - multilabel: several finding columns, values 1/0/NaN, plus -1 for uncertain labels, which the card's
   `uncertain_policy` maps: "ignore" -> NaN (masked out of the loss and metrics), "ones" -> 1, "zeros" -> 0.
 - binary: one column, same values.
@@ -25,7 +25,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-TaskKind = Literal["multilabel", "binary", "survival"]
+TaskKind = str  # a card kind some registered task handles (pipeline/tasks/registry.py): multilabel, binary, survival
 UncertainPolicy = Literal["ignore", "ones", "zeros"]
 UNCERTAIN = -1.0
 
@@ -183,9 +183,11 @@ def card_from_dict(data: dict[str, Any], source: str = "card") -> DatasetCard:
 
 
 def _task_from_dict(data: dict[str, Any]) -> Task:
+    from pipeline.tasks.registry import card_kinds
+
     kind = data["kind"]
-    if kind not in ("multilabel", "binary", "survival"):
-        raise ValueError(f"task kind must be multilabel, binary or survival, not {kind!r}")
+    if kind not in card_kinds():  # the registered task kinds (pipeline/tasks/registry.py)
+        raise ValueError(f"task kind must be one of {', '.join(card_kinds())}, not {kind!r}")
     policy = data.get("uncertain_policy", "ignore")
     if policy not in ("ignore", "ones", "zeros"):
         raise ValueError(f"uncertain_policy must be ignore, ones or zeros, not {policy!r}")

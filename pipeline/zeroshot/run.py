@@ -29,9 +29,7 @@ from pipeline.runs import (
     RunFolder,
     RunRecord,
     config_tag,
-    evaluate_run,
-    write_parquet,
-    write_record,
+    finish_run,
 )
 from pipeline.workspace import Workspace, resolve_workspace
 from pipeline.zeroshot.prompts import FindingPrompts, finding_prompts, prompts_digest
@@ -112,7 +110,7 @@ def run_zeroshot(
     )  # fmt: skip
     identity = dict(dataset=dataset, backbone=name, head=HEAD, label_fraction=1.0)
     with folder_lock(folder.root, "zero-shot run folder"):
-        return finish_run(folder, record, data, identity, val_probs, test_probs)
+        return write_zero_shot_run(folder, record, data, identity, val_probs, test_probs)
 
 
 def image_text_of(store, config: ZeroShotConfig):
@@ -174,22 +172,17 @@ def zero_shot_probabilities(side, tokens, prompts: dict[str, FindingPrompts], sc
     return logits.softmax(dim=-1)[..., 0].double().numpy()
 
 
-def finish_run(folder: RunFolder, record: RunRecord, data, identity: dict, val_probs, test_probs) -> Path:
-    """Write the run folder's tables, its results (pipeline.runs.evaluate_run) and run.json last: the one place
-    this stage finishes a run (to become pipeline/runs' `finish`)."""
+def write_zero_shot_run(folder: RunFolder, record: RunRecord, data, identity: dict, val_probs, test_probs) -> Path:
+    """Finish the run folder through pipeline/runs' `finish_run` (tables, results by the run's task, run.json
+    last) with the zero-shot scores as the prediction tables."""
     from pipeline.probe.results import prediction_frame
 
-    files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RESULTS_FILE, RECORD_FILE]
-    (folder / RECORD_FILE).unlink(missing_ok=True)  # incomplete until the new record is written
-    write_parquet(prediction_frame(data, data.test, test_probs, identity, record.seed, 0.0), folder / PREDICTIONS_FILE)
-    val = prediction_frame(data, data.val, val_probs, identity, record.seed, 0.0)
-    write_parquet(val, folder / VAL_PREDICTIONS_FILE)
-    record = dataclasses.replace(record, files=files)
-    results = evaluate_run(folder.root, record=record)
-    write_parquet(results, folder / RESULTS_FILE)
-    macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]["estimate"]
-    write_record(dataclasses.replace(record, test_macro_auroc=float(macro.iloc[0]) if len(macro) else float("nan")),
-                 folder.root)  # fmt: skip
+    tables = {
+        PREDICTIONS_FILE: prediction_frame(data, data.test, test_probs, identity, record.seed, 0.0),
+        VAL_PREDICTIONS_FILE: prediction_frame(data, data.val, val_probs, identity, record.seed, 0.0),
+    }
+    record = dataclasses.replace(record, files=[*tables, RESULTS_FILE, RECORD_FILE])
+    finish_run(folder.root, record, tables)
     log.info("%s: zero-shot %s -> %s", record.dataset, record.backbone, folder.root)
     return folder.root
 

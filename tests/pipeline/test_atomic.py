@@ -38,4 +38,3 @@ def test_atomic_dir_swaps_folder_and_cleans_strays(tmp_path):
     stray.write_text("left by a killed writer")
     assert clean_stray_temps(tmp_path) == [stray]
     assert not stray.exists()
-
