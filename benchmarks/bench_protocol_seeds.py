@@ -69,15 +69,26 @@ def main() -> None:
     parser.add_argument("--standardize", action="store_true", help="also: the study with --standardize")
     parser.add_argument("--compare-store", default=None, help="also: the --rule's test AUROC on this store")
     parser.add_argument("--rule", default="one-se", help="the rule of --compare-store")
+    parser.add_argument("--save", default=None, help="folder: each seed's test probabilities per chosen lr (npz)")
+    parser.add_argument("--blocks", type=int, default=0, help="also: disjoint blocks of N seeds, as --seeds N")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rules = args.rules.split(",")
     if args.from_logs:  # seeds run in several processes (a shared machine): one summary over all their lines
         summarise(from_logs(args.from_logs.split(","), rules), rules, f"raw inputs, from {args.from_logs}")
+        if args.blocks and args.save:
+            blocks(Path(args.save), rules, args.blocks, args.backbone)
         return
     print(f"[protocol seeds] {args.dataset} / {args.head}, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
           f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     base = study(args, args.backbone, rules, standardize=False)
     summarise(base, rules, "raw inputs (the paper's protocol)")
+    if args.blocks and args.save:
+        blocks(Path(args.save), rules, args.blocks, args.backbone)
     if args.standardize:
         std = study(args, args.backbone, rules, standardize=True)
         summarise(std, rules, "standardised inputs (--standardize)")
@@ -129,12 +140,69 @@ def study(args, backbone: str | None, rules: list[str], standardize: bool) -> di
             if lr not in cache:
                 _, probs, _ = stage.refit(data, seed, lr, partial, f"-s{seed}-{lr:g}", timings, swept.standardizer)
                 cache[lr] = macro_auroc(probs, data.labels[data.test], swept.skip_idx)[0]
+                if args.save:
+                    save_probs(Path(args.save), name, standardize, seed, lr, probs, data, swept.skip_idx)
+            if args.save:
+                _record_choice(Path(args.save), name, standardize, seed, rule, lr)
             out[rule].append((lr, cache[lr]))
             line.append(f"{rule} lr {lr:g} test {cache[lr]:.4f}")
         diverged = [f"{lr:g}" for lr, d in zip(swept.lrs, swept.losses.diverged(), strict=True) if d]
         print(f"  seed {seed} ({name}{', standardised' if standardize else ''}; {time.perf_counter() - t0:.0f} s, "
               f"diverged: {', '.join(diverged) or 'none'}): " + "; ".join(line), flush=True)  # fmt: skip
     return out
+
+
+def _tag(name: str | None, standardize: bool) -> str:
+    return f"{name or 'default'}{'-std' if standardize else ''}"
+
+
+def save_probs(folder: Path, name: str, standardize: bool, seed: int, lr: float, probs, data, skip_idx) -> None:
+    """One refit's test probabilities, labels and the outputs the macro skips (to combine seeds afterwards)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{_tag(name, standardize)}-s{seed}-lr{lr:g}.npz", probs=np.asarray(probs),
+             labels=np.asarray(data.labels[data.test]), skip=np.asarray(list(skip_idx), dtype=np.int64))  # fmt: skip
+
+
+def _record_choice(folder: Path, name: str, standardize: bool, seed: int, rule: str, lr: float) -> None:
+    with open(folder / f"{_tag(name, standardize)}-choices.tsv", "a") as handle:
+        handle.write(f"{seed}\t{rule}\t{lr:g}\n")
+
+
+def blocks(folder: Path, rules: list[str], size: int, name: str | None) -> None:
+    """What `--seeds N` would report, over disjoint blocks of `size` consecutive seeds (the saved runs): the
+    block's mean of the seeds' test macro AUROC (what `chex probe --seeds N` reports: metric averaging) and the
+    macro AUROC of the seeds' averaged probabilities (ensembling, which chex does not do), and their SD over
+    blocks."""
+    from pipeline.probe.sweep import macro_auroc
+
+    tags = sorted({path.name.rsplit("-choices.tsv", 1)[0] for path in folder.glob("*-choices.tsv")})
+    for tag in tags:
+        choice: dict[str, dict[int, str]] = {}
+        for line in (folder / f"{tag}-choices.tsv").read_text().splitlines():
+            seed, rule, lr = line.split("\t")
+            choice.setdefault(rule, {})[int(seed)] = lr
+        print(
+            f"\n  --seeds {size} over disjoint seed blocks ({tag}): block means of test macro AUROC (metric "
+            "averaging, what chex reports) and the AUROC of the block's averaged probabilities (ensembling)"
+        )
+        for rule in rules:
+            seeds = sorted(choice.get(rule, {}))
+            n_blocks = len(seeds) // size
+            means, ensembles = [], []
+            for b in range(n_blocks):
+                runs = [
+                    np.load(folder / f"{tag}-s{s}-lr{choice[rule][s]}.npz") for s in seeds[b * size : (b + 1) * size]
+                ]
+                skip = set(runs[0]["skip"].tolist())
+                means.append(np.mean([macro_auroc(r["probs"], r["labels"], skip)[0] for r in runs]))
+                ensembles.append(macro_auroc(np.mean([r["probs"] for r in runs], axis=0), runs[0]["labels"], skip)[0])
+            if n_blocks < 2:
+                print(f"  {rule:9s} {len(seeds)} seeds: fewer than 2 blocks of {size}")
+                continue
+            print(f"  {rule:9s} {n_blocks} blocks of {size} (seeds {seeds[0]}-{seeds[n_blocks * size - 1]}): metric "
+                  f"mean {np.mean(means):.4f} SD {np.std(means, ddof=1):.4f} ({' '.join(f'{m:.4f}' for m in means)}); "
+                  f"ensemble {np.mean(ensembles):.4f} SD {np.std(ensembles, ddof=1):.4f} "
+                  f"({' '.join(f'{m:.4f}' for m in ensembles)})", flush=True)  # fmt: skip
 
 
 def from_logs(paths: list[str], rules: list[str]) -> dict[str, list[tuple[float, float]]]:
