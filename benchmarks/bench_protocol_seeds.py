@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="folder: each seed's test probabilities per chosen lr (npz)")
     parser.add_argument("--blocks", type=int, default=0, help="also: disjoint blocks of N seeds, as --seeds N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--show-sweep", action="store_true", help="print each seed's val AUROC and loss per lr")
+    parser.add_argument("--fixed-lr", type=float, default=None,
+                        help="only: refit at this lr per seed on the store and on --compare-store, paired")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -85,6 +88,9 @@ def main() -> None:
         return
     print(f"[protocol seeds] {args.dataset} / {args.head}, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
           f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    if args.fixed_lr is not None:
+        fixed_lr(args, [args.backbone, args.compare_store] if args.compare_store else [args.backbone], args.fixed_lr)
+        return
     base = study(args, args.backbone, rules, standardize=False)
     summarise(base, rules, "raw inputs (the paper's protocol)")
     if args.blocks and args.save:
@@ -101,37 +107,21 @@ def main() -> None:
 
 def study(args, backbone: str | None, rules: list[str], standardize: bool) -> dict[str, list[tuple[float, float]]]:
     """rule -> [(chosen lr, test macro AUROC)] per seed."""
-    from heads import head_spec
-    from pipeline.demo import SIZES, SMALL_SETS, _head_options
-    from pipeline.device import pick_device
-    from pipeline.probe.data import Features, load_probe_data
-    from pipeline.probe.protocol import ProbeConfig, ProbeStage, _factory, _schedule, resolve_backbone
     from pipeline.probe.sweep import macro_auroc
-    from pipeline.store import FeatureStore
-    from pipeline.workspace import Workspace
 
-    ws = Workspace(Path(args.workspace))
-    name = resolve_backbone(ws, backbone)
-    store = FeatureStore.open(ws.features_dir(name))
-    plan = SIZES["small"]
-    epochs = plan.epochs_small if args.dataset in SMALL_SETS else plan.epochs_large
-    config = ProbeConfig(lrs=plan.lrs, epochs=epochs, batch_size=plan.batch_size, standardize=standardize,
-                         head_options=_head_options(args.head, plan, args.dataset))  # fmt: skip
+    ws, store, name, config = _setup(args, backbone, standardize)
     out: dict[str, list[tuple[float, float]]] = {r: [] for r in rules}
     partial = Path(tempfile.mkdtemp(prefix="bench-seeds-"))
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.perf_counter()
-        data = load_probe_data(ws, args.dataset, seed)
-        ep, bs = _schedule(data, config)
-        parts = ("cls", "patch") if head_spec(args.head).uses_patch(config.head_options) else ("cls",)
-        train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
-        max_views = store.n_views(train_ids) if config.train_views else 1
-        features = Features(store, list(data.image_ids), parts, max_views=max_views)
-        factory = _factory(args.head, store, len(data.outputs), config.head_options)
-        stage = ProbeStage(args.head, factory, features, config, ep, bs, pick_device(None), max_views > 1,
-                           f"bench-{seed}-{standardize}-{name}", progress=False)  # fmt: skip
+        data, stage = _stage(args, ws, store, name, config, seed, standardize)
         timings: dict[str, float] = {}
         swept = stage.sweep(data, seed, partial, f"-s{seed}", timings)
+        if args.show_sweep:
+            table = swept.table("auroc")
+            print(f"  seed {seed} sweep: " + "; ".join(
+                f"{r.lr:g} val {r.val_macro_auroc:.3f} loss {r.val_loss:.3f}{' DIV' if r.diverged else ''}"
+                for r in table.itertuples()), flush=True)  # fmt: skip
         cache: dict[float, float] = {}
         line = []
         for rule in rules:
@@ -150,6 +140,84 @@ def study(args, backbone: str | None, rules: list[str], standardize: bool) -> di
         print(f"  seed {seed} ({name}{', standardised' if standardize else ''}; {time.perf_counter() - t0:.0f} s, "
               f"diverged: {', '.join(diverged) or 'none'}): " + "; ".join(line), flush=True)  # fmt: skip
     return out
+
+
+def _setup(args, backbone: str | None, standardize: bool):
+    """(workspace, store, store name, the demo's small ProbeConfig for this data set and head)."""
+    from pipeline.demo import SIZES, SMALL_SETS, _head_options
+    from pipeline.probe.protocol import ProbeConfig, resolve_backbone
+    from pipeline.store import FeatureStore
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(Path(args.workspace))
+    name = resolve_backbone(ws, backbone)
+    store = FeatureStore.open(ws.features_dir(name))
+    plan = SIZES["small"]
+    epochs = plan.epochs_small if args.dataset in SMALL_SETS else plan.epochs_large
+    config = ProbeConfig(lrs=plan.lrs, epochs=epochs, batch_size=plan.batch_size, standardize=standardize,
+                         head_options=_head_options(args.head, plan, args.dataset))  # fmt: skip
+    return ws, store, name, config
+
+
+def _stage(args, ws, store, name: str, config, seed: int, standardize: bool):
+    """(probe data, ProbeStage) of one seed, as the protocol builds them."""
+    from heads import head_spec
+    from pipeline.device import pick_device
+    from pipeline.probe.data import Features, load_probe_data
+    from pipeline.probe.protocol import ProbeStage, _factory, _schedule
+
+    data = load_probe_data(ws, args.dataset, seed)
+    ep, bs = _schedule(data, config)
+    parts = ("cls", "patch") if head_spec(args.head).uses_patch(config.head_options) else ("cls",)
+    train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
+    max_views = store.n_views(train_ids) if config.train_views else 1
+    features = Features(store, list(data.image_ids), parts, max_views=max_views)
+    factory = _factory(args.head, store, len(data.outputs), config.head_options)
+    stage = ProbeStage(args.head, factory, features, config, ep, bs, pick_device(None), max_views > 1,
+                       f"bench-{seed}-{standardize}-{name}", progress=False)  # fmt: skip
+    return data, stage
+
+
+def fixed_lr(args, backbones: list[str | None], lr: float) -> None:
+    """The store question without the selection noise: per seed, the protocol's refit at one lr on each store
+    (same seed, so the same init and batches where the widths agree), test macro AUROC, paired differences."""
+    from pipeline.probe.sweep import macro_auroc
+
+    results = {}
+    for backbone in backbones:
+        ws, store, name, config = _setup(args, backbone, standardize=False)
+        partial = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
+        values = []
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            data, stage = _stage(args, ws, store, name, config, seed, False)
+            _, probs, _ = stage.refit(data, seed, lr, partial, f"-s{seed}-{lr:g}", {}, None)
+            skip = [k for k in range(len(data.outputs)) if k in _skipped(data)]
+            values.append(macro_auroc(probs, data.labels[data.test], skip)[0])
+            if args.save:
+                save_probs(Path(args.save), f"{name}-fixed", False, seed, lr, probs, data, skip)
+            print(f"  fixed lr {lr:g}, {name}, seed {seed}: test {values[-1]:.4f}", flush=True)
+        results[name] = np.array(values)
+    names = list(results)
+    for other in names[1:]:
+        diff = results[other] - results[names[0]]
+        sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+        print(f"\n  fixed lr {lr:g}: {names[0]} mean {results[names[0]].mean():.4f} (seed SD "
+              f"{results[names[0]].std(ddof=1):.4f}); {other} mean {results[other].mean():.4f} (seed SD "
+              f"{results[other].std(ddof=1):.4f}); paired {other} - {names[0]}: mean {diff.mean():+.4f}, SD "
+              f"{sd:.4f}, SE {sd / np.sqrt(len(diff)):.4f}, max |diff| {np.abs(diff).max():.4f}; "
+              f"per seed {' '.join(f'{d:+.4f}' for d in diff)}", flush=True)  # fmt: skip
+
+
+def _skipped(data) -> set[int]:
+    """Outputs the macro leaves out: no positive or no negative in train (the sweep's rule) or in test."""
+    skip = set()
+    for k in range(len(data.outputs)):
+        for rows in (data.train, data.test):
+            y = data.labels[rows, k]
+            y = y[~np.isnan(y)]
+            if not ((y == 1).any() and (y == 0).any()):
+                skip.add(k)
+    return skip
 
 
 def _tag(name: str | None, standardize: bool) -> str:

@@ -8,8 +8,8 @@ AUPRC depend on the order only and do not change. Pool each output's 2n ranks on
 (pipeline.stats.metrics): a permuted model A' is the pooled set weighted 1 on the scores it takes (A's on
 unswapped units, B's on swapped ones) and 0 elsewhere, and B' is the complement. So each permutation is one
 weight column of a sparse product, as a bootstrap resample is, and 1,000 permutations need no re-sorting.
-Both permuted models' AUROC and AUPRC then come from A''s level sums alone (`PairedLevels`: B''s are the pooled
-total's minus A''s), in int64 running sums over every output at once, bit for bit the values of
+Both permuted models' AUROC and AUPRC then come from A's level sums alone (`PairedLevels`: B's are the pooled
+total's minus A's), in int64 running sums over every output at once, bit for bit the values of
 `ScoreLevels.metrics_from_sums` (benchmarks/bench_permutation_speed.py times it against the loop it replaced).
 
 Two-sided p-value: the share of permutations with |diff| >= |observed diff|, with the +1 correction of
@@ -162,7 +162,7 @@ class PairedLevels:
     """AUROC and AUPRC of a permuted pair (A', B') from the level sums of A' alone, one permutation at a time.
 
     A' holds one copy of every image (A's score or B's) and B' the other, so both have the full set's P
-    positives and N negatives, and every cumulative sum of B' is the pooled total's minus A''s. The values equal
+    positives and N negatives, and every cumulative sum of B' is the pooled total's minus A's. The values equal
     `ScoreLevels.metrics_from_sums`' bit for bit: the level sums are integers, kept in int64 (exact in any order:
     AUROC's U = P N - sum p (FP - t / 2) is exact, then one division as there), and AUPRC's precision masses
     p TP / (TP + FP) are each one float64 division of the same integers, summed by the same `reduceat` over the
