@@ -28,7 +28,7 @@ from pipeline.runs.layout import (
     RunFolder,
     head_folder,
 )
-from pipeline.runs.passes import evaluate_passes, n_passes
+from pipeline.runs.passes import COMBINE_RULES, evaluate_passes, n_passes
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.tables import RESULT_COLUMNS, RUN_COLUMNS
@@ -45,6 +45,7 @@ class StatsConfig:
     stratified: bool = False
     confidence: float = 0.95
     horizons: tuple[float, ...] = ()  # time-dependent AUROC horizons (years)
+    combine: str = "mean"  # a --seeds run: the mean over seeds, or their ensemble (pipeline.runs.passes)
 
     @classmethod
     def for_run(cls, record: RunRecord | None, **given: object) -> StatsConfig:
@@ -69,6 +70,8 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
     folder = Path(folder)
     record = record if record is not None else read_record(folder)
     config = config or StatsConfig.for_run(record)
+    if config.combine not in COMBINE_RULES:
+        raise ConfigError(f"--combine {config.combine!r}: must be one of {', '.join(COMBINE_RULES)}")
     predictions = read_table(folder / PREDICTIONS_FILE, text_as_categories=True)
     survival = read_table(folder / SURVIVAL_FILE)
     if predictions is None and survival is None:
@@ -80,6 +83,7 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
         results = evaluate_passes(
             predictions, val, survival,
             lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
+            combine=config.combine,
         )  # fmt: skip
     else:
         results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
