@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="folder: each seed's test probabilities per chosen lr (npz)")
     parser.add_argument("--blocks", type=int, default=0, help="also: disjoint blocks of N seeds, as --seeds N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--from-saved", action="store_true", help="--fixed-lr: compare the --save runs, no training")
     parser.add_argument("--show-sweep", action="store_true", help="print each seed's val AUROC and loss per lr")
     parser.add_argument("--fixed-lr", type=float, default=None,
                         help="only: refit at this lr per seed on the store and on --compare-store, paired")  # fmt: skip
@@ -89,6 +90,11 @@ def main() -> None:
     print(f"[protocol seeds] {args.dataset} / {args.head}, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
           f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     if args.fixed_lr is not None:
+        if args.from_saved:  # the fixed-lr runs' saved probabilities, compared as ensembles
+            stores = [args.backbone, args.compare_store]
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+            ensemble_paired(Path(args.save), [f"{n}-fixed" for n in stores], args.fixed_lr, seeds)
+            return
         fixed_lr(args, [args.backbone, args.compare_store] if args.compare_store else [args.backbone], args.fixed_lr)
         return
     base = study(args, args.backbone, rules, standardize=False)
@@ -198,6 +204,9 @@ def fixed_lr(args, backbones: list[str | None], lr: float) -> None:
             print(f"  fixed lr {lr:g}, {name}, seed {seed}: test {values[-1]:.4f}", flush=True)
         results[name] = np.array(values)
     names = list(results)
+    if args.save and len(names) > 1:
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        ensemble_paired(Path(args.save), [f"{n}-fixed" for n in names], lr, seeds)
     for other in names[1:]:
         diff = results[other] - results[names[0]]
         sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
@@ -206,6 +215,35 @@ def fixed_lr(args, backbones: list[str | None], lr: float) -> None:
               f"{results[other].std(ddof=1):.4f}); paired {other} - {names[0]}: mean {diff.mean():+.4f}, SD "
               f"{sd:.4f}, SE {sd / np.sqrt(len(diff)):.4f}, max |diff| {np.abs(diff).max():.4f}; "
               f"per seed {' '.join(f'{d:+.4f}' for d in diff)}", flush=True)  # fmt: skip
+
+
+def ensemble_paired(folder: Path, tags: list[str], lr: float, seeds: list[int], draws: int = 2000) -> None:
+    """The stores compared as ensembles: each store's test probabilities averaged over the seeds, the macro AUROC
+    of that average, and the difference's spread over seed resamples (the same resampled seeds for both stores),
+    over disjoint blocks of 5 seeds too."""
+    from pipeline.probe.sweep import macro_auroc
+
+    runs = {tag: [np.load(folder / f"{tag}-s{s}-lr{lr:g}.npz") for s in seeds] for tag in tags}
+    labels, skip = runs[tags[0]][0]["labels"], set(runs[tags[0]][0]["skip"].tolist())
+    probs = {tag: np.stack([r["probs"] for r in runs[tag]]) for tag in tags}
+
+    def auroc(tag: str, idx) -> float:
+        return macro_auroc(probs[tag][idx].mean(axis=0), labels, skip)[0]
+
+    every = np.arange(len(seeds))
+    base = tags[0]
+    rng = np.random.default_rng(0)
+    for other in tags[1:]:
+        diff = auroc(other, every) - auroc(base, every)
+        boot = []
+        for _ in range(draws):
+            idx = rng.integers(0, len(seeds), len(seeds))
+            boot.append(auroc(other, idx) - auroc(base, idx))
+        blocks = [auroc(other, every[b : b + 5]) - auroc(base, every[b : b + 5]) for b in range(0, len(seeds) - 4, 5)]
+        print(f"  ensembles of {len(seeds)} seeds at lr {lr:g}: {base} {auroc(base, every):.4f}, {other} "
+              f"{auroc(other, every):.4f}; {other} - {base} {diff:+.4f} (seed-resampling SD {np.std(boot):.4f}, 95% "
+              f"{np.percentile(boot, 2.5):+.4f}..{np.percentile(boot, 97.5):+.4f}); 5-seed blocks "
+              f"{' '.join(f'{d:+.4f}' for d in blocks)}", flush=True)  # fmt: skip
 
 
 def _skipped(data) -> set[int]:
