@@ -11,7 +11,7 @@ wide), `seed_sd` the SD over seeds (ddof 1: training randomness, i.e. splits car
 image's score averaged over the seeds (risk scores too), scored once with its own test-set interval, one model
 made of N probes and not the paper's single probe (say so when reporting it); `seed_sd` and `n_seeds` still
 describe the single seeds. On the small demo's Shenzhen GLoRI (seeds 0-24) a single seed's test AUROC had a
-seed SD of ~0.07, a 5-seed mean ~0.03, the 5-seed ensemble ~0.003 (benchmarks/bench_protocol_seeds.py --blocks).
+seed SD of 0.048, a 5-seed mean 0.023, the 5-seed ensemble 0.0045 (benchmarks/bench_protocol_seeds.py --blocks).
 
 With CV, AUROC and AUPRC rows take the corrected repeated-CV t interval instead (Nadeau & Bengio 2003, as
 Bouckaert & Frank 2004 use it): over the J = K·R per-fold values, mean ± t(J-1) · sqrt((1/J + n_test/n_train) · S²),
