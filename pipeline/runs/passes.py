@@ -9,9 +9,10 @@ wide), `seed_sd` the SD over seeds (ddof 1: training randomness, i.e. splits car
 
 `combine="ensemble"` (`chex stats --combine ensemble`, seeds only) evaluates instead the seeds' ensemble: each
 image's score averaged over the seeds (risk scores too), scored once with its own test-set interval, one model
-made of N probes and not the paper's single probe (say so when reporting it); `seed_sd` and `n_seeds` still
-describe the single seeds. On the small demo's Shenzhen GLoRI (seeds 0-24) a single seed's test AUROC had a
-seed SD of 0.048, a 5-seed mean 0.023, the 5-seed ensemble 0.0045 (benchmarks/bench_protocol_seeds.py --blocks).
+made of N probes and not the paper's single probe (say so when reporting it); the note gives the single seeds'
+SD, `seed_sd` is left empty (it is not the ensemble's), `n_seeds` counts the seeds. On the small demo's
+Shenzhen GLoRI (seeds 0-24) a single seed's test AUROC had a seed SD of 0.048, a 5-seed mean 0.023, the 5-seed
+ensemble 0.0045 (benchmarks/bench_protocol_seeds.py --blocks).
 
 With CV, AUROC and AUPRC rows take the corrected repeated-CV t interval instead (Nadeau & Bengio 2003, as
 Bouckaert & Frank 2004 use it): over the J = K·R per-fold values, mean ± t(J-1) · sqrt((1/J + n_test/n_train) · S²),
@@ -93,7 +94,8 @@ def ensembled(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def ensemble_results(ensemble: pd.DataFrame, per_seed: pd.DataFrame, n_seeds: int) -> pd.DataFrame:
-    """The ensemble's rows, with the single seeds' SD and count beside them and a note saying what was done."""
+    """The ensemble's rows with a note saying what was done and the single seeds' SD. `seed_sd` is NaN: the
+    single seeds' SD is not the ensemble's (a report would print it beside the ensemble's CI as if it were)."""
     spread = per_seed.set_index(["output", "metric"])[["seed_sd", "n_seeds"]]
     out = ensemble.join(spread, on=["output", "metric"])
     out["n_seeds"] = out["n_seeds"].fillna(0).astype("int64")
@@ -101,6 +103,7 @@ def ensemble_results(ensemble: pd.DataFrame, per_seed: pd.DataFrame, n_seeds: in
         f"ensemble of {n_seeds} seeds (each image's score averaged over them); single-seed SD {_fmt(sd)}"
         for sd in out["seed_sd"].to_numpy(dtype=np.float64)
     ]
+    out["seed_sd"] = np.nan
     notes = out["note"].fillna("").astype(str) if "note" in out.columns else pd.Series([""] * len(out))
     out["note"] = [f"{note}; {extra}" if note else extra for note, extra in zip(notes, summary, strict=True)]
     return out
