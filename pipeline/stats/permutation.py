@@ -107,7 +107,7 @@ def paired_permutation_test(
 
     def tally(swaps: np.ndarray) -> dict[str, np.ndarray]:
         """Hits of one chunk of swap patterns (numpy and scipy.sparse release the GIL: chunks run side by side):
-        one sparse product for the chunk, then both permuted models' metrics output by output."""
+        one sparse product for the chunk, then both permuted models' metrics (`PairedLevels`)."""
         weights = np.concatenate([~swaps, swaps], axis=1).T.astype(levels.dtype)
         perm_a, perm_b = pair.metrics(levels.sums(weights))
         out = {}
