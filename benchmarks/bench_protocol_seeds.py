@@ -24,7 +24,7 @@ probabilities (`chex stats --combine ensemble`). `--fixed-lr LR --compare-store 
 the refit at LR on both stores, paired, and (with --save) the two stores' seed ensembles.
 
 Figures, 2026-12-02 (logs: /work/wt/logs/stats-seeds-*.txt, stats-r128-*.txt), 2 cores shared with ~6 engineers
-(load 9-15), one torch thread, the small demo's protocol (9 lrs, 10 epochs, batch 32, GLoRI 64/128) on its fully
+(load 9-15), one torch thread, the small demo's protocol (9 lrs, 25 epochs, batch 32, GLoRI 64/128) on its fully
 pretrained store (480 steps), Shenzhen (266 train / 57 val / 77 test, manifest splits); 30-120 s per seed:
   GLoRI, seeds 0-24 (seeds 0-9 in brackets), divergence never flagged:
     auroc   flips 9 of 25 [4 of 10], test AUROC 0.941, seed SD 0.048 [0.072]; --seeds 5 over 5 blocks: mean SD
@@ -37,7 +37,8 @@ pretrained store (480 steps), Shenzhen (266 train / 57 val / 77 test, manifest s
     Shenzhen, protocol (auroc), seeds 0-9: single-seed diffs -0.14..+0.24 (lr flips; mean +0.011, SD 0.095);
       5-seed ensembles 0.9764 / 0.9723 vs 0.9750 / 0.9770 (+0.0014, -0.0047). Fixed lr 1e-3: single seeds mean
       +0.011 (SD 0.026), 10-seed ensembles 0.9784 vs 0.9811 (-0.0027; 5-seed blocks -0.0034, -0.0020).
-    CheXpert, fixed lr 5e-3 (the demo run's choice), seeds 0-9: mean +0.0000, max |diff| 0.0007; ensemble +0.0007.
+    CheXpert (10 epochs), fixed lr 5e-3 (the demo run's choice), seeds 0-9: mean +0.0000, max |diff| 0.0007;
+      ensemble +0.0007.
 """
 
 from __future__ import annotations
