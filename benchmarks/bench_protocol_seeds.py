@@ -276,11 +276,12 @@ def _record_choice(folder: Path, name: str, standardize: bool, seed: int, rule: 
 def blocks(folder: Path, rules: list[str], size: int, name: str | None) -> None:
     """What `--seeds N` would report, over disjoint blocks of `size` consecutive seeds (the saved runs): the
     block's mean of the seeds' test macro AUROC (what `chex probe --seeds N` reports: metric averaging) and the
-    macro AUROC of the seeds' averaged probabilities (ensembling, which chex does not do), and their SD over
-    blocks."""
+    macro AUROC of the seeds' averaged probabilities (`chex stats --combine ensemble`), and their SD over blocks;
+    with several stores saved, the paired per-block differences of their ensembles against the first."""
     from pipeline.probe.sweep import macro_auroc
 
     tags = sorted({path.name.rsplit("-choices.tsv", 1)[0] for path in folder.glob("*-choices.tsv")})
+    by_tag: dict[str, dict[str, list[float]]] = {}
     for tag in tags:
         choice: dict[str, dict[int, str]] = {}
         for line in (folder / f"{tag}-choices.tsv").read_text().splitlines():
@@ -301,6 +302,7 @@ def blocks(folder: Path, rules: list[str], size: int, name: str | None) -> None:
                 skip = set(runs[0]["skip"].tolist())
                 means.append(np.mean([macro_auroc(r["probs"], r["labels"], skip)[0] for r in runs]))
                 ensembles.append(macro_auroc(np.mean([r["probs"] for r in runs], axis=0), runs[0]["labels"], skip)[0])
+            by_tag.setdefault(tag, {})[rule] = ensembles
             if n_blocks < 2:
                 print(f"  {rule:9s} {len(seeds)} seeds: fewer than 2 blocks of {size}")
                 continue
@@ -308,6 +310,14 @@ def blocks(folder: Path, rules: list[str], size: int, name: str | None) -> None:
                   f"mean {np.mean(means):.4f} SD {np.std(means, ddof=1):.4f} ({' '.join(f'{m:.4f}' for m in means)}); "
                   f"ensemble {np.mean(ensembles):.4f} SD {np.std(ensembles, ddof=1):.4f} "
                   f"({' '.join(f'{m:.4f}' for m in ensembles)})", flush=True)  # fmt: skip
+    for other in tags[1:]:
+        print(f"\n  paired per block, {other} - {tags[0]}: the blocks' ensembles (the same seeds)")
+        for rule in rules:
+            a, b = by_tag[tags[0]].get(rule, []), by_tag[other].get(rule, [])
+            diff = np.array(b[: len(a)]) - np.array(a[: len(b)])
+            if len(diff):
+                print(f"  {rule:9s} {' '.join(f'{d:+.4f}' for d in diff)}; mean {diff.mean():+.4f}, max |diff| "
+                      f"{np.abs(diff).max():.4f}", flush=True)  # fmt: skip
 
 
 def from_logs(paths: list[str], rules: list[str]) -> dict[str, list[tuple[float, float]]]:
