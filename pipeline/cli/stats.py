@@ -44,6 +44,14 @@ def stats_command(
     horizons: Annotated[
         list[float] | None, typer.Option("--horizon", help="Time-dependent AUROC horizon (years); repeatable.")
     ] = None,
+    combine: Annotated[
+        str | None,
+        typer.Option(
+            "--combine",
+            help="A --seeds run: mean (each seed scored alone, then averaged; default) or ensemble (the seeds' "
+            "scores averaged per image, scored once: one model of N probes, far steadier on small sets).",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results here (.parquet or .csv).")] = None,
     overwrite: Annotated[
         bool,
@@ -62,7 +70,7 @@ def stats_command(
     in_run = path.is_dir() or path.name == PREDICTIONS_FILE
     record = read_record(folder) if in_run else None
     given = dict(n_resamples=resamples, seed=seed, ci_method=ci, by_image=by_image, stratified=stratified,
-                 horizons=tuple(horizons) if horizons else None)  # fmt: skip
+                 horizons=tuple(horizons) if horizons else None, combine=combine)  # fmt: skip
     config = StatsConfig.for_run(record, **given)
     if in_run and survival is None:
         results = evaluate_run(folder, config, record)

@@ -28,7 +28,7 @@ from pipeline.runs.layout import (
     RunFolder,
     head_folder,
 )
-from pipeline.runs.passes import n_passes
+from pipeline.runs.passes import COMBINE_RULES, n_passes
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.tables import RESULT_COLUMNS, RUN_COLUMNS
@@ -45,6 +45,7 @@ class StatsConfig:
     stratified: bool = False
     confidence: float = 0.95
     horizons: tuple[float, ...] = ()  # time-dependent AUROC horizons (years)
+    combine: str = "mean"  # a --seeds run: the mean over seeds, or their ensemble (pipeline.runs.passes)
 
     @classmethod
     def for_run(cls, record: RunRecord | None, **given: object) -> StatsConfig:
@@ -73,6 +74,8 @@ def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRec
     folder = Path(folder)
     record = record if record is not None else read_record(folder)
     config = config or StatsConfig.for_run(record)
+    if config.combine not in COMBINE_RULES:
+        raise ConfigError(f"--combine {config.combine!r}: must be one of {', '.join(COMBINE_RULES)}")
     task = task_of_run(folder, record)
     tables = task.read_tables(folder)
     if all(frame is None for frame in tables.values()) or not any(

@@ -7,6 +7,13 @@ test-sampling uncertainty of one seed's model; the seeds share the test set, so 
 wide), `seed_sd` the SD over seeds (ddof 1: training randomness, i.e. splits carved by seed, inits, shuffling),
 `n_seeds` how many seeds had the row defined, and the note says when the seed SD exceeds the interval's half-width.
 
+`combine="ensemble"` (`chex stats --combine ensemble`, seeds only) evaluates instead the seeds' ensemble: each
+image's score averaged over the seeds (risk scores too), scored once with its own test-set interval, one model
+made of N probes and not the paper's single probe (say so when reporting it); the note gives the single seeds'
+SD, `seed_sd` is left empty (it is not the ensemble's), `n_seeds` counts the seeds. On the small demo's
+Shenzhen GLoRI (seeds 0-24) a single seed's test AUROC had a seed SD of 0.048, a 5-seed mean 0.023, the 5-seed
+ensemble 0.0045 (benchmarks/bench_protocol_seeds.py --blocks).
+
 With CV, AUROC and AUPRC rows take the corrected repeated-CV t interval instead (Nadeau & Bengio 2003, as
 Bouckaert & Frank 2004 use it): over the J = K·R per-fold values, mean ± t(J-1) · sqrt((1/J + n_test/n_train) · S²),
 which widens the naive fold-to-fold interval for the overlap of the folds' training sets; the estimate is then the
@@ -22,8 +29,12 @@ import pandas as pd
 from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from pipeline.errors import ConfigError
+
 SEED_COLUMN = "seed"
 FOLD_COLUMN = "fold"
+COMBINE_RULES = ("mean", "ensemble")
+SCORE_COLUMNS = ("score", "risk_score")  # averaged over the seeds by the ensemble
 FOLD_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "auroc": roc_auc_score,
     "auprc": average_precision_score,
@@ -43,9 +54,17 @@ def evaluate_passes(
     val_predictions: pd.DataFrame | None,
     survival: pd.DataFrame | None,
     evaluate_one: Callable[[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None], pd.DataFrame],
+    combine: str = "mean",
 ) -> pd.DataFrame:
-    """results rows of a multi-pass run: `evaluate_one(predictions, val, survival)` per seed, then combined (see
-    the module docstring)."""
+    """results rows of a multi-pass run: `evaluate_one(predictions, val, survival)` per seed, then combined by
+    `combine` (COMBINE_RULES; see the module docstring)."""
+    if combine not in COMBINE_RULES:
+        raise ConfigError(f"--combine {combine!r}: must be one of {', '.join(COMBINE_RULES)}")
+    if combine == "ensemble" and predictions is not None and FOLD_COLUMN in predictions.columns:
+        raise ConfigError(
+            "--combine ensemble averages each image's score over seeds; a --cv run predicts each image in one fold "
+            "per repeat, so use --combine mean (the corrected CV interval) for it"
+        )
     seeds = sorted(set(_column(predictions, SEED_COLUMN)) | set(_column(survival, SEED_COLUMN)), key=lambda s: int(s))
     per_seed = []
     for seed in seeds:
@@ -57,7 +76,37 @@ def evaluate_passes(
     results = combine_seeds(pd.concat(per_seed, ignore_index=True))
     if predictions is not None and FOLD_COLUMN in predictions.columns:
         results = with_cv_intervals(results, predictions)
+    if combine == "ensemble":
+        results = ensemble_results(evaluate_one(*(ensembled(f) for f in (predictions, val_predictions, survival))),
+                                   results, len(seeds))  # fmt: skip
     return results
+
+
+def ensembled(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One row per image (and output or endpoint): its SCORE_COLUMNS averaged over the seeds, the seed and lr
+    columns dropped (the seeds' lrs may differ), every other column as it was."""
+    if frame is None or SEED_COLUMN not in frame.columns:
+        return frame
+    scores = [c for c in SCORE_COLUMNS if c in frame.columns]
+    keys = [c for c in frame.columns if c not in (SEED_COLUMN, "lr", *scores)]
+    out = frame.groupby(keys, sort=False, observed=True, dropna=False)[scores].mean().reset_index()
+    return out[[c for c in frame.columns if c in out.columns]]
+
+
+def ensemble_results(ensemble: pd.DataFrame, per_seed: pd.DataFrame, n_seeds: int) -> pd.DataFrame:
+    """The ensemble's rows with a note saying what was done and the single seeds' SD. `seed_sd` is NaN: the
+    single seeds' SD is not the ensemble's (a report would print it beside the ensemble's CI as if it were)."""
+    spread = per_seed.set_index(["output", "metric"])[["seed_sd", "n_seeds"]]
+    out = ensemble.join(spread, on=["output", "metric"])
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype("int64")
+    summary = [
+        f"ensemble of {n_seeds} seeds (each image's score averaged over them); single-seed SD {_fmt(sd)}"
+        for sd in out["seed_sd"].to_numpy(dtype=np.float64)
+    ]
+    out["seed_sd"] = np.nan
+    notes = out["note"].fillna("").astype(str) if "note" in out.columns else pd.Series([""] * len(out))
+    out["note"] = [f"{note}; {extra}" if note else extra for note, extra in zip(notes, summary, strict=True)]
+    return out
 
 
 def combine_seeds(rows: pd.DataFrame) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def build_levels(
         valid = ~np.isnan(labels[:, k])
         if np.isnan(scores[valid, k]).any():
             raise ValueError(f"output {k}: NaN scores where the label is known")
-        order = np.argsort(-scores[valid, k], kind="stable")
+        order = np.argsort(-scores[valid, k])  # a tie's order does not matter: its items share one row
         item, block, row, n_levels_k, n_above[k] = _place_sorted(
             scores[valid, k][order], labels[valid, k][order] > 0.5, thresholds[k]
         )

@@ -102,6 +102,7 @@ class ClassificationTask(Task):
             return evaluate_passes(
                 predictions, val, survival,
                 lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
+                combine=config.combine,
             )  # fmt: skip
         return evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
 

@@ -182,3 +182,40 @@ def test_report_cells_show_the_seed_sd_and_say_when_it_exceeds_the_ci():
     notes = seed_notes(table)
     assert "over 5 seeds" in notes[0] and "exceeds the CI half-width 0.010" in notes[1]
     assert seed_notes(ReportTable("t", "T", "", ["Model"], ["S"], [Panel(None, [Row(("x",), [Cell(0.8)])])])) == []
+
+
+def test_combine_ensemble_scores_the_seeds_averaged_scores_once_and_keeps_the_seed_sd():
+    """`chex stats --combine ensemble`: one model of N probes (each image's score averaged over the seeds), scored
+    with its own interval; the single seeds' SD stays beside it. A --cv run cannot be ensembled."""
+    from pipeline.errors import ConfigError
+    from pipeline.runs.passes import evaluate_passes
+    from tests.pipeline.stats.conftest import make_scores, predictions_frame
+
+    labels, scores, patients = make_scores(7, n=120)
+    noise = np.random.default_rng(1).normal(0, 0.2, (3, *scores.shape))
+    frame = pd.concat(
+        [predictions_frame(labels, scores + noise[s], patients).assign(seed=s, lr=1e-3 * (s + 1)) for s in range(3)],
+        ignore_index=True,
+    )
+    config = StatsConfig(n_resamples=30)
+
+    def one(p, v, s):
+        return evaluate_tables(p, v, s, {}, config)
+
+    mean = evaluate_passes(frame, None, None, one)
+    ensemble = evaluate_passes(frame, None, None, one, combine="ensemble")
+    averaged = predictions_frame(labels, scores + noise.mean(axis=0), patients).drop(columns=["seed", "lr"])
+    direct = one(averaged, None, None)
+    key = ["output", "metric"]
+    got, want = ensemble.set_index(key), direct.set_index(key)
+    np.testing.assert_allclose(got.loc[want.index, "estimate"], want["estimate"], rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(got.loc[want.index, "ci_low"], want["ci_low"], rtol=1e-12, equal_nan=True)
+    # The single seeds' SD is in the note, not in seed_sd (a report would print it beside the ensemble's CI).
+    single_sd = mean.set_index(key).loc[("macro", "auroc"), "seed_sd"]
+    note = got.loc[("macro", "auroc"), "note"]
+    assert "ensemble of 3 seeds" in note and f"single-seed SD {single_sd:.4f}" in note
+    assert got["seed_sd"].isna().all() and got.loc[("macro", "auroc"), "n_seeds"] == 3
+    with pytest.raises(ConfigError, match="--cv"):
+        evaluate_passes(frame.assign(fold=0), None, None, one, combine="ensemble")
+    with pytest.raises(ConfigError, match="--combine"):
+        evaluate_passes(frame, None, None, one, combine="median")

@@ -46,3 +46,20 @@ def test_compare_prints_the_paired_test_and_errors_cleanly(tmp_path):
     assert set(table["metric"]) == {"auroc", "auprc"} and (table["p_value"] > 0).all()
     missing = runner.invoke(app, ["compare", str(run_a), str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no predictions.parquet" in missing.output
+
+
+def test_stats_combine_ensemble_on_a_seeds_run_and_a_clean_error_for_an_unknown_rule(tmp_path):
+    labels, scores, patients = make_scores(0, n=150)
+    run = tmp_path / "results" / "syn" / "vit_s" / "linear"
+    run.mkdir(parents=True)
+    noise = np.random.default_rng(2).normal(0, 0.2, (2, *scores.shape))
+    pd.concat(
+        [predictions_frame(labels, scores + noise[s], patients).assign(seed=s) for s in range(2)], ignore_index=True
+    ).to_parquet(run / "predictions.parquet")
+    out = tmp_path / "ensemble.parquet"
+    result = runner.invoke(app, ["stats", str(run), "--resamples", "20", "--combine", "ensemble", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    macro = pd.read_parquet(out).query("output == 'macro' and metric == 'auroc'").iloc[0]
+    assert "ensemble of 2 seeds" in macro["note"] and macro["n_seeds"] == 2
+    bad = runner.invoke(app, ["stats", str(run), "--combine", "median", "--out", str(tmp_path / "x.parquet")])
+    assert bad.exit_code == 2 and "--combine 'median'" in bad.output

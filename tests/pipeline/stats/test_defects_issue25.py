@@ -195,16 +195,20 @@ def test_no_zero_width_interval_on_a_handful_of_positives_and_no_bold_without_on
 
 def test_the_faster_permutation_loop_gives_the_same_metrics_and_p_values_whatever_the_workers():
     from pipeline.stats.metrics import build_levels
-    from pipeline.stats.permutation import paired_permutation_test, ranking_metrics
+    from pipeline.stats.permutation import PairedLevels, paired_permutation_test
 
     labels, scores, patients = make_scores(11, n=300)
-    levels = build_levels(labels, scores, units=np.unique(patients, return_inverse=True)[1])
-    counts = np.random.default_rng(0).integers(0, 3, size=(levels.n_units, 7)).astype(np.float64)
-    sums = levels.sums(counts).astype(np.float64)
-    fast, reference = ranking_metrics(levels, sums.T.copy()), levels.metrics_from_sums(sums)
-    for metric in ("auroc", "auprc"):
-        np.testing.assert_array_equal(fast[metric], reference[metric])
     other = np.clip(scores + np.random.default_rng(3).normal(0, 0.2, scores.shape), 0, 1)
+    units = np.unique(patients, return_inverse=True)[1]
+    n_units = units.max() + 1
+    levels = build_levels(np.vstack([labels, labels]), np.vstack([scores, other]), np.r_[units, units + n_units])
+    swaps = np.random.default_rng(0).random((7, n_units)) < 0.5
+    sums = levels.sums(np.concatenate([~swaps, swaps], axis=1).T.astype(levels.dtype))
+    total = levels.sums(np.ones(2 * n_units))
+    fast_a, fast_b = PairedLevels(levels, total).metrics(sums)
+    for metric in ("auroc", "auprc"):
+        np.testing.assert_array_equal(fast_a[metric], levels.metrics_from_sums(sums)[metric])
+        np.testing.assert_array_equal(fast_b[metric], levels.metrics_from_sums(total - sums)[metric])
     one = paired_permutation_test(labels, scores, other, groups=patients, n_permutations=120, workers=1, chunk_size=7)
     three = paired_permutation_test(labels, scores, other, groups=patients, n_permutations=120, workers=3)
     pd.testing.assert_frame_equal(one, three)

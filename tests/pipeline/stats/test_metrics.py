@@ -47,3 +47,23 @@ def test_f1_optimal_thresholds_maximise_f1():
         y, s = labels[keep, k], scores[keep, k]
         best = max(f1_score(y, s >= t) for t in np.unique(s))
         assert f1_score(y, s >= chosen[k]) == pytest.approx(best, abs=1e-12)
+
+
+def test_build_levels_does_not_depend_on_the_order_of_tied_rows():
+    """build_levels sorts with numpy's fast unstable sort: tied rows share a level row, so any order of them gives
+    the same matrix (checked by shuffling the rows, units with them)."""
+    from pipeline.stats.metrics import build_levels
+
+    rng = np.random.default_rng(5)
+    labels = (rng.random((300, 3)) < 0.3).astype(float)
+    labels[rng.random(labels.shape) < 0.1] = np.nan
+    scores = np.round(rng.normal(size=labels.shape) + np.nan_to_num(labels), 1)  # many ties
+    units = rng.integers(0, 90, 300)
+    order = rng.permutation(300)
+    thresholds = np.array([0.2, 0.5, 1.0])
+    one = build_levels(labels, scores, units=units, thresholds=thresholds, n_units=90)
+    two = build_levels(labels[order], scores[order], units=units[order], thresholds=thresholds, n_units=90)
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(one.matrix, name), getattr(two.matrix, name))
+    np.testing.assert_array_equal(one.offsets, two.offsets)
+    np.testing.assert_array_equal(one.n_above, two.n_above)
