@@ -37,10 +37,13 @@ def provenance(coll: Collection, sources: list[str]) -> dict:
     """What made this report: chex version, date, inputs, backbones' checkpoint hashes and stores, runs."""
     backbones = {}
     for run in coll.runs:
-        entry = backbones.setdefault(run.backbone, {"checkpoint_sha256": set(), "checkpoint": set(), "store": set()})
+        entry = backbones.setdefault(
+            run.backbone, {"family": set(), "checkpoint_sha256": set(), "checkpoint": set(), "store": set()}
+        )
         record = run.record
         if record is not None:
             for key, value in (
+                ("family", (record.store_attrs or {}).get("family")),
                 ("checkpoint_sha256", record.checkpoint_sha256),
                 ("checkpoint", record.checkpoint),
                 ("store", record.store_path),
@@ -226,7 +229,8 @@ def _provenance_lines(prov: dict, out_dir: Path) -> list[str]:
         sha = ", ".join(s[:16] for s in entry["checkpoint_sha256"]) or "unknown (no run.json)"
         store = ", ".join(entry["store"]) or "unknown"
         checkpoint = f", checkpoint {', '.join(entry['checkpoint'])}" if entry["checkpoint"] else ""
-        lines.append(f"- backbone `{backbone}`: checkpoint sha256 `{sha}`{checkpoint}; store {store}")
+        family = f" (family {', '.join(entry['family'])})" if entry.get("family") else ""
+        lines.append(f"- backbone `{backbone}`{family}: checkpoint sha256 `{sha}`{checkpoint}; store {store}")
     seeds = sorted({str(r["seed"]) for r in prov["runs"] if r["seed"] is not None})
     lines.append(f"- seeds: {', '.join(seeds) or 'unknown'}")
     for head, options in prov.get("head_configs", {}).items():

@@ -46,6 +46,7 @@ def test_the_report_reads_provenance_through_the_record(tmp_path):
     run = Run("jsrt", "vits-a", "glori", 1.0, folder, results=None, record=record)  # type: ignore[arg-type]
     prov = provenance(Collection([run], {}, set(), []), [])
     assert prov["backbones"]["vits-a"] == {
+        "family": [],  # the record's store attributes name none
         "checkpoint_sha256": [record.checkpoint_sha256],
         "checkpoint": [record.checkpoint],
         "store": [record.store_path],
