@@ -110,3 +110,20 @@ def test_eva_x_unknown_keys_are_listed_not_ignored(tmp_path):
     torch.save({"model": sd}, tmp_path / "extra.pt")
     with pytest.raises(CheckpointError, match=r"unknown keys \(1\): blocks\.0\.attn\.relative_position_bias_table"):
         open_backbone(tmp_path / "extra.pt")
+
+
+def test_eva_x_fine_tune_layout_reads_fc_norm_as_the_final_norm(tmp_path):
+    """An EVA-X classification fine-tune (models_eva.py with --use_mean_pooling: norm is Identity, `fc_norm` pools,
+    `head` classifies; no mask_token / lm_head) gives the tokens of the same weights in the MIM layout."""
+    model = release_file(tmp_path / "mim.pt", subln=False)
+    sd = {k: v for k, v in model.state_dict().items() if k != "mask_token" and not k.startswith("lm_head.")}
+    sd = {k.replace("norm.", "fc_norm.") if k.startswith("norm.") else k: v for k, v in sd.items()}
+    sd |= {"head.weight": torch.randn(14, DIM), "head.bias": torch.zeros(14)}
+    torch.save({"model": sd}, tmp_path / "finetuned.pth")
+    x = torch.randn(2, 3, 32, 32)
+    mim, tuned = open_backbone(tmp_path / "mim.pt"), open_backbone(tmp_path / "finetuned.pth")
+    with torch.no_grad():
+        for a, b in zip(mim.tokens(x, 2), tuned.tokens(x, 2), strict=True):
+            torch.testing.assert_close(a, b)
+        pooled, _ = model.tokens(x, 1)  # models_eva.py forward_features: fc_norm(mean of the patch tokens)
+    torch.testing.assert_close(tuned.tokens(x, 1)[0], pooled, atol=1e-5, rtol=1e-5)
