@@ -211,6 +211,7 @@ def pubmedclip(root: Path) -> Release:
 
 
 def biomedclip(root: Path) -> Release:
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
     from open_clip.push_to_hf_hub import save_config_for_hf
 
@@ -218,6 +219,7 @@ def biomedclip(root: Path) -> Release:
                   timm_proj="linear", image_size=224)  # fmt: skip
     text = dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1)  # the text tower is set aside
     model = CLIP(embed_dim=512, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text)).eval()
+    model.visual.image_mean, model.visual.image_std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # BiomedCLIP's
     folder = root / "biomedclip"
     folder.mkdir()
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
