@@ -9,6 +9,7 @@ from pipeline.backbone.families import (  # noqa: F401
     chexzero,
     convnext,
     dinov2,
+    eva_x,
     mae,
     pubmedclip,
     rad_dino,

@@ -18,7 +18,8 @@ from pipeline.errors import CheckpointError
 def test_every_family_says_what_it_expects_and_how_it_preprocesses():
     fams = all_families()
     names = [f.name for f in fams]
-    assert {"chex", "dinov2", "mae", "timm-vit", "rad-dino", "convnext", "chexzero", "pubmedclip"} <= set(names)
+    known = {"chex", "dinov2", "mae", "timm-vit", "rad-dino", "eva-x", "convnext", "chexzero", "pubmedclip"}
+    assert known <= set(names)
     assert len(set(names)) == len(names)
     for f in fams:
         assert f.summary and f.expects and f.preprocessing and f.follows
@@ -99,14 +100,19 @@ def test_numpy_scalars_beside_the_weights_load_and_code_is_still_refused(tmp_pat
 
 
 def test_eva_x_keys_are_not_taken_for_dinov2_or_timm(tmp_path):
-    """EVA-X Ti/S .pt: mask_token + fused qkv + q_bias/v_bias + rope: not a DINOv2 or timm ViT (issue 23)."""
+    """EVA-X Ti/S .pt: mask_token + fused qkv + q_bias/v_bias + rope: the eva-x family's, not a DINOv2 or timm ViT
+    (issue 23); a file with too few of its keys is refused listing what is missing."""
+    from pipeline.backbone.found import inspect_path
+    from pipeline.backbone.registry import recognise
+
     state = {
         "cls_token": torch.zeros(1, 1, 8), "mask_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8),
         "patch_embed.proj.weight": torch.zeros(8, 3, 16, 16), "blocks.0.attn.qkv.weight": torch.zeros(24, 8),
         "blocks.0.attn.q_bias": torch.zeros(8), "blocks.0.attn.v_bias": torch.zeros(8),
-        "rope.freqs_cos": torch.zeros(4, 4),
+        "blocks.0.mlp.w12.weight": torch.zeros(8, 8), "blocks.0.mlp.w3.weight": torch.zeros(8, 4),
     }  # fmt: skip
     torch.save({"model": state}, tmp_path / "eva_x_tiny_patch16_merged520k_mim.pt")
-    with pytest.raises(CheckpointError, match=r"does not recognise a state dict with keys .*blocks\.0\.\*") as err:
+    assert recognise(inspect_path(tmp_path / "eva_x_tiny_patch16_merged520k_mim.pt")).name == "eva-x"
+    with pytest.raises(CheckpointError, match=r"missing keys .*blocks\.0\.norm1\.weight") as err:
         open_backbone(tmp_path / "eva_x_tiny_patch16_merged520k_mim.pt")
     assert "dinov2 layout" not in str(err.value)
