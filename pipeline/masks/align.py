@@ -48,7 +48,7 @@ class InputMap:
         grid_x = self._normalised(1, np.arange(cols.start, cols.stop))
         yy, xx = torch.meshgrid(grid_y, grid_x, indexing="ij")
         grid = torch.stack([xx, yy], dim=-1).unsqueeze(0)  # (1, h, w, 2), x first
-        out = F.grid_sample(maps.float().unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(maps.float()[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out.squeeze(0)
 
     def _normalised(self, axis: int, pixels: np.ndarray) -> torch.Tensor:
@@ -67,7 +67,7 @@ def input_map(pre: Preprocessing, height: int, width: int) -> InputMap:
         s = size / side
         return InputMap(height, width, size, (s, s), (-top * s, -left * s))
     new_h, new_w = _short_side_size(height, width, pre.resize_to or size)
-    crop_top, crop_left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    crop_top, crop_left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)  # torchvision center_crop
     return InputMap(height, width, size, (new_h / height, new_w / width), (float(crop_top), float(crop_left)))
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from heads.segmentation import SEGMENTATION_HEADS, segmentation_loss
+from heads.segmentation import SEGMENTATION_HEADS, segmentation_loss, upsample_logits
 from pipeline.probe.data import Features
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,10 @@ def fit_segmentation(
 
 def build_head(head_name: str, head_options: dict, features: Features, n_structures: int) -> nn.Module:
     """A segmentation head sized for the store's patch rows (L blocks of D, or one block of R when projected)."""
-    n_layers, _, dim = features.store.layout.token_shape("patch")
-    return SEGMENTATION_HEADS[head_name](embed_dim=dim, n_structures=n_structures, n_layers=n_layers, **head_options)
+    layout = features.store.layout
+    return SEGMENTATION_HEADS[head_name](
+        dim=layout.dim, n_layers=layout.n_layers, n_outputs=n_structures, grid=layout.grid, **head_options
+    )
 
 
 def train_head(
@@ -100,7 +102,6 @@ def train_head(
     """A fresh seeded head trained on `positions`; (head, mean loss of the last epoch: inf when it diverged)."""
     torch.manual_seed(options.seed)
     head = build_head(head_name, head_options, features, targets.shape[1])
-    grid = features.store.layout.grid
     size = (targets.shape[-2], targets.shape[-1])
     steps = options.epochs * math.ceil(len(positions) / options.batch_size)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=options.weight_decay)
@@ -112,7 +113,7 @@ def train_head(
         batches = features.batches(positions, options.batch_size, shuffle=True, seed=options.seed * 10_007 + epoch)
         for batch, tokens in batches:
             truth = targets[torch.as_tensor(batch)].float() / 255.0
-            logits = head(tokens["patch"], size=size, grid=grid)
+            logits = upsample_logits(head(None, tokens["patch"]), size)
             loss = segmentation_loss(logits, truth, dice_weight=options.dice_weight)
             if not torch.isfinite(loss):
                 return head.eval(), float("inf")
@@ -129,11 +130,10 @@ def train_head(
 def predict(head: nn.Module, features: Features, positions: np.ndarray, size: int, batch_size: int) -> torch.Tensor:
     """(n, K, size, size) uint8 probabilities (x 255) of `positions`, in their order."""
     head.eval()
-    grid = features.store.layout.grid
     out: torch.Tensor | None = None
     where = {int(p): k for k, p in enumerate(np.asarray(positions))}
     for batch, tokens in features.batches(np.asarray(positions), batch_size, shuffle=False):
-        probs = torch.sigmoid(head(tokens["patch"], size=(size, size), grid=grid))
+        probs = torch.sigmoid(upsample_logits(head(None, tokens["patch"]), (size, size)))
         if out is None:
             out = torch.empty((len(positions), *probs.shape[1:]), dtype=torch.uint8)
         out[torch.as_tensor([where[int(p)] for p in batch])] = (probs * 255.0).round_().to(torch.uint8)
