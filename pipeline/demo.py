@@ -121,7 +121,7 @@ SIZES: dict[str, DemoSize] = {
 SMALL_SETS = ("shenzhen", "montgomery", "jsrt")
 # Probed but not pretrained on: the pretraining corpus, and so every number of the other data sets, stays what it
 # was before the tubes set (RANZCR) joined the demo.
-NOT_PRETRAINED_ON = ("ranzcr",)
+NOT_PRETRAINED_ON = ("ranzcr", "scr")
 HEADS = ("linear", "glori")
 # DINOv2's linear protocol: CLS of the last 4 blocks + the mean patch token. A minutes-long CPU pretraining run
 # teaches the patch tokens (iBOT) far more than the CLS token (benchmarks/bench_pretrain.py), and the
