@@ -100,3 +100,38 @@ def match_by_path(mask_ids: Sequence[str], paths: Sequence[str]) -> dict[int, in
 def _parts(path: str) -> tuple[str, ...]:
     pure = PurePosixPath(str(path).replace("\\", "/"))
     return (*pure.parent.parts, pure.stem) if pure.parent.parts else (pure.stem,)
+
+
+def make_mask_dataset(
+    workspace,
+    name: str,
+    from_dataset: str,
+    source: str,
+    path: str | Path,
+    min_dice: float | None = 0.7,
+) -> ImportedMasks:
+    """`chex manifest masks`: the segmentation data set `name` (packaged card of that name) from the workspace's
+    manifest of `from_dataset` and the masks of `source` at `path`: writes masks/<name>/, manifests/<name>.parquet
+    and its card (with the image root of `from_dataset`, so shard and embed find the images)."""
+    from dataclasses import replace
+
+    from pipeline.cards import packaged_card
+    from pipeline.manifest import read_manifest, write_manifest
+    from pipeline.probe.data import read_card
+
+    card = packaged_card(name)
+    task = card.segmentation_task
+    if task is None:
+        raise ManifestError(f"card {name!r} has no segmentation task; choose a segmentation card (scr, chexmask, ...)")
+    source_path = workspace.manifest_path(from_dataset)
+    if not source_path.is_file():
+        raise ManifestError(f"no manifest of {from_dataset!r} at {source_path}; make it first (`chex manifest ...`)")
+    manifest = read_manifest(source_path, read_card(workspace, from_dataset))
+    imported = import_masks(workspace.root, name, manifest, source, path, task.structures, min_dice=min_dice)
+    root = str(workspace.image_root(from_dataset))
+    notes = (f"images of {from_dataset} with a {source} mask: {len(imported.manifest)} kept, "
+             f"{imported.without_mask} without one",)  # fmt: skip
+    card = replace(card, image_root=root, notes=card.notes + notes)
+    card.save(workspace.card_path(name))
+    write_manifest(imported.manifest, workspace.manifest_path(name), card)
+    return imported

@@ -85,3 +85,35 @@ def test_chexmask_joined_by_path_with_quality_filter(tmp_path):
 def test_match_by_path_prefers_longest_unique_suffix():
     paths = ["images_001/images/00000001_000.png", "a/study1/view1.jpg", "b/study1/view1.jpg"]
     assert match_by_path(["00000001_000.png", "x/b/study1/view1.jpg", "study1/view1.jpg"], paths) == {0: 0, 1: 2}
+
+
+def test_chex_manifest_masks_writes_the_segmentation_data_set(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cards import load_card, packaged_card
+    from pipeline.cli.app import app
+    from pipeline.manifest import write_manifest
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.manifests_dir.mkdir(parents=True)
+    jsrt = _manifest(["JPCLN001", "JPCNN002"]).assign(split=["train", "test"])
+    write_manifest(jsrt, ws.manifest_path("jsrt"), packaged_card("jsrt"))
+    heart = np.zeros((8, 8), bool)
+    heart[2:6, 2:6] = True
+    for image_id in ("JPCLN001", "JPCNN002"):
+        _save(tmp_path / "scr" / "masks" / "heart" / f"{image_id}.gif", heart, palette=True)
+        _save(tmp_path / "scr" / "masks" / "left lung" / f"{image_id}.gif", ~heart, palette=True)
+        _save(tmp_path / "scr" / "masks" / "right lung" / f"{image_id}.gif", ~heart, palette=True)
+    args = ["manifest", "masks", "scr", "--from", "jsrt", "--kind", "scr", "--masks", str(tmp_path / "scr"),
+            "-w", str(ws.root)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(ws.manifest_path("scr"))
+    assert frame["image_id"].tolist() == ["JPCLN001", "JPCNN002"] and frame["split"].tolist() == ["train", "test"]
+    card = load_card(ws.card_path("scr"))
+    assert card.segmentation_task.structures[:3] == ("right_lung", "left_lung", "heart")
+    assert np.array_equal(read_structures(ws.root, "scr", "JPCNN002", ["heart"])[0], heart)
+    bad = CliRunner().invoke(app, ["manifest", "masks", "jsrt", "--from", "jsrt", "--kind", "scr", "--masks",
+                                   str(tmp_path / "scr"), "-w", str(ws.root)])  # fmt: skip
+    assert bad.exit_code == 2 and "no segmentation task" in bad.output
