@@ -1,8 +1,8 @@
 """The report's segmentation pieces: the Dice table and the contour figure.
 
-Table: one row per model (backbone x head), the prior row first and the planted-truth oracle (synthetic data)
-last, one column per structure: "Dice (95% CI)" at the mask's resolution within the crop the model saw
-(pipeline/segmentation/score.py), plus the mean over structures.
+Table (one per segmentation data set): one row per model (backbone x head), the prior row first and the
+planted-truth oracle (synthetic data) last, one column per structure: "Dice (95% CI)" at the mask's resolution
+within the crop the model saw (pipeline/segmentation/score.py), plus the mean over structures.
 
 Figure: test images as the model saw them (the store's preprocessing applied to the pixels: the crop, pad or warp
 of the eval view), with the true outline of each structure (solid) and the predicted one (dashed) at probability
@@ -26,24 +26,141 @@ from pipeline.report.figures import COLUMN_WIDTH, FigureResult, paper_style, sav
 PRIOR = "prior"
 ORACLE = "oracle"
 MEAN = "mean"
+PRIOR_LABEL = "prior (training mean mask)"
+ORACLE_LABEL = "oracle (planted truth)"
+CEILING_LABEL = "ceiling (true masks at the heads' resolution)"
 
 
-def dice_table(summaries: pd.DataFrame, structures: Sequence[str]) -> pd.DataFrame:
-    """`summaries`: rows of (backbone, head, structure, metric, estimate, ci_low, ci_high) as
-    pipeline.stats.segmentation.summarise gives them per run, with head 'prior' / 'oracle' for those rows. ->
-    one row per model, prior first, oracle last, columns Model and one "Dice (95% CI)" cell per structure + mean."""
-    dice = summaries[summaries["metric"] == "dice"]
-    models = list(dict.fromkeys(zip(dice["backbone"], dice["head"], strict=True)))
-    models.sort(key=lambda m: (m[1] != PRIOR, m[1] == ORACLE))
+def segmentation_report_tables(coll, task) -> list:
+    """One table per segmentation data set of the collection: Dice (95% CI) per structure and over structures,
+    the prior row first, every model (backbone x head) of the full-data runs, the oracle row last."""
+    return [dice_table(coll, dataset) for dataset in task.report_datasets(coll)]
+
+
+def dice_table(coll, dataset: str):
+    from pipeline.report.cells import Cell, Panel, ReportTable, Row, missing_cell
+    from pipeline.report.collect import dataset_name, head_name
+
+    runs = coll.full_runs(dataset)
+    structures = _structures(coll, dataset, runs)
+    columns = [*(s.replace("_", " ") for s in structures), "mean"]
     rows = []
-    for backbone, head in models:
-        part = dice[(dice["backbone"] == backbone) & (dice["head"] == head)].set_index("structure")
-        label = head if head in (PRIOR, ORACLE) else f"{backbone} · {head}"
-        row = {"Model": label}
-        for structure in (*structures, MEAN):
-            row[structure] = _cell(part.loc[structure]) if structure in part.index else "–"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    reference = _reference_summary(runs)
+    if "prior" in reference:
+        rows.append(Row((PRIOR_LABEL,), [_cell(reference["prior"], s) for s in (*structures, MEAN)]))
+    for model in coll.models(runs):
+        run = next(r for r in runs if r.model == model)
+        dice = run.results[run.results["metric"] == "dice"].set_index("output")
+        cells = [
+            Cell(float(dice.loc[s, "estimate"]), float(dice.loc[s, "ci_low"]), float(dice.loc[s, "ci_high"]))
+            if s in dice.index else missing_cell()
+            for s in (*structures, MEAN)
+        ]  # fmt: skip
+        rows.append(Row((f"{model[0]} · {head_name(model[1])}",), cells))
+    for name in ("oracle", "ceiling"):
+        if name in reference:
+            label = ORACLE_LABEL if name == "oracle" else CEILING_LABEL
+            rows.append(Row((label,), [_cell(reference[name], s) for s in (*structures, MEAN)]))
+    synthetic = coll.is_synthetic([dataset])
+    return ReportTable(
+        name=f"segmentation_{dataset}",
+        title=f"Segmentation: {dataset_name(dataset)}, Dice (95% CI)",
+        caption=(
+            "Dice per structure and its mean over structures on the test images, at the mask's resolution within "
+            "the crop the model saw (probability >= 0.5), with a patient-level bootstrap 95% CI. Prior: the "
+            "refit images' mean mask on the model's input, thresholded at 0.5, for every image. "
+            + (
+                "Oracle: the planted truth through the heads' output resolution (the ceiling of any head)."
+                if synthetic
+                else "Ceiling: the true masks through the heads' output resolution."
+            )
+        ),
+        row_header=["Model"],
+        columns=columns,
+        panels=[Panel(None, rows)],
+        synthetic=synthetic,
+    )
+
+
+def _structures(coll, dataset: str, runs) -> list[str]:
+    card = coll.cards.get(dataset)
+    if card is not None and card.segmentation_task is not None:
+        return list(card.segmentation_task.structures)
+    outputs = [o for r in runs for o in r.results["output"].astype(str) if o != MEAN]
+    return list(dict.fromkeys(outputs))
+
+
+def _reference_summary(runs) -> dict[str, pd.DataFrame]:
+    """reference -> summarise() rows of the first run holding reference.parquet (the prior and oracle rows are the
+    same for every run of a data set on one store's crop)."""
+    from pipeline.stats.segmentation import summarise
+    from pipeline.tasks.segmentation import REFERENCE_FILE
+
+    for run in runs:
+        path = run.folder / REFERENCE_FILE
+        if path.is_file():
+            frame = pd.read_parquet(path)
+            if "seed" in frame.columns and frame["seed"].nunique() > 1:
+                frame = frame[frame["seed"] == frame["seed"].min()]
+            n = run.record.n_resamples if run.record is not None else 1000
+            seed = run.record.seed if run.record is not None else 0
+            return {
+                str(name): summarise(group, n_resamples=n, seed=seed)
+                for name, group in frame.groupby("reference", sort=False)
+            }
+    return {}
+
+
+def _cell(summary: pd.DataFrame, structure: str):
+    from pipeline.report.cells import Cell, missing_cell
+
+    row = summary[(summary["structure"] == structure) & (summary["metric"] == "dice")]
+    if not len(row):
+        return missing_cell()
+    return Cell(float(row["estimate"].iloc[0]), float(row["ci_low"].iloc[0]), float(row["ci_high"].iloc[0]))
+
+
+def segmentation_figures(coll, task, out_dir: Path) -> list[FigureResult]:
+    """Per segmentation data set: the best model's (highest mean test Dice) predicted vs true contours on the first
+    test images by id, drawn on the crop the model saw; skipped (logged) when the images or masks are not found."""
+    from pipeline.masks.workspace import read_structures
+    from pipeline.report.collect import dataset_name, head_name
+    from pipeline.report.source_image import ImageFinder, store_preprocessing
+    from pipeline.segmentation.targets import store_preprocessing as as_preprocessing
+    from pipeline.tasks.segmentation import MAPS_FILE, read_maps
+
+    out = []
+    if coll.workspace is None:
+        return out
+    for dataset in task.report_datasets(coll):
+        runs = [r for r in coll.full_runs(dataset) if (r.folder / MAPS_FILE).is_file()]
+        if not runs:
+            continue
+        best = max(runs, key=lambda r: task.headline(r.results))
+        attrs = store_preprocessing(coll.workspace, best.backbone)
+        if attrs is None:
+            continue
+        pre = as_preprocessing({"preprocessing": attrs})
+        structures = _structures(coll, dataset, [best])
+        maps = read_maps(pd.read_parquet(best.folder / MAPS_FILE), structures)
+        finder = ImageFinder(coll.workspace, dataset, coll.image_roots)
+        images, truths, preds, titles = [], [], [], []
+        for image_id, pred in maps.items():
+            pixels = finder.pixels(image_id)
+            if pixels is None:
+                continue
+            images.append(pixels)
+            truths.append(read_structures(coll.workspace.root, dataset, image_id, structures))
+            preds.append(pred)
+            titles.append(image_id)
+        if not images:
+            continue
+        model = f"{best.backbone} · {head_name(best.head)}"
+        caption = (f"{dataset_name(dataset)}: true (solid) and predicted (dashed, {model}) outlines on test images "
+                   "as the model saw them (the store's crop/resize), probability 0.5.")  # fmt: skip
+        out.append(contour_figure(images, truths, preds, pre, structures, titles, out_dir,
+                                  f"segmentation_{dataset}", caption, coll.is_synthetic([dataset])))  # fmt: skip
+    return out
 
 
 def contour_figure(
@@ -100,9 +217,3 @@ def contour_figure(
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
         paths = save_figure(fig, out_dir, stem)
     return FigureResult(stem, synthetic_prefix(synthetic) + caption, paths)
-
-
-def _cell(row: pd.Series) -> str:
-    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
-        return f"{row['estimate']:.3f}"
-    return f"{row['estimate']:.3f} ({row['ci_low']:.3f}–{row['ci_high']:.3f})"
