@@ -48,6 +48,8 @@ class HeadSpec:
     needs_patch: bool | str = False  # True/False, or the name of a boolean option that switches patches on
     has_attention: bool = False
     check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None  # -> [(option, reason)]
+    # the task kinds (pipeline/tasks/) whose outputs the head gives: (B, K) logits, or (B, K, h, w) maps
+    tasks: tuple[str, ...] = ("classification", "survival")
 
     def load(self) -> type:
         module, attr = self.target.split(":")
@@ -191,5 +193,22 @@ register(
             HeadOption("label_smoothing", 0.1, "binary label smoothing of the loss", short="smooth"),
         ),
         check=_mlp_check,
+    )
+)
+
+
+def _decoder_check(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("width", "must be a positive multiple of 4")] if values["width"] < 4 or values["width"] % 4 else []
+
+
+register(HeadSpec("seg_linear", "heads.segmentation:LinearSegmentationHead", needs_patch=True, tasks=("segmentation",)))
+register(
+    HeadSpec(
+        "seg_decoder",
+        "heads.segmentation:DecoderSegmentationHead",
+        options=(HeadOption("width", 64, "channels of the decoder's first stage (then /2, /4)", flag="seg-width"),),
+        needs_patch=True,
+        check=_decoder_check,
+        tasks=("segmentation",),
     )
 )

@@ -41,11 +41,11 @@ def test_output_on_the_heads_grid_and_upsampled(head_cls, side):
     assert upsample_logits(logits[None], (40, 40)).shape == (1, 2, 3, 40, 40)
 
 
-def test_linear_head_is_a_1x1_conv_on_each_patchs_normalised_tokens():
+def test_linear_head_is_batchnorm_then_a_1x1_conv():
     head = _head(LinearSegmentationHead, dim=5)
     patch = torch.randn(3, 4, 9, 5)
-    x = patch_grid(patch)
-    x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
+    x = patch_grid(patch)  # training mode: the batch's statistics per channel, no affine
+    x = (x - x.mean((0, 2, 3), keepdim=True)) / torch.sqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
     expected = torch.einsum("bchw,kc->bkhw", x, head.classifier.weight[:, :, 0, 0])
     torch.testing.assert_close(head(None, patch), expected + head.classifier.bias[None, :, None, None])
 
