@@ -84,8 +84,10 @@ def summarise(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> p
 
     The over-structures row averages each image's structures first, so it resamples the same patients."""
     rows = []
-    per_image = scores.groupby(["image_id", "patient_id"], sort=False)[list(SEG_METRICS)].mean().reset_index()
-    groups = [(s, g) for s, g in scores.groupby("structure", sort=False)] + [("mean", per_image)]
+    per_image = (
+        scores.groupby(["image_id", "patient_id"], sort=False, observed=True)[list(SEG_METRICS)].mean().reset_index()
+    )
+    groups = [(s, g) for s, g in scores.groupby("structure", sort=False, observed=True)] + [("mean", per_image)]
     for structure, group in groups:
         for metric in SEG_METRICS:
             estimate, low, high, _ = bootstrap_mean(
@@ -104,10 +106,11 @@ def paired_permutation(
     only one run scored are left out."""
     keys = ["image_id", "patient_id", "structure"]
     joined = scores_a[[*keys, *SEG_METRICS]].merge(scores_b[[*keys, *SEG_METRICS]], on=keys, suffixes=("_a", "_b"))
-    per_image = joined.groupby(["image_id", "patient_id"], sort=False)[
+    per_image = joined.groupby(["image_id", "patient_id"], sort=False, observed=True)[
         [f"{m}_{side}" for m in SEG_METRICS for side in "ab"]
     ].mean()
-    groups = [(s, g) for s, g in joined.groupby("structure", sort=False)] + [("mean", per_image.reset_index())]
+    groups = [(s, g) for s, g in joined.groupby("structure", sort=False, observed=True)]
+    groups += [("mean", per_image.reset_index())]
     rows = []
     for structure, group in groups:
         for metric in SEG_METRICS:

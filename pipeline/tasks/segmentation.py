@@ -3,7 +3,7 @@ the patch tokens (seg_linear: DINOv2's linear protocol; seg_decoder: a small dec
 
 Targets: each image's masks (the workspace's masks/<dataset>/, pipeline/masks/workspace.py) taken through the
 store's recorded preprocessing onto the model's input square, as shares of each target pixel inside the structure,
-(N, K, T, T) with T the input size capped at 128 (pipeline/segmentation/targets.py). Loss: per image and
+(N, K, T, T) with T the input size, at most 8 pixels per stored patch and 128 (pipeline/segmentation/targets.py). Loss: per image and
 structure, the pixels' mean BCE plus 1 - soft Dice, with the head's logits upsampled bilinearly to T. The lr is
 chosen on val Dice (hard, probability >= 0.5, on the input square, mean over val images and structures); with
 `--selection loss` on the val loss. Tables: segmentation.parquet, one row per test image and structure, scored at
@@ -57,7 +57,7 @@ class SegmentationTask(Task):
         pre = store_preprocessing(store.attrs)
         root = store_workspace(store)
         targets = aligned_targets(root, card.name, manifest["image_id"].astype(str).tolist(), self.outputs(card),
-                                  pre, target_size(pre))  # fmt: skip
+                                  pre, target_size(pre, store.layout.grid))  # fmt: skip
         return targets.numpy().astype(np.float32) / 255.0
 
     # --- training ---------------------------------------------------------------------------------------------

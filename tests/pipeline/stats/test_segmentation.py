@@ -101,3 +101,14 @@ def test_paired_permutation_matches_scipy_exact_and_swaps_patients():
     two = a.iloc[:4].assign(patient_id=["p0", "p0", "p1", "p1"])
     rows = paired_permutation(two, two.assign(dice=two["dice"] - 1.0), n_permutations=1000)
     assert rows.iloc[0]["n_units"] == 2 and rows.iloc[0]["p_value"] == pytest.approx(0.5)
+
+
+def test_summarise_counts_images_when_ids_are_categories():
+    """Run tables are read with text as categories: the over-structures row must not count every id x patient pair."""
+    import pandas as pd
+
+    rows = [(f"i{k}", f"p{k}", s, 0.9, 0.8) for k in range(4) for s in ("heart", "lungs")]
+    scores = pd.DataFrame(rows, columns=["image_id", "patient_id", "structure", "dice", "iou"])
+    summary = summarise(scores.astype({c: "category" for c in ("image_id", "patient_id", "structure")}), 50)
+    mean = summary[(summary["structure"] == "mean") & (summary["metric"] == "dice")].iloc[0]
+    assert mean["n_images"] == 4 and mean["n_patients"] == 4 and mean["estimate"] == pytest.approx(0.9)
