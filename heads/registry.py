@@ -50,6 +50,8 @@ class HeadSpec:
     check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None  # -> [(option, reason)]
     # the task kinds (pipeline/tasks/) whose outputs the head gives: (B, K) logits, or (B, K, h, w) maps
     tasks: tuple[str, ...] = ("classification", "survival")
+    # the lr grid of the head's sweep when the probe is given none (empty: the paper's, ProbeConfig's default)
+    lrs: tuple[float, ...] = ()
 
     def load(self) -> type:
         module, attr = self.target.split(":")
@@ -201,14 +203,26 @@ def _decoder_check(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [("width", "must be a positive multiple of 4")] if values["width"] < 4 or values["width"] % 4 else []
 
 
-register(HeadSpec("seg_linear", "heads.segmentation:LinearSegmentationHead", needs_patch=True, tasks=("segmentation",)))
+# Segmentation heads train on (B, K, h, w) maps, with larger steps than the paper's classification grid
+# (1e-5..5e-3): on the demo's JSRT store the decoder chose 1e-2 and the linear head 1e-1 (from 1e-3..1e-1).
+SEGMENTATION_LRS = (1e-3, 1e-2, 1e-1)
+register(
+    HeadSpec(
+        "seg_linear",
+        "heads.segmentation:LinearSegmentationHead",
+        needs_patch=True,
+        tasks=("segmentation",),
+        lrs=SEGMENTATION_LRS,
+    )
+)
 register(
     HeadSpec(
         "seg_decoder",
         "heads.segmentation:DecoderSegmentationHead",
-        options=(HeadOption("width", 64, "channels of the decoder's first stage (then /2, /4)", flag="seg-width"),),
+        options=(HeadOption("width", 32, "channels of the decoder's first stage (then /2, /4)", flag="seg-width"),),
         needs_patch=True,
         check=_decoder_check,
         tasks=("segmentation",),
+        lrs=SEGMENTATION_LRS,
     )
 )

@@ -104,7 +104,7 @@ class DecoderSegmentationHead(_SegmentationHead):
         dim: int,
         n_layers: int,
         n_outputs: int,
-        width: int = 64,
+        width: int = 32,
         projection: tuple[Any, Any] | None = None,
         grid: tuple[int, int] | None = None,
     ) -> None:

@@ -42,6 +42,7 @@ class SegmentationTask(Task):
     tables: ClassVar[dict[str, bool]] = {SCORES_FILE: True, REFERENCE_FILE: True, MAPS_FILE: False}
     score_column = "val_dice"
     score_name = "val Dice"
+    uses_train_views = False  # the stored augmented views are crops and flips the masks did not go through
 
     # --- data -------------------------------------------------------------------------------------------------
     def outputs(self, card) -> list[str]:
