@@ -31,13 +31,9 @@ ORACLE_LABEL = "oracle (planted truth)"
 CEILING_LABEL = "ceiling (true masks at the heads' resolution)"
 
 
-def segmentation_report_tables(coll, task) -> list:
-    """One table per segmentation data set of the collection: Dice (95% CI) per structure and over structures,
-    the prior row first, every model (backbone x head) of the full-data runs, the oracle row last."""
-    return [dice_table(coll, dataset) for dataset in task.report_datasets(coll)]
-
-
-def dice_table(coll, dataset: str):
+def dice_table(coll, dataset: str, n_resamples: int = 1000, seed: int = 0):
+    """A segmentation data set's table: Dice (95% CI) per structure and over structures, the prior row first,
+    every model (backbone x head) of the full-data runs, the oracle row last."""
     from pipeline.report.cells import Cell, Panel, ReportTable, Row, missing_cell
     from pipeline.report.collect import dataset_name, head_name
 
@@ -45,7 +41,7 @@ def dice_table(coll, dataset: str):
     structures = _structures(coll, dataset, runs)
     columns = [*(s.replace("_", " ") for s in structures), "mean"]
     rows = []
-    reference = _reference_summary(runs)
+    reference = _reference_summary(runs, n_resamples, seed)
     if "prior" in reference:
         rows.append(Row((PRIOR_LABEL,), [_cell(reference["prior"], s) for s in (*structures, MEAN)]))
     for model in coll.models(runs):
@@ -90,7 +86,7 @@ def _structures(coll, dataset: str, runs) -> list[str]:
     return list(dict.fromkeys(outputs))
 
 
-def _reference_summary(runs) -> dict[str, pd.DataFrame]:
+def _reference_summary(runs, n_resamples: int, seed: int) -> dict[str, pd.DataFrame]:
     """reference -> summarise() rows of the first run holding reference.parquet (the prior and oracle rows are the
     same for every run of a data set on one store's crop)."""
     from pipeline.stats.segmentation import summarise
@@ -102,10 +98,8 @@ def _reference_summary(runs) -> dict[str, pd.DataFrame]:
             frame = pd.read_parquet(path)
             if "seed" in frame.columns and frame["seed"].nunique() > 1:
                 frame = frame[frame["seed"] == frame["seed"].min()]
-            n = run.record.n_resamples if run.record is not None else 1000
-            seed = run.record.seed if run.record is not None else 0
             return {
-                str(name): summarise(group, n_resamples=n, seed=seed)
+                str(name): summarise(group, n_resamples=n_resamples, seed=seed)
                 for name, group in frame.groupby("reference", sort=False)
             }
     return {}
@@ -120,25 +114,26 @@ def _cell(summary: pd.DataFrame, structure: str):
     return Cell(float(row["estimate"].iloc[0]), float(row["ci_low"].iloc[0]), float(row["ci_high"].iloc[0]))
 
 
-def segmentation_figures(coll, task, out_dir: Path) -> list[FigureResult]:
+def segmentation_figures(coll, task, out_dir: Path) -> tuple[list[FigureResult], list[str]]:
     """Per segmentation data set: the best model's (highest mean test Dice) predicted vs true contours on the first
-    test images by id, drawn on the crop the model saw; skipped (logged) when the images or masks are not found."""
+    test images by id, drawn on the crop the model saw; (figures, what is missing: images or store not found)."""
     from pipeline.masks.workspace import read_structures
     from pipeline.report.collect import dataset_name, head_name
     from pipeline.report.source_image import ImageFinder, store_preprocessing
     from pipeline.segmentation.targets import store_preprocessing as as_preprocessing
     from pipeline.tasks.segmentation import MAPS_FILE, read_maps
 
-    out = []
+    out, missing = [], []
     if coll.workspace is None:
-        return out
-    for dataset in task.report_datasets(coll):
+        return out, ["no workspace: no segmentation contour figure (it needs the masks and the store's crop)"]
+    for dataset in coll.datasets_of(task):
         runs = [r for r in coll.full_runs(dataset) if (r.folder / MAPS_FILE).is_file()]
         if not runs:
             continue
         best = max(runs, key=lambda r: task.headline(r.results))
         attrs = store_preprocessing(coll.workspace, best.backbone)
         if attrs is None:
+            missing.append(f"no feature store {best.backbone} in the workspace: no contour figure of {dataset}")
             continue
         pre = as_preprocessing({"preprocessing": attrs})
         structures = _structures(coll, dataset, [best])
@@ -154,13 +149,14 @@ def segmentation_figures(coll, task, out_dir: Path) -> list[FigureResult]:
             preds.append(pred)
             titles.append(image_id)
         if not images:
+            missing.append(f"no test image of {dataset} found ({', '.join(finder.searched)}): no contour figure")
             continue
         model = f"{best.backbone} · {head_name(best.head)}"
         caption = (f"{dataset_name(dataset)}: true (solid) and predicted (dashed, {model}) outlines on test images "
                    "as the model saw them (the store's crop/resize), probability 0.5.")  # fmt: skip
         out.append(contour_figure(images, truths, preds, pre, structures, titles, out_dir,
                                   f"segmentation_{dataset}", caption, coll.is_synthetic([dataset])))  # fmt: skip
-    return out
+    return out, missing
 
 
 def contour_figure(

@@ -1,4 +1,3 @@
-"""Segmentation on the cached patch tokens (issue 24): masks aligned with the model's input (`targets`), heads
-trained with an lr sweep on val Dice and refitted on train+val (`fit`), and predictions scored at the mask's
-resolution within the crop the model saw (`score`). The segmentation task kind calls these; they know nothing of
-run folders."""
+"""Segmentation's library parts (issue 24): masks aligned with the model's input as training targets and the prior
+(`targets`), and predictions scored at the mask's resolution within the crop the model saw (`score`). The
+segmentation task kind (pipeline/tasks/segmentation.py) calls them; the probe's loop trains the heads."""

@@ -1,10 +1,12 @@
 """Training targets: each image's masks on the model's input square (pipeline/masks/align.py), at `size`.
 
 Targets are shares (the fraction of a target pixel inside the structure), (N, K, T, T). T is the input size, at
-most 8 target pixels per stored patch (twice the decoder's output grid) and at most `MAX_TARGET_SIZE`: the demo's
-7 x 7 grid at 112 px trains at 56 (the truth through 56 px and back scores Dice 0.998-0.999 against itself, 0.985
-at 28); a ViT-L/16 at 512 px (32 x 32 patches) at 128. Scores are computed at the mask's own resolution whatever
-T is (pipeline/segmentation/score.py).
+most `PIXELS_PER_PATCH` target pixels per stored patch (the decoder's output grid) and at most `MAX_TARGET_SIZE`:
+the demo's 7 x 7 grid at 112 px trains at 28, a ViT-L/16 at 512 px (32 x 32 patches) at 128. The loss is computed
+at T, and on a CPU it is most of a step's cost: at 56 (8 px per patch) the demo's linear head spent 1.2 s a step
+in BCE and its gradient, under load. T bounds how finely the targets show an outline (the truth through 28 px and
+back scores Dice 0.985-0.992 against itself on the demo's JSRT masks, 0.998-0.999 through 56), not the scoring:
+scores are computed at the mask's own resolution from the head's logits (pipeline/segmentation/score.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipeline.masks.align import to_input
 from pipeline.masks.workspace import read_structures
 
 MAX_TARGET_SIZE = 128
+PIXELS_PER_PATCH = 4
 
 
 def store_preprocessing(attrs: dict) -> Preprocessing:
@@ -30,10 +33,10 @@ def store_preprocessing(attrs: dict) -> Preprocessing:
 
 
 def target_size(pre: Preprocessing, grid: tuple[int, int] | None = None, cap: int = MAX_TARGET_SIZE) -> int:
-    """The targets' side: the input size, at most 8 pixels per patch of the stored `grid` (twice the decoder's
-    output) and at most `cap`."""
+    """The targets' side: the input size, at most PIXELS_PER_PATCH per patch of the stored `grid` (the decoder's
+    output grid) and at most `cap`."""
     side = min(pre.image_size, cap)
-    return min(side, 8 * max(grid)) if grid else side
+    return min(side, PIXELS_PER_PATCH * max(grid)) if grid else side
 
 
 def aligned_targets(

@@ -3,7 +3,7 @@ the patch tokens (seg_linear: DINOv2's linear protocol; seg_decoder: a small dec
 
 Targets: each image's masks (the workspace's masks/<dataset>/, pipeline/masks/workspace.py) taken through the
 store's recorded preprocessing onto the model's input square, as shares of each target pixel inside the structure,
-(N, K, T, T) with T the input size, at most 8 pixels per stored patch and 128 (pipeline/segmentation/targets.py). Loss: per image and
+(N, K, T, T) with T the input size, at most 4 pixels per stored patch (the decoder's output grid) and 128 (pipeline/segmentation/targets.py). Loss: per image and
 structure, the pixels' mean BCE plus 1 - soft Dice, with the head's logits upsampled bilinearly to T. The lr is
 chosen on val Dice (hard, probability >= 0.5, on the input square, mean over val images and structures); with
 `--selection loss` on the val loss. Tables: segmentation.parquet, one row per test image and structure, scored at
@@ -42,6 +42,10 @@ class SegmentationTask(Task):
     tables: ClassVar[dict[str, bool]] = {SCORES_FILE: True, REFERENCE_FILE: True, MAPS_FILE: False}
     score_column = "val_dice"
     score_name = "val Dice"
+    headline_name = "mean Dice"
+    has_figures = True
+    headline_metric = "dice"  # results.parquet's over-structures row is output "mean"
+    wide_metrics = ("dice", "iou")
     uses_train_views = False  # the stored augmented views are crops and flips the masks did not go through
 
     # --- data -------------------------------------------------------------------------------------------------
@@ -189,22 +193,46 @@ class SegmentationTask(Task):
 
     def compare(self, run_a: Path, run_b: Path, config) -> pd.DataFrame:
         from pipeline.runs.io import read_table
+        from pipeline.stats.multiple import adjust_pvalues
         from pipeline.stats.segmentation import paired_permutation
+        from pipeline.tasks.base import COMPARE_COLUMNS
 
         frames = []
         for run in (run_a, run_b):
             path = Path(run) / SCORES_FILE if Path(run).is_dir() else Path(run)
-            frames.append(read_table(path))
+            frame = read_table(path)
+            frames.append(frame.assign(patient_id=frame["image_id"]) if config.by_image else frame)
         result = paired_permutation(frames[0], frames[1], n_permutations=config.n_permutations, seed=config.seed)
-        result.insert(0, "model_b", _model_name(frames[1], run_b))
-        result.insert(0, "model_a", _model_name(frames[0], run_a))
-        return result.rename(columns={"structure": "output"})
+        result = result.rename(columns={"structure": "output"})
+        result["p_adjusted"] = np.nan
+        for metric, rows in result.groupby("metric", sort=False):
+            per_structure = rows.index[rows["output"] != "mean"]
+            result.loc[per_structure, "p_adjusted"] = adjust_pvalues(
+                result.loc[per_structure, "p_value"].to_numpy(), config.adjust
+            )
+        result["delong_p"] = np.nan
+        result["model_a"], result["model_b"] = _model_name(frames[0], run_a), _model_name(frames[1], run_b)
+        result["note"] = [
+            f"paired sign-flip permutation over {n} patients ({'exact' if exact else 'sampled'}; smallest p {p:.2g}); "
+            "per-image scores at the mask's resolution" + ("" if o != "mean" else "; p adjusted over structures only")
+            for n, exact, p, o in zip(result["n_units"], result["exact"], result["min_p"], result["output"], strict=True)
+        ]  # fmt: skip
+        return result[[*COMPARE_COLUMNS, "n_units", "min_p", "n_images"]]
 
     # --- report -----------------------------------------------------------------------------------------------
-    def report_tables(self, coll) -> list:
-        from pipeline.report.segmentation import segmentation_report_tables
+    def report_tables(self, coll, settings):
+        from pipeline.report.segmentation import dice_table
+        from pipeline.tasks.base import ReportPart
 
-        return segmentation_report_tables(coll, self)
+        datasets = coll.datasets_of(self)
+        return ReportPart(tables=[dice_table(coll, d, settings.n_resamples, settings.seed) for d in datasets])
+
+    def report_figures(self, coll, out_dir: Path, settings):
+        from pipeline.report.segmentation import segmentation_figures
+        from pipeline.tasks.base import ReportPart
+
+        figures, missing = segmentation_figures(coll, self, out_dir)
+        return ReportPart(figures=figures, missing=missing)
 
 
 def val_dice_and_loss(val_probs: np.ndarray, val_targets: np.ndarray) -> tuple[float, float]:
