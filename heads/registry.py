@@ -48,8 +48,9 @@ class HeadSpec:
     needs_patch: bool | str = False  # True/False, or the name of a boolean option that switches patches on
     has_attention: bool = False
     check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None  # -> [(option, reason)]
-    # the task kinds (pipeline/tasks/) whose outputs the head gives: (B, K) logits, or (B, K, h, w) maps
-    tasks: tuple[str, ...] = ("classification", "survival")
+    # what the head outputs: "vector" (B, K) logits, or "map" (B, K, h, w) logits on its grid; a task kind asks for
+    # one (pipeline/tasks/base.py `head_output`), and the probe refuses a head of the other
+    output: str = "vector"
     # the lr grid of the head's sweep when the probe is given none (empty: the paper's, ProbeConfig's default)
     lrs: tuple[float, ...] = ()
 
@@ -211,7 +212,7 @@ register(
         "seg_linear",
         "heads.segmentation:LinearSegmentationHead",
         needs_patch=True,
-        tasks=("segmentation",),
+        output="map",
         lrs=SEGMENTATION_LRS,
     )
 )
@@ -222,7 +223,7 @@ register(
         options=(HeadOption("width", 32, "channels of the decoder's first stage (then /2, /4)", flag="seg-width"),),
         needs_patch=True,
         check=_decoder_check,
-        tasks=("segmentation",),
+        output="map",
         lrs=SEGMENTATION_LRS,
     )
 )

@@ -46,6 +46,7 @@ class SegmentationTask(Task):
     has_figures = True
     headline_metric = "dice"  # results.parquet's over-structures row is output "mean"
     wide_metrics = ("dice", "iou")
+    head_output = "map"  # (B, K, h, w) logits on the head's grid (heads/segmentation.py)
     uses_train_views = False  # the stored augmented views are crops and flips the masks did not go through
 
     # --- data -------------------------------------------------------------------------------------------------
