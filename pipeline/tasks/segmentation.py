@@ -44,6 +44,7 @@ class SegmentationTask(Task):
     score_name = "val Dice"
     headline_name = "mean Dice"
     has_figures = True
+    report_heads = ("seg_linear", "seg_decoder")
     headline_metric = "dice"  # results.parquet's over-structures row is output "mean"
     wide_metrics = ("dice", "iou")
     head_output = "map"  # (B, K, h, w) logits on the head's grid (heads/segmentation.py)

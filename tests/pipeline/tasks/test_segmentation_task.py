@@ -85,7 +85,7 @@ def test_probe_writes_scores_at_mask_resolution_and_beats_the_prior(seg_runs):
         scores = pd.read_parquet(folder / SCORES_FILE)
         assert len(scores) == 10 * 2 and (scores["pixels"] == 32 * 32).all()  # the 32 x 32 crop of 32 x 40 masks
         sweep = pd.read_parquet(folder / "sweep.parquet")
-        assert sweep["lr"].tolist() == [1e-3, 1e-2, 1e-1] and sweep["chosen"].sum() == 1
+        assert sweep["lr"].tolist() == [3e-3, 1e-2, 3e-2, 1e-1] and sweep["chosen"].sum() == 1
         reference = pd.read_parquet(folder / REFERENCE_FILE)
         heart = reference["structure"] == "heart"
         prior = reference[heart & (reference["reference"] == "prior")]["dice"].mean()
