@@ -146,8 +146,14 @@ DATASET_NAMES = {
     "montgomery": "Montgomery",
     "jsrt": "JSRT",
     "plco": "PLCO",
+    "scr": "JSRT SCR",
+    "montgomery_lungs": "Montgomery lungs",
+    "shenzhen_lungs": "Shenzhen lungs",
+    "chexmask": "CheXmask",
 }
-HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP"}
+HEAD_NAMES = {
+    "linear": "Linear", "glori": "GLoRI", "mlp": "MLP", "seg_linear": "Linear (seg.)", "seg_decoder": "Decoder",
+}  # fmt: skip
 
 
 def order_datasets(names: set[str] | list[str]) -> list[str]:

@@ -52,7 +52,7 @@ def dice_table(coll, dataset: str, n_resamples: int = 1000, seed: int = 0):
             if s in dice.index else missing_cell()
             for s in (*structures, MEAN)
         ]  # fmt: skip
-        rows.append(Row((f"{model[0]} · {head_name(model[1])}",), cells))
+        rows.append(Row((f"{model[0]} · {head_name(model[1])}",), cells))  # e.g. "demo-dino · Decoder"
     for name in ("oracle", "ceiling"):
         if name in reference:
             label = ORACLE_LABEL if name == "oracle" else CEILING_LABEL
