@@ -132,7 +132,5 @@ def test_a_classification_head_on_a_segmentation_set_is_refused(seg_runs):
     from pipeline.probe.protocol import run_probe
 
     ws, _ = seg_runs
-    with pytest.raises(
-        ConfigError, match="segmentation data set, whose heads give map outputs: seg_linear, seg_decoder"
-    ):
+    with pytest.raises(ConfigError, match="segmentation task, trained on a map: use --head seg_linear or seg_decoder"):
         run_probe(ws, "seg", "linear", "toy-vit", progress=False)
