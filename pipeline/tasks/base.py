@@ -49,11 +49,11 @@ class ReportSettings:
 @dataclass
 class ReportPart:
     """A task's share of the report: its tables (empty ones are skipped), what is missing (one line each, for the
-    index), and per table name the (file stem, rows) of a detail CSV written beside it."""
+    index), and per table name the rows of a detail CSV written beside it (`<name>_detail.csv`)."""
 
     tables: list[ReportTable] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    details: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    details: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[FigureResult] = field(default_factory=list)  # report_figures' (PNG + PDF under the figures folder)
 
 
