@@ -206,6 +206,7 @@ def run_probe(
     store = FeatureStore.open(ws.features_dir(backbone))
     data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction, store)
     task = data.task
+    check_head_output(head, task, dataset)
     check_in_store(store, list(data.image_ids), dataset, backbone)
     epochs, batch_size = _schedule(data, config)
     factory = _factory(head, store, len(data.outputs), config.head_options)
@@ -462,6 +463,21 @@ def _seed_notes(runs: list[SeedRun], config: ProbeConfig) -> dict[str, Any]:
             "(the manifest's splits pooled); each fold's train part carves its own stratified val split"
         )
     return notes
+
+
+def check_head_output(head: str, task: Task, dataset: str) -> None:
+    """ConfigError when `head` does not give the output the data set's task trains (heads.registry `HeadSpec.output`,
+    "vector" (B, K) logits where a head declares none; pipeline/tasks/ `Task.head_output`)."""
+
+    def output(name: str) -> str:
+        return str(getattr(head_spec(name), "output", "vector"))
+
+    if output(head) != task.head_output:
+        fitting = [h for h in head_names() if output(h) == task.head_output]
+        raise ConfigError(
+            f"--head {head} outputs a {output(head)} per image, but data set {dataset!r} is a {task.name} task, "
+            f"trained on a {task.head_output}: use --head {' or '.join(fitting) if fitting else '(none registered)'}"
+        )
 
 
 def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -148,6 +148,7 @@ class Task(ABC):
         COMPARE_COLUMNS (what `chex compare` prints and the report's p-value tables read)."""
 
     # --- report -----------------------------------------------------------------------------------------------
+    head_output: str = "vector"  # the head output it trains: "vector" (B, K) logits or "map" (B, K, h, w) logits
     report_heads: tuple[str, ...] = ()  # the heads the report expects a run of per data set (names what is missing)
     planted_oracle: bool = False  # pipeline/synth/oracle.py can fit its outputs on a synthetic set's planted features
     headline_metric: str = "auroc"  # results.parquet's metric of the headline row (output "macro")
