@@ -4,7 +4,7 @@ A card is a small YAML file. The packaged cards for the real data sets live in d
 workspace keeps a copy next to each manifest (`manifests/<dataset>.card.yaml`), with `synthetic: true`
 when the data came from `chex synth`.
 
-Task kinds:
+Task kinds (each handled by a registered task, pipeline/tasks/; the card's kinds choose the probe's task):
 - multilabel: several finding columns, values 1/0/NaN, plus -1 for uncertain labels, which the card's
   `uncertain_policy` maps: "ignore" -> NaN (masked out of the loss and metrics), "ones" -> 1, "zeros" -> 0.
 - binary: one column, same values.
@@ -12,7 +12,7 @@ Task kinds:
   plus a horizon for the derived binary "event within horizon" outputs.
 - segmentation: no label columns; `structures` names the anatomy masked per image (right_lung, left_lung, heart,
   right_clavicle, left_clavicle, or lungs: both lungs as one), read from the workspace's `masks/<dataset>/`
-  (pipeline/masks/workspace.py), which `chex synth` and the mask adapters write.
+  (pipeline/masks/workspace.py), which `chex synth` and `chex manifest masks` write.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-TaskKind = Literal["multilabel", "binary", "survival", "segmentation"]
-TASK_KINDS = ("multilabel", "binary", "survival", "segmentation")
+TaskKind = str  # a card kind some registered task handles (pipeline/tasks/registry.py): multilabel, binary, survival
 UncertainPolicy = Literal["ignore", "ones", "zeros"]
 UNCERTAIN = -1.0
 
@@ -193,9 +192,11 @@ def card_from_dict(data: dict[str, Any], source: str = "card") -> DatasetCard:
 
 
 def _task_from_dict(data: dict[str, Any]) -> Task:
+    from pipeline.tasks.registry import card_kinds
+
     kind = data["kind"]
-    if kind not in TASK_KINDS:
-        raise ValueError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
+    if kind not in card_kinds():  # the registered task kinds (pipeline/tasks/registry.py)
+        raise ValueError(f"task kind must be one of {', '.join(card_kinds())}, not {kind!r}")
     policy = data.get("uncertain_policy", "ignore")
     if policy not in ("ignore", "ones", "zeros"):
         raise ValueError(f"uncertain_policy must be ignore, ones or zeros, not {policy!r}")

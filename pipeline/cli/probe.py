@@ -111,7 +111,7 @@ def _probe(
         status = "already done" if s.skipped else f"{s.seconds:.1f} s"
         console.print(
             f"{s.dataset} / {s.backbone} / {s.head} (label fraction {s.label_fraction:g}): lr {s.chosen_lr:g}, "
-            f"val macro AUROC {_fmt(s.val_macro_auroc)}, test macro AUROC {_fmt(s.test_macro_auroc)} "
+            f"{s.val_name} {_fmt(s.val_macro_auroc)}, {s.test_name} {_fmt(s.test_macro_auroc)} "
             f"({status}) -> {s.folder}",
             highlight=False,
         )

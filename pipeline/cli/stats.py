@@ -21,8 +21,11 @@ from pipeline.workspace import out_file
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.tasks.base import Task
+
 PREDICTIONS_FILE = "predictions.parquet"  # pipeline.runs.PREDICTIONS_FILE
 RESULTS_FILE = "results.parquet"  # pipeline.runs.RESULTS_FILE
+RECORD_FILE = "run.json"  # pipeline.runs.RECORD_FILE
 _out = table_console()
 
 
@@ -67,7 +70,9 @@ def stats_command(
         table = read_table(path / PREDICTIONS_FILE if path.is_dir() else path, text_as_categories=True)
         surv = read_table(_resolve(survival, "survival.parquet", workspace)) if survival else None
         results = evaluate_tables(table, None, surv, record.skipped_train if record else {}, config, "score")
-    _print_results(results)
+    from pipeline.tasks import task_of_run
+
+    _print_results(results, task_of_run(folder, record))
     target = out
     existing = folder / RESULTS_FILE
     if target is None and (overwrite or not existing.is_file()):
@@ -116,8 +121,8 @@ def _resolve(path: Path, file_name: str, workspace: Path | None) -> Path:
     if not path.is_absolute():
         candidates.append(workspace_from(workspace).root / "results" / path)
     for candidate in candidates:
-        if candidate.is_dir() and (candidate / file_name).is_file():
-            return candidate
+        if candidate.is_dir() and any((candidate / name).is_file() for name in (file_name, RECORD_FILE)):
+            return candidate  # a run folder: its task (run.json) says which tables it holds
         if candidate.is_file():
             return candidate
     raise ConfigError(f"no {file_name} at {path} (nor under the workspace's results/); run `chex probe` first")
@@ -131,11 +136,13 @@ def _fmt(estimate: float, low: float, high: float) -> str:
     return f"{estimate:.3f} ({low:.3f}-{high:.3f})" if pd.notna(low) else f"{estimate:.3g}"
 
 
-def _print_results(results: pd.DataFrame) -> None:
+def _print_results(results: pd.DataFrame, task: Task) -> None:
+    """The task's wide metrics as one row per output (95% CI), its other rows one per line (survival: endpoint
+    rows), its hidden metrics left to the file."""
     import pandas as pd
     from rich.table import Table
 
-    classification = results[results["metric"].isin(["auroc", "auprc", "f1", "prevalence"])]
+    classification = results[results["metric"].isin(task.wide_metrics)]
     if len(classification):
         table = Table(title="metrics (95% CI)")
         table.add_column("output")
@@ -146,9 +153,9 @@ def _print_results(results: pd.DataFrame) -> None:
             by_metric = rows.set_index("metric")
             table.add_row(str(output), *[_fmt(*by_metric.loc[m, ["estimate", "ci_low", "ci_high"]]) for m in metrics])
         _out.print(table)
-    survival = results[~results["metric"].isin(["auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence"])]
+    survival = results[~results["metric"].isin([*task.wide_metrics, *task.hidden_metrics])]
     if len(survival):
-        table = Table(title="survival")
+        table = Table(title=task.name)
         for column in ("endpoint", "metric", "estimate (95% CI)"):
             table.add_column(column)
         for row in survival.itertuples():

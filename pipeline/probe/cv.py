@@ -37,7 +37,8 @@ def fold_data(data: ProbeData, folds: np.ndarray, fold: int, seed: int, val_frac
     """The ProbeData of one fold: test = the fold, val carved (stratified) from the rest, train = the rest."""
     patients = data.manifest["patient_id"].astype(str).to_numpy()
     pool = np.flatnonzero(folds != fold)
-    carved = carve_patients(patients[pool], val_fraction, seed, data.labels[pool])
+    strata = data.task.strata(data.labels)
+    carved = carve_patients(patients[pool], val_fraction, seed, None if strata is None else strata[pool])
     is_val = np.isin(patients, carved) & (folds != fold)
     split = np.where(folds == fold, "test", np.where(is_val, "val", "train"))
     val = np.flatnonzero(split == "val")
@@ -60,7 +61,7 @@ def run_cv(stage: ProbeStage, data: ProbeData, partial: Path, timings: dict[str,
     runs = []
     for r in range(config.cv_repeats):
         seed = config.seed + r
-        folds = fold_of_positions(patients, data.labels, config.cv_folds, seed)
+        folds = fold_of_positions(patients, data.task.strata(data.labels), config.cv_folds, seed)
         for fold in range(config.cv_folds):
             one = fold_data(data, folds, fold, seed, config.val_fraction)
             runs.append(stage.run(one, seed, partial, f"-r{r}f{fold}", timings, fold=fold))

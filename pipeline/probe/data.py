@@ -15,6 +15,8 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,9 @@ from pipeline.splits import stratified_patient_parts
 from pipeline.store import FeatureStore
 from pipeline.workspace import Workspace
 
+if TYPE_CHECKING:
+    from pipeline.tasks.base import Task
+
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
@@ -34,7 +39,8 @@ MAX_EXAMPLES = 5
 
 @dataclass
 class ProbeData:
-    """A data set ready to probe: manifest rows, label matrix (N, K) with NaN = masked, split positions."""
+    """A data set ready to probe: manifest rows, the task's targets (classification: the label matrix (N, K)),
+    NaN = masked, and split positions."""
 
     dataset: str
     card: DatasetCard
@@ -46,6 +52,14 @@ class ProbeData:
     refit_val: np.ndarray  # validation rows added to the refit (label fraction applied)
     test: np.ndarray
     notes: dict[str, str] = field(default_factory=dict)
+    task: Task | None = None  # the card's task kind (pipeline/tasks/); None: classification
+    root: Path | None = None  # the workspace's folder (where a task's tables find masks and the like)
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            from pipeline.tasks import task_named
+
+            self.task = task_named("classification")
 
     @property
     def image_ids(self) -> np.ndarray:
@@ -53,14 +67,25 @@ class ProbeData:
 
 
 def load_probe_data(
-    workspace: Workspace, dataset: str, seed: int = 0, label_fraction: float = 1.0, val_fraction: float = 0.1
+    workspace: Workspace,
+    dataset: str,
+    seed: int = 0,
+    label_fraction: float = 1.0,
+    val_fraction: float = 0.1,
+    store: FeatureStore | None = None,
 ) -> ProbeData:
-    """Read the data set's manifest and card from the workspace and lay out its splits."""
+    """Read the data set's manifest and card from the workspace and lay out its splits; the card chooses the task
+    (pipeline/tasks/), whose targets may read the `store`'s grid and crop."""
+    from pipeline.tasks import task_for_card
+
     card = read_card(workspace, dataset)
+    task = task_for_card(card)
     manifest = read_manifest(workspace.manifest_path(dataset), card).reset_index(drop=True)
-    if not card.label_columns:
+    if not task.outputs(card):
         raise ConfigError(f"data set card of {dataset!r} names no label columns; nothing to probe")
-    return prepare_probe_data(dataset, card, manifest, seed, label_fraction, val_fraction)
+    data = prepare_probe_data(dataset, card, manifest, seed, label_fraction, val_fraction, task, store)
+    data.root = workspace.root
+    return data
 
 
 def prepare_probe_data(
@@ -70,17 +95,23 @@ def prepare_probe_data(
     seed: int = 0,
     label_fraction: float = 1.0,
     val_fraction: float = 0.1,
+    task: Task | None = None,
+    store: FeatureStore | None = None,
 ) -> ProbeData:
-    """Splits, label subsets and the label matrix of an already validated manifest."""
+    """Splits, label subsets and the task's targets (default: the card's) of an already validated manifest."""
+    from pipeline.tasks import task_for_card
+
+    task = task or task_for_card(card)
     if not 0.0 < label_fraction <= 1.0:
         raise ConfigError(f"--label-fraction {label_fraction}: must be in (0, 1]")
     notes: dict[str, str] = {}
     split = manifest["split"].astype(str).to_numpy().copy()
     patients = manifest["patient_id"].astype(str).to_numpy()
-    labels = card.labels_for_training(manifest)
+    labels = task.targets(card, manifest, store)
+    strata = task.strata(labels)
     if not (split == "val").any():
         in_train = split == "train"
-        carved = carve_patients(patients[in_train], val_fraction, seed, labels[in_train])
+        carved = carve_patients(patients[in_train], val_fraction, seed, None if strata is None else strata[in_train])
         split[np.isin(patients, carved) & in_train] = "val"
         notes["val_split"] = (
             f"carved from train: {len(carved)} patients ({val_fraction:.0%}, seed {seed}, stratified by finding)"
@@ -106,13 +137,14 @@ def prepare_probe_data(
         dataset=dataset,
         card=card,
         manifest=frame,
-        outputs=list(card.label_columns),
+        outputs=list(task.outputs(card)),
         labels=labels,
         train=train,
         val=val,
         refit_val=refit_val,
         test=np.flatnonzero(split == "test"),
         notes=notes,
+        task=task,
     )
 
 

@@ -11,6 +11,7 @@ as usual. For 9 lrs and E epochs the sweep costs 9·E/8 + 4·E/8 + 2·E/4 + E/2 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,14 @@ from pipeline.probe.sweep import (
     DEFAULT_SELECTION,
     StackTrainer,
     TrainSpec,
+    default_task,
     macro_auroc,
     masked_bce_numpy,
     predict_stack,
-    sweep_table,
 )
+
+if TYPE_CHECKING:
+    from pipeline.tasks.base import Task
 
 SWEEPS = ("full", "halving")
 
@@ -52,15 +56,18 @@ def halving_sweep(
     description: str = "sweep",
     progress: bool = True,
     rule: str = DEFAULT_SELECTION,
+    task: Task | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Train `stack` (one member per lr of `spec`) by successive halving; returns the val probabilities of every
     survivor (H, N_val, K; NaN for the stopped ones) and the sweep table, whose `chosen` row is the survivor and
     where a stopped lr shows the val AUROC of the rung that stopped it. At each rung a member whose training has
-    diverged so far ranks last; `rule` "loss" ranks by val loss, the others by val macro AUROC."""
-    trainer = StackTrainer(stack, features, train, labels, spec, device, resume_path, resume_key, description)
+    diverged so far ranks last; `rule` "loss" ranks by val loss, the others by the task's val score (classification:
+    val macro AUROC)."""
+    task = task or default_task()
+    trainer = StackTrainer(stack, features, train, labels, spec, device, resume_path, resume_key, description, task)
     rungs: list[dict] = trainer.state.setdefault("rungs", [])
     n = len(spec.lrs)
-    val_probs = np.full((n, len(val), labels.shape[1]), np.nan, dtype=np.float32)
+    val_probs = np.full((n, len(val), *labels.shape[1:]), np.nan, dtype=np.float32)
     last_epoch = np.zeros(n, dtype=np.int64)
     val_labels = labels[val]
     for r, epoch in enumerate(rung_epochs(n, spec.epochs)):
@@ -68,9 +75,9 @@ def halving_sweep(
             continue  # decided before a kill: the checkpoint restored its survivors
         trainer.train_until(epoch, progress)
         active = list(stack.active)
-        probs = predict_stack(stack, features, val, eval_batch, device)
+        probs = predict_stack(stack, features, val, eval_batch, device, task)
         diverged = trainer.train_losses.diverged()
-        scores = [_score(p, val_labels, skip, rule) - (np.inf if diverged[i] else 0)
+        scores = [task.rung_score(p, val_labels, skip, rule) - (np.inf if diverged[i] else 0)
                   for p, i in zip(probs, active, strict=True)]  # fmt: skip
         order = sorted(range(len(active)), key=lambda k: -scores[k])  # stable: ties keep the smaller lr
         keep = sorted(active[k] for k in order[: max(1, len(active) // 2)])
@@ -82,11 +89,11 @@ def halving_sweep(
     for rung in rungs:
         for i in rung["active"]:
             last_epoch[i] = rung["epoch"]
-    final = predict_stack(stack, features, val, eval_batch, device)
+    final = predict_stack(stack, features, val, eval_batch, device, task)
     for k, i in enumerate(stack.active):
         val_probs[i] = final[k]
         last_epoch[i] = spec.epochs
-    table = _table(spec.lrs, val_probs, val_labels, skip, rungs, stack.active, last_epoch, rule, trainer)
+    table = _table(spec.lrs, val_probs, val_labels, skip, rungs, stack.active, last_epoch, rule, trainer, task)
     return val_probs, table
 
 
@@ -101,16 +108,18 @@ def _finite(score: float) -> float | None:
     return float(score) if np.isfinite(score) else None  # a diverged member's rung score (JSON has no -inf)
 
 
-def _table(lrs, val_probs, val_labels, skip, rungs, survivors, last_epoch, rule, trainer) -> pd.DataFrame:
-    """The sweep table; a stopped lr's val AUROC is the one it had at the rung that stopped it."""
+def _table(lrs, val_probs, val_labels, skip, rungs, survivors, last_epoch, rule, trainer, task) -> pd.DataFrame:
+    """The sweep table; a stopped lr's val score (AUROC) is the one it had at the rung that stopped it."""
     rung_rule = "loss" if rule == "loss" else "auroc"  # what the rungs ranked by; the survivor is the choice
-    table = sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip, rung_rule, trainer.train_losses)
-    by_auroc = table["selected_by"].iloc[0].startswith("val_macro_auroc")
+    table = task.sweep_table(lrs, np.nan_to_num(val_probs, nan=0.5), val_labels, skip, rung_rule,
+                             trainer.train_losses)  # fmt: skip
+    score_column = task.score_column
+    by_auroc = table["selected_by"].iloc[0].startswith(score_column)
     for rung in rungs:
         for i, score in zip(rung["active"], rung["scores"], strict=True):
             if i not in rung["kept"]:
                 score = np.nan if score is None else score
-                table.loc[i, "val_macro_auroc"] = score if by_auroc else np.nan
+                table.loc[i, score_column] = score if by_auroc else np.nan
                 table.loc[i, "val_loss"] = -score if not by_auroc else np.nan
     table["epochs_trained"] = last_epoch
     table["chosen"] = np.isin(np.arange(len(lrs)), survivors[:1])

@@ -38,41 +38,39 @@ from pipeline.probe.data import (
     check_in_store,
     fit_standardizer,
     load_probe_data,
-    outputs_without_both_classes,
 )
 from pipeline.probe.halving import SWEEPS, halving_sweep
-from pipeline.probe.results import attention_maps, prediction_frame, survival_frame, with_training_priors
+from pipeline.probe.results import attention_maps
 from pipeline.probe.sweep import (
     DEFAULT_SELECTION,
     SELECTIONS,
     StackTrainer,
     TrainLosses,
     TrainSpec,
+    default_task,
     predict_stack,
-    sweep_table,
     train_stack,
 )
 from pipeline.runs import (
     HEAD_FILE,
-    PREDICTIONS_FILE,
     PROBE_SHORT,
     RECORD_FILE,
     RESULTS_FILE,
-    SURVIVAL_FILE,
     SWEEP_FILE,
-    VAL_PREDICTIONS_FILE,
     RunFolder,
     RunRecord,
     RunRecordError,
     config_tag,
-    evaluate_run,
+    files_present,
+    finish_run,
+    mark_incomplete,
     parse_fraction,
     read_record,
     write_parquet,
-    write_record,
     write_tensors,
 )
 from pipeline.store import FeatureStore
+from pipeline.tasks.base import Task
 from pipeline.workspace import Workspace, check_name, resolve_workspace
 
 log = logging.getLogger(__name__)
@@ -165,6 +163,8 @@ class RunSummary:
     skipped: bool = False
     seconds: float = 0.0
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    val_name: str = "val macro AUROC"  # what the two numbers are, in the run's task's words (pipeline/tasks/)
+    test_name: str = "test macro AUROC"
 
 
 def _one_writer(func):
@@ -200,18 +200,20 @@ def run_probe(
     """Sweep, choose, refit and predict one head on one data set's cached features; write the run folder."""
     started = time.perf_counter()
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
-    config = config or ProbeConfig()
+    config = with_head_lrs(config or ProbeConfig(), head)
     head_config = head_config_of(head, config.head_options)
     backbone = resolve_backbone(ws, backbone)
     store = FeatureStore.open(ws.features_dir(backbone))
-    data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction)
+    data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction, store)
+    task = data.task
+    check_head_output(head, task, dataset)
     check_in_store(store, list(data.image_ids), dataset, backbone)
     epochs, batch_size = _schedule(data, config)
     factory = _factory(head, store, len(data.outputs), config.head_options)
     folder = run_folder(ws, dataset, backbone, head, config)
     key = _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, data)
     previous = _previous_record(folder)
-    if previous is not None and previous.key == key and _files_present(folder, previous) and not force:
+    if previous is not None and previous.key == key and files_present(folder.root, previous) and not force:
         log.info("%s: outputs present for this configuration; nothing to do (use --force to rerun)", folder.root)
         return _summary_from(folder, previous, skipped=True)
     _refuse_other_configuration(folder, previous, head_config, config, force)
@@ -225,7 +227,7 @@ def run_probe(
         train_ids = list(data.image_ids)  # every image trains in some fold
     else:
         train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
-    max_views = store.n_views(train_ids) if config.train_views else 1
+    max_views = store.n_views(train_ids) if config.train_views and task.uses_train_views else 1
     parts = ("cls", "patch") if head_spec(head).uses_patch(config.head_options) else ("cls",)
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
     stage = ProbeStage(head, factory, features, config, epochs, batch_size, device, max_views > 1, key, progress)
@@ -238,30 +240,21 @@ def run_probe(
         runs = []
         for seed in seeds:
             seed_data = data if seed == config.seed else load_probe_data(
-                ws, dataset, seed, config.label_fraction, config.val_fraction
+                ws, dataset, seed, config.label_fraction, config.val_fraction, store
             )  # fmt: skip
             tag = "" if len(seeds) == 1 else f"-s{seed}"
             runs.append(stage.run(seed_data, seed, folder.partial_dir, tag, timings))
     first = runs[0]
 
-    # 3. outputs: predictions, survival risk, statistics, weights, attention maps, run record.
+    # 3. outputs: the task's tables, the sweep, weights, attention maps; then statistics and the run record.
     identity = dict(dataset=dataset, backbone=backbone, head=head, label_fraction=config.label_fraction)
-    predictions = _concat([r.predictions(identity) for r in runs])
-    val_predictions = _concat([r.val_predictions(identity) for r in runs])
+    per_pass = [r.tables(identity, tagged=len(runs) > 1) for r in runs]
+    tables = {name: _concat([p.get(name) for p in per_pass]) for name in dict.fromkeys(n for p in per_pass for n in p)}
     table = _concat([r.table.assign(seed=r.seed, fold=r.fold) if len(runs) > 1 else r.table for r in runs])
-    survival = _concat([r.survival(identity, tagged=len(runs) > 1) for r in runs])
-    files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, SWEEP_FILE, RESULTS_FILE, HEAD_FILE]
-    (folder / RECORD_FILE).unlink(missing_ok=True)  # the folder is incomplete until the new record is written
-    write_parquet(predictions, folder / PREDICTIONS_FILE)
-    write_parquet(val_predictions, folder / VAL_PREDICTIONS_FILE)
+    files = [*(name for name, frame in tables.items() if frame is not None), SWEEP_FILE, RESULTS_FILE, HEAD_FILE]
+    mark_incomplete(folder.root)  # the folder is incomplete until the new record is written
     write_parquet(table, folder / SWEEP_FILE)
     write_tensors(first.refit.members[0].state_dict(), folder / HEAD_FILE)  # the first seed's (and fold's) head
-    (folder / SURVIVAL_FILE).unlink(missing_ok=True)
-    if survival is not None:
-        # Test subjects only: the low/high split is at their median risk. The val subjects' scores come from the
-        # sweep head, not the refit head that scored test, and the two heads' scales differ.
-        write_parquet(survival, folder / SURVIVAL_FILE)
-        files.append(SURVIVAL_FILE)
     if config.save_attention and head_spec(head).has_attention and not config.cv_folds:
         features.standardizer = first.standardizer
         files.append(attention_maps(first.refit.members[0], features, data, config.save_attention, device,
@@ -274,11 +267,11 @@ def run_probe(
     refit_sizes = sorted({r.n_refit for r in runs})
     record = RunRecord(
         key=key, **identity, seed=config.seed, n_resamples=config.n_resamples, chosen_lr=first.chosen_lr,
-        val_macro_auroc=float(first.table["val_macro_auroc"].iloc[first.chosen]), test_macro_auroc=float("nan"),
+        val_macro_auroc=float(first.table[task.score_column].iloc[first.chosen]), test_macro_auroc=float("nan"),
         selected_by=str(first.table["selected_by"].iloc[0]), epochs=epochs, batch_size=batch_size,
         train_views=max_views, head_config=head_config, config=config.identity(), outputs=list(data.outputs),
         skipped_train=skip_train,
-        skipped_test=outputs_without_both_classes(data.labels[first.data.test], data.outputs),
+        skipped_test=task.skipped(data.labels[first.data.test], data.outputs),
         threshold_transfer="quantile", store_path=str(store.path), checkpoint=store_attrs.get("checkpoint"),
         checkpoint_sha256=store_attrs.get("checkpoint_sha256"), store_attrs=store_attrs,
         synthetic=bool(data.card.synthetic),
@@ -286,15 +279,9 @@ def run_probe(
               "n_refit": refit_sizes[0] if len(refit_sizes) == 1 else refit_sizes,
               "n_test": len(first.data.test), **notes},
         feature_access="memory" if features.cached is not None else "streamed", device=str(device),
-        versions=_versions(), files=[*files, RECORD_FILE],
+        versions=_versions(), files=[*files, RECORD_FILE], task=task.name,
     )  # fmt: skip
-    t0 = time.perf_counter()
-    results = evaluate_run(folder.root, record=record)
-    timings["statistics_s"] = time.perf_counter() - t0
-    write_parquet(results, folder / RESULTS_FILE)
-    timings["total_s"] = time.perf_counter() - started
-    record = dataclasses.replace(record, test_macro_auroc=_macro(results), timings=timings)
-    write_record(record, folder.root)
+    record, _ = finish_run(folder.root, record, tables, timings=timings, started=started)
     shutil.rmtree(folder.partial_dir, ignore_errors=True)
     return _summary_from(folder, record, skipped=False)
 
@@ -322,24 +309,11 @@ class SeedRun:
     def chosen_lr(self) -> float:
         return float(self.table["lr"].iloc[self.chosen])
 
-    def predictions(self, identity: dict[str, Any]) -> pd.DataFrame:
-        # A finding without train positives (or negatives) is predicted by its training prior: it stays in the macro.
-        probs = with_training_priors(self.test_probs, list(self.data.outputs), self.skip_train)
-        frame = prediction_frame(self.data, self.data.test, probs, identity, self.seed, self.chosen_lr)
-        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
-
-    def val_predictions(self, identity: dict[str, Any]) -> pd.DataFrame:
-        probs = with_training_priors(self.val_probs, list(self.data.outputs), self.skip_train)
-        frame = prediction_frame(self.data, self.data.val, probs, identity, self.seed, self.chosen_lr)
-        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
-
-    def survival(self, identity: dict[str, Any], tagged: bool = False) -> pd.DataFrame | None:
-        """Per-subject risk of this pass; `tagged` adds its seed (and fold) when a run holds several passes."""
-        frame = survival_frame(self.data, self.predictions(identity), identity)
-        if frame is None or not tagged:
-            return frame
-        frame = frame.assign(seed=np.int64(self.seed))
-        return frame.assign(fold=np.int64(self.fold)) if self.fold >= 0 else frame
+    def tables(self, identity: dict[str, Any], tagged: bool = False) -> dict[str, pd.DataFrame | None]:
+        """This pass's run-folder tables, by its task (file name -> rows); `tagged` adds the seed (and fold) to every
+        table when a run holds several passes."""
+        return self.data.task.pass_tables(self.data, self.test_probs, self.val_probs, identity, self.seed,
+                                          self.chosen_lr, self.skip_train, self.fold, tagged)  # fmt: skip
 
 
 @dataclass
@@ -376,7 +350,8 @@ class ProbeStage:
         """Every lr side by side on train, scored on val (the train losses kept for the divergence check)."""
         config, features, device = self.config, self.features, self.device
         dataset, head = data.dataset, self.head
-        skip_train = outputs_without_both_classes(data.labels[data.train], data.outputs)
+        task = data.task
+        skip_train = task.skipped(data.labels[data.train], data.outputs)
         by_reason: dict[str, list[str]] = {}
         for name, reason in skip_train.items():
             by_reason.setdefault(reason, []).append(name)
@@ -398,18 +373,18 @@ class ProbeStage:
         if config.sweep == "halving":
             val_probs, halved = halving_sweep(stack, features, data.train, data.val, data.labels, skip_idx, spec,
                                               device, self.eval_batch, partial / f"sweep{tag}.pt", key, what,
-                                              self.progress, config.selection)  # fmt: skip
+                                              self.progress, config.selection, task)  # fmt: skip
             losses = None
         else:
             trainer = StackTrainer(stack, features, data.train, data.labels, spec, device, partial / f"sweep{tag}.pt",
-                                   key, what)  # fmt: skip
+                                   key, what, task)  # fmt: skip
             trainer.train_until(spec.epochs, self.progress)
-            val_probs = predict_stack(stack, features, data.val, self.eval_batch, device)
+            val_probs = predict_stack(stack, features, data.val, self.eval_batch, device, task)
             losses = trainer.train_losses
         features.standardizer = None
         timings["sweep_s"] = timings.get("sweep_s", 0.0) + time.perf_counter() - t0
         return Swept(tuple(config.lrs), val_probs, data.labels[data.val], skip_idx, skip_train, losses, halved,
-                     standardizer)  # fmt: skip
+                     standardizer, task)  # fmt: skip
 
     def refit(self, data: ProbeData, seed: int, lr: float, partial: Path, tag: str, timings: dict[str, float],
               standardizer: Standardizer | None = None) -> tuple[HeadStack, np.ndarray, int]:  # fmt: skip
@@ -421,8 +396,8 @@ class ProbeStage:
         refit_pos = np.concatenate([data.train, data.refit_val])
         train_stack(refit, self.features, refit_pos, data.labels, self._spec((lr,), seed + 1), self.device,
                     partial / f"refit{tag}.pt", self.key + tag, f"{data.dataset}/{self.head}{tag} refit (lr {lr:g})",
-                    self.progress)  # fmt: skip
-        test_probs = predict_stack(refit, self.features, data.test, self.eval_batch, self.device)[0]
+                    self.progress, data.task)  # fmt: skip
+        test_probs = predict_stack(refit, self.features, data.test, self.eval_batch, self.device, data.task)[0]
         self.features.standardizer = None
         timings["refit_s"] = timings.get("refit_s", 0.0) + time.perf_counter() - t0
         return refit, test_probs, len(refit_pos)
@@ -449,12 +424,14 @@ class Swept:
     losses: TrainLosses | None
     halving_table: pd.DataFrame | None = None
     standardizer: Standardizer | None = None
+    task: Task | None = None  # whose sweep table and selection rule (None: classification)
 
     def table(self, rule: str) -> pd.DataFrame:
         """The sweep table with the lr `rule` chooses (successive halving: its own survivor)."""
         if self.halving_table is not None:
             return self.halving_table
-        return sweep_table(self.lrs, self.val_probs, self.val_labels, self.skip_idx, rule, self.losses)
+        task = self.task or default_task()
+        return task.sweep_table(self.lrs, self.val_probs, self.val_labels, self.skip_idx, rule, self.losses)
 
 
 def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
@@ -488,6 +465,21 @@ def _seed_notes(runs: list[SeedRun], config: ProbeConfig) -> dict[str, Any]:
     return notes
 
 
+def check_head_output(head: str, task: Task, dataset: str) -> None:
+    """ConfigError when `head` does not give the output the data set's task trains (heads.registry `HeadSpec.output`,
+    "vector" (B, K) logits where a head declares none; pipeline/tasks/ `Task.head_output`)."""
+
+    def output(name: str) -> str:
+        return str(getattr(head_spec(name), "output", "vector"))
+
+    if output(head) != task.head_output:
+        fitting = [h for h in head_names() if output(h) == task.head_output]
+        raise ConfigError(
+            f"--head {head} outputs a {output(head)} per image, but data set {dataset!r} is a {task.name} task, "
+            f"trained on a {task.head_output}: use --head {' or '.join(fitting) if fitting else '(none registered)'}"
+        )
+
+
 def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
     """The head's identity (name + every declared option), or a ConfigError naming the option's CLI flag."""
     try:
@@ -505,6 +497,7 @@ def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
 def run_folder(workspace: Workspace, dataset: str, backbone: str, head: str, config: ProbeConfig) -> RunFolder:
     """The run's folder: the head's own at its default options and the default probe settings, else one beside
     it named by the configuration's tag (pipeline/runs/layout.py)."""
+    config = with_head_lrs(config, head)
     tag = configuration_tag(head_config_of(head, config.head_options), config.identity())
     return RunFolder.of(workspace, dataset, backbone, head, config.label_fraction, tag)
 
@@ -516,7 +509,7 @@ def configuration_tag(head_config: dict[str, Any], identity: dict[str, Any]) -> 
     out (a rerun that changes only them replaces the run, with --force)."""
     spec = head_spec(head_config["name"])
     head, head_default = _plain(head_config), _plain(spec.config())
-    probe, probe_default = _plain(identity), _plain(ProbeConfig().identity())
+    probe, probe_default = _plain(identity), _plain(with_head_lrs(ProbeConfig(), head_config["name"]).identity())
     for values in (probe, probe_default):
         for name in ("label_fraction", *OUTPUT_SETTINGS):
             values.pop(name, None)
@@ -563,6 +556,12 @@ def _move_misplaced_run(ws: Workspace, dataset: str, backbone: str, head: str, f
                     base.root, target.root)  # fmt: skip
 
 
+def with_head_lrs(config: ProbeConfig, head: str) -> ProbeConfig:
+    """The head's own lr grid (heads.registry: the segmentation heads') when the probe was given the paper's."""
+    lrs = head_spec(head).lrs if head in head_names() else ()
+    return dataclasses.replace(config, lrs=tuple(lrs)) if lrs and tuple(config.lrs) == PAPER_LRS else config
+
+
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
     """The named backbone, else the workspace's default, else the only feature store (StoreError otherwise)."""
     from pipeline.workspace_stores import choose_store
@@ -579,8 +578,9 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
     projection = _basis_of(store)  # heads read projected tokens natively (docs/architecture.md)
+    grid = store.layout.grid  # heads that lay the tokens out on the grid (segmentation) take it
     return lambda: build_head(
-        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, projection=projection, **options
+        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, projection=projection, grid=grid, **options
     )
 
 
@@ -600,10 +600,6 @@ def _previous_record(folder: RunFolder) -> RunRecord | None:
     except RunRecordError as exc:  # an older or damaged record: the run is redone
         log.warning("%s", exc)
         return None
-
-
-def _files_present(folder: RunFolder, record: RunRecord) -> bool:
-    return all((folder / name).is_file() for name in record.files)
 
 
 def _refuse_other_configuration(
@@ -638,14 +634,14 @@ def _run_key(dataset, backbone, head_config, config, epochs, batch_size, store, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _macro(results: pd.DataFrame) -> float:
-    row = results[(results["output"] == "macro") & (results["metric"] == "auroc")]
-    return float(row["estimate"].iloc[0]) if len(row) and bool(row["defined"].iloc[0]) else float("nan")
-
-
 def _summary_from(folder: RunFolder, run: RunRecord, skipped: bool) -> RunSummary:
+    from pipeline.tasks import task_of_run
+
     sweep = pd.read_parquet(folder / SWEEP_FILE).to_dict("records")
+    task = task_of_run(folder.root, run)
     return RunSummary(
+        val_name=task.score_name,
+        test_name=f"test {task.headline_name}",
         dataset=run.dataset,
         backbone=run.backbone,
         head=run.head,

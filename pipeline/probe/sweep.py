@@ -15,20 +15,31 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from heads import HeadStack, masked_bce
+from heads import HeadStack
 from pipeline.device import autocast
 from pipeline.errors import ConfigError
 from pipeline.probe.data import Features
 from pipeline.progress import progress_bar
 from pipeline.safe_load import load_tensors_or_refuse
 
+if TYPE_CHECKING:
+    from pipeline.tasks.base import Task
+
 log = logging.getLogger(__name__)
+
+
+def default_task() -> Task:
+    """The classification task: what a stack trains for when no task is given (older callers, tests)."""
+    from pipeline.tasks import task_named
+
+    return task_named("classification")
 
 
 @dataclass(frozen=True)
@@ -62,9 +73,12 @@ def train_stack(
     resume_key: str = "",
     description: str = "train",
     progress: bool = True,
+    task: Task | None = None,
 ) -> HeadStack:
-    """Train every member of `stack` on `positions` (indices into `labels` / the features' image list)."""
-    trainer = StackTrainer(stack, features, positions, labels, spec, device, resume_path, resume_key, description)
+    """Train every member of `stack` on `positions` (indices into `labels`, the task's targets (N, ...), and the
+    features' image list) with the task's loss (default: classification's masked BCE)."""
+    trainer = StackTrainer(stack, features, positions, labels, spec, device, resume_path, resume_key, description,
+                           task)  # fmt: skip
     trainer.train_until(spec.epochs, progress)
     return stack
 
@@ -85,8 +99,10 @@ class StackTrainer:
         resume_path: Path | None = None,
         resume_key: str = "",
         description: str = "train",
+        task: Task | None = None,
     ) -> None:
         self.stack, self.features, self.positions, self.spec, self.device = stack, features, positions, spec, device
+        self.task = task or default_task()
         self.resume_path, self.resume_key, self.description = resume_path, resume_key, description
         stack.to(device)
         # fused: one kernel over every tensor of a group (CPU and CUDA); the heads of a sweep are many small tensors.
@@ -148,7 +164,7 @@ class StackTrainer:
                     stack.hold_fold()
             with autocast(device):
                 logits = stack(*_inputs(tokens, stack.needs_patch, device))
-            sums, n_known = _member_loss_sums(logits.detach().float(), target, stack.label_smoothing)
+            sums, n_known = self.task.member_loss_sums(logits.detach().float(), target, stack.label_smoothing)
             member_sum += sums
             member_known += n_known
             if first_step and k < per_step:  # the first step's batch, seen before any update: each member's start
@@ -158,14 +174,14 @@ class StackTrainer:
                 self.state.setdefault("start_known", 0)
                 self.state["start_known"] += n_known
             if per_step == 1:
-                loss = masked_bce(logits.float(), target, stack.label_smoothing)
+                loss = self.task.loss(logits.float(), target, stack.label_smoothing)
                 loss.backward()
                 loss_sum, known = float(loss.detach()), 1
             else:
-                loss = masked_bce(logits.float(), target, stack.label_smoothing, reduction="sum")
+                loss = self.task.loss(logits.float(), target, stack.label_smoothing, reduction="sum")
                 loss.backward()
                 loss_sum += float(loss.detach())
-                known += int((~torch.isnan(target)).sum())
+                known += self.task.n_known(target)
             k += 1
             if k % per_step == 0:
                 total += self._step(per_step, known, loss_sum)
@@ -238,9 +254,16 @@ def _member_loss_sums(logits: torch.Tensor, target: torch.Tensor, label_smoothin
 
 @torch.no_grad()
 def predict_stack(
-    stack: HeadStack, features: Features, positions: np.ndarray, batch_size: int, device: torch.device
+    stack: HeadStack,
+    features: Features,
+    positions: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    task: Task | None = None,
 ) -> np.ndarray:
-    """Probabilities (H, N, K) of every active member for `positions` (view 0, in the order given)."""
+    """Scores (H, N, ...) of every active member for `positions` (view 0, in the order given): the task's
+    activation of the logits (classification: probabilities (H, N, K))."""
+    task = task or default_task()
     stack.eval().to(device)
     index = {int(p): k for k, p in enumerate(positions)}
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -249,11 +272,11 @@ def predict_stack(
         for batch_pos, tokens in features.batches(positions, batch_size, shuffle=False):
             with autocast(device):
                 logits = stack(*_inputs(tokens, stack.needs_patch, device))
-            chunks.append((batch_pos, torch.sigmoid(logits.float()).cpu().numpy()))
+            chunks.append((batch_pos, task.activate(logits.float()).cpu().numpy()))
     finally:
         stack.release_fold()
-    n_outputs = chunks[0][1].shape[-1] if chunks else 0
-    out = np.empty((len(stack.active), len(positions), n_outputs), dtype=np.float32)
+    shape = chunks[0][1].shape[2:] if chunks else (0,)
+    out = np.empty((len(stack.active), len(positions), *shape), dtype=np.float32)
     for batch_pos, probs in chunks:
         out[:, [index[int(p)] for p in batch_pos]] = probs
     return out

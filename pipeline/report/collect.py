@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from pipeline.runs import (
     read_record,
 )
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class Collection:
     workspace: Workspace | None = None
     expected_datasets: list[str] = field(default_factory=list)
     image_roots: dict[str, Path] = field(default_factory=dict)  # `chex report --image-root`: dataset ("" = all)
+    _tasks: dict[str, Task] = field(default_factory=dict, repr=False)
 
     @property
     def datasets(self) -> list[str]:
@@ -126,6 +131,24 @@ class Collection:
     def is_synthetic(self, datasets: list[str] | set[str] | None = None) -> bool:
         wanted = set(self.datasets if datasets is None else datasets)
         return bool(wanted & self.synthetic)
+
+    def task_of(self, dataset: str) -> Task:
+        """The data set's task kind (pipeline/tasks/): the one its card chooses, else its runs' (run.json's `task`,
+        else the tables in its folders)."""
+        if dataset not in self._tasks:
+            self._tasks[dataset] = _task_of(self.cards.get(dataset), [r for r in self.runs if r.dataset == dataset])
+        return self._tasks[dataset]
+
+    def datasets_of(self, task: Task | str) -> list[str]:
+        """Data sets with full-training-set runs whose task is `task` (a Task or its registered name)."""
+        name = task if isinstance(task, str) else task.name
+        return [d for d in self.datasets if self.full_runs(d) and self.task_of(d).name == name]
+
+    def tasks(self) -> list[Task]:
+        """Every registered task kind, in registry order (each adds its report tables, or says what is missing)."""
+        from pipeline.tasks import task_named, task_names
+
+        return [task_named(name) for name in task_names()]
 
     def is_survival(self, dataset: str) -> bool:
         card = self.cards.get(dataset)
@@ -325,6 +348,23 @@ def _dedupe(runs: list[Run], problems: list[str]) -> list[Run]:
             continue
         seen[key] = run
     return list(seen.values())
+
+
+def _task_of(card: DatasetCard | None, runs: list[Run]) -> Task:
+    from pipeline.tasks import task_for_card, task_of_run
+    from pipeline.tasks.registry import default_task
+
+    if card is not None:
+        try:
+            return task_for_card(card)
+        except ChexError as exc:  # a card of a kind this chex does not know: its runs say
+            log.warning("%s", exc)
+    for run in runs:
+        try:
+            return task_of_run(run.folder, run.record)
+        except ChexError as exc:
+            log.warning("%s", exc)
+    return default_task()
 
 
 def _card(name: str, workspace: Workspace | None) -> DatasetCard | None:

@@ -95,9 +95,10 @@ def synthetic_prefix(synthetic: bool) -> str:
 def per_finding_datasets(coll: Collection) -> list[str]:
     """Multi-label data sets (more than one output) of the classification table."""
     out = []
+    classification = set(coll.datasets_of("classification"))  # the classification task's (pipeline/tasks/)
     for dataset in coll.datasets:
         runs = coll.full_runs(dataset)
-        if runs and not coll.is_survival(dataset) and len(_outputs(runs[0].results)) > 1:
+        if runs and dataset in classification and len(_outputs(runs[0].results)) > 1:
             out.append(dataset)
     return out
 

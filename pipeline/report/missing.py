@@ -90,14 +90,18 @@ def missing_inputs(coll: Collection) -> list[str]:
     messages = []
     backbones = [b for b in coll.backbones if b != ORACLE[0]]  # the synthetic oracle has its own head only
     for dataset in coll.datasets:
+        heads = coll.task_of(dataset).report_heads or HEADS  # the heads the data set's task expects
         if not any(r.dataset == dataset for r in coll.runs):
+            others = [f"--head {h}" for h in heads[1:]]
+            if len(backbones) > 1:
+                others.append("for each backbone with --backbone")
             messages.append(
-                f"no results for {dataset}: run {probe_hint(dataset, 'linear')} (and --head glori, --head mlp"
-                + (", for each backbone with --backbone)" if len(backbones) > 1 else ")")
+                f"no results for {dataset}: run {probe_hint(dataset, heads[0])}"
+                + (f" (and {', '.join(others)})" if others else "")
             )
             continue
         for backbone in backbones:
-            for head in HEADS:  # any configuration of the head counts
+            for head in heads:  # any configuration of the head counts
                 if not any(r.model[0] == backbone and r.head == head for r in coll.full_runs(dataset)):
                     where = f"{dataset}" + (f" (backbone {backbone})" if len(backbones) > 1 else "")
                     hint = probe_hint(dataset, head, backbone if len(backbones) > 1 else None)
@@ -134,7 +138,8 @@ def missing_inputs(coll: Collection) -> list[str]:
 def _missing_fractions(coll: Collection) -> list[str]:
     partial = {r.dataset for r in coll.runs if not r.is_full}
     if not partial:
-        dataset = next((d for d in coll.datasets if not coll.is_survival(d)), None)
+        dataset = next((d for d in coll.datasets if not coll.is_survival(d)
+                        and coll.task_of(d).headline_metric == "auroc"), None)  # fmt: skip
         if dataset is None:
             return []
         fractions = ",".join(f"{f:g}" for f in EFFICIENCY_FRACTIONS)

@@ -84,8 +84,8 @@ def oracle_run(coll: Collection, dataset: str, model: tuple[str, str]):
 
 
 def classification_datasets(coll: Collection) -> list[str]:
-    """Data sets of Table II: those with full-training-set runs and no survival task."""
-    return [d for d in coll.datasets if coll.full_runs(d) and not coll.is_survival(d)]
+    """Data sets of Table II: those with full-training-set runs of the classification task (pipeline/tasks/)."""
+    return coll.datasets_of("classification")
 
 
 def performance_table(coll: Collection) -> ReportTable:
@@ -246,7 +246,9 @@ def survival_table(coll: Collection) -> ReportTable:
 
 
 def efficiency_datasets(coll: Collection) -> list[str]:
-    return [d for d in coll.datasets if any(r.dataset == d and not r.is_full for r in coll.runs)]
+    """Data sets with label-fraction runs whose task's headline is the macro AUROC (the table's metric)."""
+    return [d for d in coll.datasets if any(r.dataset == d and not r.is_full for r in coll.runs)
+            and coll.task_of(d).headline_metric == "auroc"]  # fmt: skip
 
 
 def label_fractions(coll: Collection, datasets: list[str]) -> list[float]:

@@ -24,7 +24,6 @@ from pipeline.progress import progress_bar
 from pipeline.report.attention import attention_figure, attention_runs
 from pipeline.report.cells import ReportTable, seed_notes, undefined_notes
 from pipeline.report.collect import Collection, collect_runs
-from pipeline.report.comparisons import best_vs_others
 from pipeline.report.figures import (
     FigureResult,
     label_efficiency_figure,
@@ -38,15 +37,12 @@ from pipeline.report.formats import FORMATS, to_csv, to_markdown, to_rich, to_te
 from pipeline.report.index import IndexEntry, index_html, index_markdown, provenance, write_text_atomic
 from pipeline.report.km import best_survival_run, km_figure
 from pipeline.report.latex import to_latex
-from pipeline.report.missing import missing_inputs, probe_hint, survival_hint
+from pipeline.report.missing import missing_inputs, probe_hint
 from pipeline.report.tables import (
     efficiency_datasets,
     endpoints_of,
     label_efficiency_table,
-    performance_table,
-    pvalue_table,
     survival_datasets,
-    survival_table,
 )
 from pipeline.stats.multiple import ADJUST_METHODS
 from pipeline.workspace import Workspace, resolve_workspace
@@ -174,8 +170,25 @@ def _figure_steps(coll: Collection) -> list[Callable[..., list[FigureResult]]]:
         (survival_datasets, _kaplan_meier),
         (efficiency_datasets, _label_efficiency),
         (attention_runs, _attention),
+        (_figure_tasks, _task_figures),
     )
     return [make for has_inputs, make in wanted if has_inputs(coll)]
+
+
+def _figure_tasks(coll: Collection) -> list:
+    """The task kinds (pipeline/tasks/) that draw figures of their own and have data sets in the report."""
+    return [t for t in coll.tasks() if t.has_figures and coll.datasets_of(t)]
+
+
+def _task_figures(coll, out, summary, n_resamples, seed, findings) -> list[FigureResult]:
+    from pipeline.tasks.base import ReportSettings
+
+    made = []
+    for task in _figure_tasks(coll):
+        part = task.report_figures(coll, out, ReportSettings(seed=seed, n_resamples=n_resamples))
+        summary.missing += part.missing
+        made += part.figures
+    return made
 
 
 def _write_tables(
@@ -187,19 +200,15 @@ def _write_tables(
     adjust: str,
     seed: int,
 ) -> list[IndexEntry]:
-    tables = [performance_table(coll)]
-    detail = None
-    if not tables[0].is_empty:
-        comparisons, problems = best_vs_others(coll, n_permutations, seed, adjust)
-        summary.missing += problems
-        tables.append(pvalue_table(coll, comparisons, n_permutations, adjust))
-        detail = comparisons
-    else:
-        summary.missing.append("no classification results (Table II): run `chex probe` on a classification data set")
-    survival = survival_table(coll)
-    if survival.is_empty:
-        summary.missing.append(survival_hint(coll))
-    tables.append(survival)
+    from pipeline.tasks.base import ReportSettings
+
+    tables: list[ReportTable] = []
+    details: dict[str, pd.DataFrame] = {}  # a p-value table's unadjusted comparisons, as <name>_detail.csv
+    for task in coll.tasks():  # each task kind's tables (pipeline/tasks/), in registry order
+        part = task.report_tables(coll, ReportSettings(n_permutations, adjust, seed))
+        summary.missing += part.missing
+        tables += part.tables
+        details.update(part.details)
     tables.append(label_efficiency_table(coll))
     entries = []
     for table in tables:
@@ -208,8 +217,8 @@ def _write_tables(
         summary.tables[table.name] = table
         table.notes += [n for n in undefined_notes(table) + seed_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
-        if table.name == "table2_pvalues" and detail is not None and "csv" in formats:
-            files.append(_write_csv(detail, out / "tables" / "table2_pvalues_detail.csv"))
+        if table.name in details and "csv" in formats:
+            files.append(_write_csv(details[table.name], out / "tables" / f"{table.name}_detail.csv"))
         summary.paths += files
         entries.append(IndexEntry(table, files))
     return entries

@@ -13,6 +13,9 @@
 - evaluation: `evaluate_run(folder, config=None, record=None)` -> results.parquet rows, the same for the probe,
   `chex stats`, `chex compare` and the report; `evaluate_tables` (the same rules on in-memory tables);
   `compare_runs(a, b, config)`; `StatsConfig` / `CompareConfig` (defaults live there); `run_predictions`.
+- finishing: `finish_run(folder, record, tables)` (write the task's tables, evaluate, results.parquet, run.json
+  last: the one sequence of the probe, the oracle and the tests' fabricator), `mark_incomplete`, and whether a
+  folder holds a complete run: `is_complete(folder, key)`, `complete_record`, `files_present`.
 - files: `write_parquet`, `write_tensors`, `write_attention` (atomic, pipeline.atomic); `read_table`.
 """
 
@@ -24,6 +27,7 @@ from pipeline.runs.evaluate import (
     evaluate_tables,
     run_predictions,
 )
+from pipeline.runs.finish import complete_record, files_present, finish_run, is_complete, mark_incomplete
 from pipeline.runs.io import read_table, write_attention, write_parquet, write_tensors
 from pipeline.runs.layout import (
     ATTENTION_DIR,
@@ -68,12 +72,17 @@ __all__ = [
     "RunRecordError",
     "StatsConfig",
     "compare_runs",
+    "complete_record",
     "config_tag",
     "evaluate_run",
     "evaluate_tables",
+    "files_present",
     "find_run_folders",
+    "finish_run",
     "fraction_folder",
     "head_folder",
+    "is_complete",
+    "mark_incomplete",
     "parse_fraction",
     "read_record",
     "read_table",

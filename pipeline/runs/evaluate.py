@@ -1,12 +1,14 @@
 """One evaluation of a run folder, shared by the probe, `chex stats`, `chex compare` and the report.
 
-`evaluate_run(folder)` reads the folder's predictions, val predictions, survival table and RunRecord and
-applies the probe's rules: the macro of a data set averages one fixed set of findings in every run and label
-fraction (those with test positives and negatives); an output without train positives (or negatives) is
-scored by its training prior (0, or 1: a constant, AUROC 0.5) and stays in that set; validation thresholds
-reach test as a positive rate, and the bootstrap uses the run's resamples and seed. So the same folder gives
-the same numbers wherever it is evaluated. `compare_runs` tests two runs over every output, each scored as
-its results.parquet scores it, so its macro difference is the one results.parquet gives.
+`evaluate_run(folder)` reads the folder's RunRecord and the tables of the run's task (pipeline/tasks/) and asks
+the task for the rows. The classification and survival tasks read predictions, val predictions and the survival
+table and apply the probe's rules here (`evaluate_tables`): the macro of a data set averages one fixed set of
+findings in every run and label fraction (those with test positives and negatives); an output without train
+positives (or negatives) is scored by its training prior (0, or 1: a constant, AUROC 0.5) and stays in that set;
+validation thresholds reach test as a positive rate, and the bootstrap uses the run's resamples and seed. So the
+same folder gives the same numbers wherever it is evaluated. `compare_runs` asks the runs' task for the paired
+test; the classification one (`compare_predictions_of_runs`) tests every output, each scored as its
+results.parquet scores it, so its macro difference is the one results.parquet gives.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from pipeline.runs.io import read_table
 from pipeline.runs.layout import (
     FRACTION_PREFIX,
     PREDICTIONS_FILE,
-    SURVIVAL_FILE,
+    RECORD_FILE,
     VAL_PREDICTIONS_FILE,
     RunFolder,
     head_folder,
 )
-from pipeline.runs.passes import evaluate_passes, n_passes
+from pipeline.runs.passes import n_passes
 from pipeline.runs.record import RunRecord, read_record
 from pipeline.stats import compare_predictions, evaluate_predictions, evaluate_survival
 from pipeline.stats.tables import RESULT_COLUMNS, RUN_COLUMNS
@@ -64,25 +66,23 @@ class CompareConfig:
 
 
 def evaluate_run(folder: Path, config: StatsConfig | None = None, record: RunRecord | None = None) -> pd.DataFrame:
-    """results.parquet rows of a run folder (see the module docstring); `record` overrides the folder's run.json
-    (the probe passes the record it is about to write)."""
+    """results.parquet rows of a run folder, by the run's task (pipeline/tasks/: the classification task's rules
+    are the module docstring's); `record` overrides the folder's run.json (the probe passes the record it is about
+    to write)."""
+    from pipeline.tasks import task_of_run
+    from pipeline.tasks.run import table_files
+
     folder = Path(folder)
     record = record if record is not None else read_record(folder)
     config = config or StatsConfig.for_run(record)
-    predictions = read_table(folder / PREDICTIONS_FILE, text_as_categories=True)
-    survival = read_table(folder / SURVIVAL_FILE)
-    if predictions is None and survival is None:
-        raise PredictionsError(f"no {PREDICTIONS_FILE} or {SURVIVAL_FILE} in {folder}; run `chex probe` first")
-    val = read_table(folder / VAL_PREDICTIONS_FILE, text_as_categories=True)
-    transfer = record.threshold_transfer if record is not None else ("quantile" if val is not None else "score")
-    skipped = record.skipped_train if record is not None else {}
-    if n_passes(predictions, survival) > 1:  # --seeds / --cv: each seed alone, then combined (pipeline/runs/passes.py)
-        results = evaluate_passes(
-            predictions, val, survival,
-            lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
-        )  # fmt: skip
-    else:
-        results = evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
+    task = task_of_run(folder, record)
+    tables = task.read_tables(folder)
+    if all(frame is None for frame in tables.values()) or not any(
+        tables.get(name) is not None for name in task.tables if name != VAL_PREDICTIONS_FILE
+    ):
+        raise PredictionsError(f"no {' or '.join(n for n in table_files() if n != VAL_PREDICTIONS_FILE)} in {folder}; "
+                               "run `chex probe` first")  # fmt: skip
+    results = task.evaluate(tables, record, config)
     if record is not None:  # the record names the run even when the tables lack identity columns
         for column in RUN_COLUMNS:
             results[column] = getattr(record, column)
@@ -155,9 +155,25 @@ def run_predictions(path: Path) -> tuple[pd.DataFrame, RunRecord | None]:
 
 
 def compare_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) -> pd.DataFrame:
-    """Paired permutation test of two runs (folders or predictions files) over every output, each run's skipped
-    outputs scored by their training prior as its results.parquet scores them, so each macro difference is the
-    one their results.parquet tables give (A minus B)."""
+    """Paired permutation test of two runs (folders or predictions files) of one task, by that task's per-unit
+    score (A minus B); ConfigError when the two runs are of different tasks."""
+    from pipeline.tasks import task_of_run
+
+    config = config or CompareConfig()
+    tasks = []
+    for run in (Path(run_a), Path(run_b)):
+        folder = run if run.is_dir() else run.parent
+        tasks.append(task_of_run(folder, read_record(folder) if (folder / RECORD_FILE).is_file() else None))
+    a, b = tasks
+    if not (isinstance(a, type(b)) or isinstance(b, type(a))):  # survival runs hold classification outputs too
+        raise ConfigError(f"{run_a} is a {a.name} run and {run_b} a {b.name} run: compare two runs of one task")
+    return tasks[0].compare(Path(run_a), Path(run_b), config)
+
+
+def compare_predictions_of_runs(run_a: Path, run_b: Path, config: CompareConfig | None = None) -> pd.DataFrame:
+    """The classification task's paired permutation test of two runs (folders or predictions files) over every
+    output, each run's skipped outputs scored by their training prior as its results.parquet scores them, so each
+    macro difference is the one their results.parquet tables give (A minus B)."""
     config = config or CompareConfig()
     pred_a, record_a = run_predictions(run_a)
     pred_b, record_b = run_predictions(run_b)

@@ -38,8 +38,16 @@ ATTENTION_DIR = "attention"
 ATTENTION_FILE = "attention.npz"
 PARTIAL_DIR = ".partial"
 FRACTION_PREFIX = "label_fraction="
-# Files whose presence marks a folder as a run folder (a probe's, or predictions a user evaluates).
+# Files whose presence marks a folder as a run folder (a probe's, or predictions a user evaluates); every
+# registered task's tables do too (`marker_files`).
 MARKER_FILES = (RECORD_FILE, RESULTS_FILE, PREDICTIONS_FILE, SURVIVAL_FILE)
+
+
+def marker_files() -> tuple[str, ...]:
+    """MARKER_FILES and the tables of every registered task kind (pipeline/tasks/)."""
+    from pipeline.tasks.run import table_files
+
+    return tuple(dict.fromkeys([*MARKER_FILES, *table_files()]))
 CONFIG_SEPARATOR = "@"  # <head>@<tag>: a configuration other than the default
 TAG_READABLE = 40  # characters of the readable part of a tag (the hash follows)
 TAG_HASH = 6
@@ -151,9 +159,9 @@ class RunFolder:
 
 
 def find_run_folders(root: Path) -> list[Path]:
-    """Every run folder at or below `root` (folders holding one of MARKER_FILES), sorted, resolved."""
+    """Every run folder at or below `root` (folders holding one of `marker_files()`), sorted, resolved."""
     root = Path(root)
     if root.is_file():
         return [root.parent.resolve()]
-    found = {p.parent.resolve() for name in MARKER_FILES for p in root.rglob(name) if PARTIAL_DIR not in p.parts}
+    found = {p.parent.resolve() for name in marker_files() for p in root.rglob(name) if PARTIAL_DIR not in p.parts}
     return sorted(found)

@@ -62,6 +62,7 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    task: str = ""  # the run's task kind (pipeline/tasks/); '' in older records: told by the folder's tables
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:

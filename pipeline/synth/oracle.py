@@ -14,7 +14,6 @@ In the null cohort the pixels (and so the planted features) are unrelated to the
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -26,23 +25,10 @@ from lifelines import CoxPHFitter
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.errors import ChexError, ConfigError
-from pipeline.probe.data import ProbeData, load_probe_data, outputs_without_both_classes
+from pipeline.errors import ConfigError
+from pipeline.probe.data import ProbeData, load_probe_data
 from pipeline.probe.protocol import ProbeConfig
-from pipeline.probe.results import prediction_frame, survival_frame, with_training_priors
-from pipeline.runs import (
-    PREDICTIONS_FILE,
-    RECORD_FILE,
-    RESULTS_FILE,
-    SURVIVAL_FILE,
-    VAL_PREDICTIONS_FILE,
-    RunFolder,
-    RunRecord,
-    evaluate_run,
-    read_record,
-    write_parquet,
-    write_record,
-)
+from pipeline.runs import RECORD_FILE, RESULTS_FILE, RunFolder, RunRecord, finish_run, is_complete
 from pipeline.synth.cohort import read_params, truth_path
 from pipeline.synth.specs import ORACLE_BACKBONE, ORACLE_HEAD
 from pipeline.workspace import Workspace
@@ -64,7 +50,15 @@ def write_oracle_runs(
 ) -> list[Path]:
     """Write (or keep, when already current) the oracle run folder of each synthetic data set; returns them."""
     names = datasets if datasets is not None else oracle_datasets(workspace)
+    names = [d for d in names if _task(workspace, d).planted_oracle]  # others give their reference rows themselves
     return [write_oracle_run(workspace, d, n_resamples=n_resamples, seed=seed) for d in names]
+
+
+def _task(workspace: Workspace, dataset: str):
+    from pipeline.probe.data import read_card
+    from pipeline.tasks import task_for_card
+
+    return task_for_card(read_card(workspace, dataset))
 
 
 def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000, seed: int = 0) -> Path:
@@ -75,17 +69,19 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
         raise ConfigError(
             f"{dataset}: no planted-feature file {path}; the oracle exists only for data sets made by `chex synth`"
         )
+    if not _task(workspace, dataset).planted_oracle:
+        raise ConfigError(f"{dataset}: its task ({_task(workspace, dataset).name}) has no planted-feature oracle run")
     folder = RunFolder.of(workspace, dataset, ORACLE_BACKBONE, ORACLE_HEAD, 1.0)
     data = load_probe_data(workspace, dataset, seed=seed)
     truth = pd.read_parquet(path)
     key = _key(params, data, n_resamples, seed)
-    if _is_current(folder, key):
+    if is_complete(folder.root, key):
         return folder.root
     features = planted_features(truth, data)
     fit_test = np.concatenate([data.train, data.refit_val])
     val_probs = np.full((len(data.val), len(data.outputs)), 0.5)
     test_probs = np.full((len(data.test), len(data.outputs)), 0.5)
-    skipped = outputs_without_both_classes(data.labels[data.train], data.outputs)
+    skipped = data.task.skipped(data.labels[data.train], data.outputs)
     survival_outputs = _survival_outputs(data)
     for k, output in enumerate(data.outputs):
         if output in survival_outputs:
@@ -95,46 +91,27 @@ def write_oracle_run(workspace: Workspace, dataset: str, n_resamples: int = 1000
         elif output not in skipped:
             val_probs[:, k] = _logistic(features, data.labels[:, k], data.train, data.val, seed)
             test_probs[:, k] = _logistic(features, data.labels[:, k], fit_test, data.test, seed)
-    # A finding without train positives is predicted by its training prior, as the probe does (and evaluates).
-    test_probs = with_training_priors(test_probs, list(data.outputs), skipped)
-    val_probs = with_training_priors(val_probs, list(data.outputs), skipped)
+    # The task's tables, as the probe writes them: a finding without train positives is predicted by its training
+    # prior (and evaluated so).
     identity = dict(dataset=dataset, backbone=ORACLE_BACKBONE, head=ORACLE_HEAD, label_fraction=1.0)
-    predictions = prediction_frame(data, data.test, test_probs, identity, seed, 0.0)
-    files = [PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, RESULTS_FILE]
-    write_parquet(predictions, folder / PREDICTIONS_FILE)
-    write_parquet(prediction_frame(data, data.val, val_probs, identity, seed, 0.0), folder / VAL_PREDICTIONS_FILE)
-    survival = survival_frame(data, predictions, identity)
-    if survival is not None:
-        write_parquet(survival, folder / SURVIVAL_FILE)
-        files.append(SURVIVAL_FILE)
+    tables = data.task.pass_tables(data, test_probs, val_probs, identity, seed, 0.0, skipped)
+    files = [*(name for name, frame in tables.items() if frame is not None), RESULTS_FILE]
     record = RunRecord(
         key=key, **identity, seed=seed, n_resamples=n_resamples, chosen_lr=0.0, val_macro_auroc=float("nan"),
         test_macro_auroc=float("nan"), selected_by="none (no sweep: fitted on planted features)", epochs=0,
         batch_size=0, train_views=0,
         head_config={"name": ORACLE_HEAD, "oracle": True, "features": list(features.columns), "model": ORACLE_MODEL},
         config=ProbeConfig(seed=seed, n_resamples=n_resamples).identity(), outputs=list(data.outputs),
-        skipped_train=skipped, skipped_test=outputs_without_both_classes(data.labels[data.test], data.outputs),
+        skipped_train=skipped, skipped_test=data.task.skipped(data.labels[data.test], data.outputs),
         threshold_transfer="quantile", synthetic=True, store_path=str(path),  # the features: the truth file
         store_attrs={"synth": params.get("params", {})},
         data={"n_train": len(data.train), "n_val": len(data.val), "n_refit": len(fit_test),
               "n_test": len(data.test), **data.notes},
-        files=[*files, RECORD_FILE],
+        files=[*files, RECORD_FILE], task=data.task.name,
     )  # fmt: skip
-    results = evaluate_run(folder.root, record=record)
-    write_parquet(results, folder / RESULTS_FILE)
-    macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]["estimate"]
-    test_macro = float(macro.iloc[0]) if len(macro) else float("nan")
-    write_record(dataclasses.replace(record, test_macro_auroc=test_macro), folder.root)
+    finish_run(folder.root, record, tables)
     log.info("%s: oracle (planted features) -> %s", dataset, folder.root)
     return folder.root
-
-
-def _is_current(folder: RunFolder, key: str) -> bool:
-    try:
-        record = read_record(folder.root)
-    except ChexError:
-        return False
-    return record is not None and record.key == key and all(folder.has(name) for name in record.files)
 
 
 def planted_features(truth: pd.DataFrame, data: ProbeData) -> pd.DataFrame:

@@ -1,19 +1,19 @@
-"""Segmentation (card kind segmentation): K structures per image, masks aligned with the model's input, heads on
-the patch tokens (seg_linear: DINOv2's linear protocol; seg_decoder: a small decoder; heads/segmentation.py).
+"""Segmentation (card kind segmentation): K structures per image, masks aligned with the model's input, heads on the
+patch tokens (seg_linear: DINOv2's linear protocol; seg_decoder: a small decoder; heads/segmentation.py).
 
 Targets: each image's masks (the workspace's masks/<dataset>/, pipeline/masks/workspace.py) taken through the
 store's recorded preprocessing onto the model's input square, as shares of each target pixel inside the structure,
-(N, K, T, T) with T the input size, at most 4 pixels per stored patch (the decoder's output grid) and 128 (pipeline/segmentation/targets.py). Loss: per image and
-structure, the pixels' mean BCE plus 1 - soft Dice, with the head's logits upsampled bilinearly to T. The lr is
-chosen on val Dice (hard, probability >= 0.5, on the input square, mean over val images and structures); with
-`--selection loss` on the val loss. Tables: segmentation.parquet, one row per test image and structure, scored at
-the mask's resolution on the mask pixels the crop covered (pipeline/segmentation/score.py: intersection,
-predicted, true and scored pixel counts, Dice, IoU); reference.parquet, the same for the prior (the refit images'
-mean target, >= 0.5) and the truth itself through the input square at T (on synthetic data the planted-truth
-oracle; on real data the ceiling that T and the alignment leave); segmentation_maps.parquet, the refit head's
-probabilities (uint8 x 255, on the head's grid) of the first few test images by id, for the report's contour
-figure. Results: per structure and over structures,
-Dice and IoU with their patient-level bootstrap 95% CI; compare: the paired permutation test of per-image scores.
+(N, K, T, T) with T the input size, at most 4 pixels per stored patch (the decoder's output grid) and 128
+(pipeline/segmentation/targets.py). Loss: per image and structure, the pixels' mean BCE plus 1 - soft Dice, with the
+head's logits upsampled bilinearly to T. The lr is chosen on val Dice (hard, probability >= 0.5, on the input
+square, mean over val images and structures); with `--selection loss` on the val loss. Tables: segmentation.parquet,
+one row per test image and structure, scored at the mask's resolution on the mask pixels the crop covered
+(pipeline/segmentation/score.py: intersection, predicted, true and scored pixel counts, Dice, IoU);
+reference.parquet, the same for the prior (the refit images' mean target, >= 0.5) and the truth itself through the
+input square at T (on synthetic data the planted-truth oracle; on real data the ceiling that T and the alignment
+leave); segmentation_maps.parquet, the refit head's probabilities (uint8 x 255, on the head's grid) of the first few
+test images by id, for the report's contour figure. Results: per structure and over structures, Dice and IoU with
+their patient-level bootstrap 95% CI; compare: the paired permutation test of per-image scores.
 """
 
 from __future__ import annotations
@@ -207,17 +207,19 @@ class SegmentationTask(Task):
         result = paired_permutation(frames[0], frames[1], n_permutations=config.n_permutations, seed=config.seed)
         result = result.rename(columns={"structure": "output"})
         result["p_adjusted"] = np.nan
-        for metric, rows in result.groupby("metric", sort=False):
+        for _, rows in result.groupby("metric", sort=False):
             per_structure = rows.index[rows["output"] != "mean"]
             result.loc[per_structure, "p_adjusted"] = adjust_pvalues(
                 result.loc[per_structure, "p_value"].to_numpy(), config.adjust
             )
         result["delong_p"] = np.nan
         result["model_a"], result["model_b"] = _model_name(frames[0], run_a), _model_name(frames[1], run_b)
+        units, exact, min_p = result["n_units"], result["exact"], result["min_p"]
         result["note"] = [
-            f"paired sign-flip permutation over {n} patients ({'exact' if exact else 'sampled'}; smallest p {p:.2g}); "
-            "per-image scores at the mask's resolution" + ("" if o != "mean" else "; p adjusted over structures only")
-            for n, exact, p, o in zip(result["n_units"], result["exact"], result["min_p"], result["output"], strict=True)
+            f"paired sign-flip permutation over {n} patients ({'exact' if e else 'sampled'}; smallest p {p:.2g}); "
+            "per-image scores at the mask's resolution" + ("; not adjusted (the mean over structures)" if o == "mean"
+                                                           else "")
+            for n, e, p, o in zip(units, exact, min_p, result["output"], strict=True)
         ]  # fmt: skip
         return result[[*COMPARE_COLUMNS, "n_units", "min_p", "n_images"]]
 

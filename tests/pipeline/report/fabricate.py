@@ -7,7 +7,6 @@ runs left out on purpose so the report has something to name as missing.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from pathlib import Path
 
@@ -21,10 +20,8 @@ from pipeline.runs import (
     RunFolder,
     RunRecord,
     StatsConfig,
-    evaluate_run,
+    finish_run,
     write_attention,
-    write_parquet,
-    write_record,
 )
 from pipeline.workspace import Workspace
 
@@ -206,19 +203,11 @@ def fabricated_record(dataset: str, backbone: str, head: str, fraction: float, o
 
 def _write_run(ws, dataset, backbone, head, fraction, predictions, survival, n_resamples) -> Path:
     folder = run_dir(ws, dataset, backbone, head, fraction)
-    write_parquet(predictions, folder / "predictions.parquet")
-    if survival is not None:
-        write_parquet(survival, folder / "survival.parquet")
     outputs = list(pd.unique(predictions["output"].astype(str)))
     record = fabricated_record(dataset, backbone, head, fraction, outputs, n_resamples, ws.root / "features")
-    results = evaluate_run(folder, StatsConfig.for_run(record), record)
-    macro = results[(results["output"] == "macro") & (results["metric"] == "auroc")]["estimate"]
-    write_parquet(results, folder / "results.parquet")
-    write_parquet(
-        pd.DataFrame({"lr": [1e-4, 1e-3], "val_macro_auroc": [0.7, 0.8], "chosen": [False, True]}),
-        folder / "sweep.parquet",
-    )
-    write_record(dataclasses.replace(record, test_macro_auroc=float(macro.iloc[0]) if len(macro) else np.nan), folder)
+    sweep = pd.DataFrame({"lr": [1e-4, 1e-3], "val_macro_auroc": [0.7, 0.8], "chosen": [False, True]})
+    tables = {"predictions.parquet": predictions, "survival.parquet": survival, "sweep.parquet": sweep}
+    finish_run(folder, record, tables, StatsConfig.for_run(record))
     return folder
 
 

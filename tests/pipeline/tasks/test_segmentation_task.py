@@ -32,8 +32,8 @@ def _seg_workspace(root, n: int = 40) -> Workspace:
     ids = [f"seg_{k:03d}" for k in range(n)]
     split = np.where(np.arange(n) < 24, "train", np.where(np.arange(n) < 30, "val", "test"))
     frame = pd.DataFrame({"image_id": ids, "path": [f"{i}.png" for i in ids], "patient_id": ids, "split": split})
-    card = card_from_dict({"name": "seg", "synthetic": True, "probe": {"epochs": 20, "batch_size": 8},
-                           "tasks": [{"name": "anatomy", "kind": "segmentation", "structures": STRUCTURES}]})  # fmt: skip
+    task = {"name": "anatomy", "kind": "segmentation", "structures": STRUCTURES}
+    card = card_from_dict({"name": "seg", "synthetic": True, "probe": {"epochs": 20, "batch_size": 8}, "tasks": [task]})
     card.save(ws.card_path("seg"))
     write_manifest(frame, ws.manifest_path("seg"), card)
     tokens = []
@@ -78,7 +78,7 @@ def seg_runs(tmp_path_factory):
 def test_probe_writes_scores_at_mask_resolution_and_beats_the_prior(seg_runs):
     from pipeline.tasks.segmentation import MAPS_FILE, REFERENCE_FILE, SCORES_FILE
 
-    ws, runs = seg_runs
+    _, runs = seg_runs
     for head, summary in runs.items():
         folder = summary.folder
         assert folder.name == head  # the heads' own lr grid is their default configuration: no tag
@@ -100,7 +100,7 @@ def test_stats_and_compare_give_the_probes_numbers(seg_runs):
     from pipeline.runs import CompareConfig, compare_runs, evaluate_run
     from pipeline.tasks.base import COMPARE_COLUMNS
 
-    ws, runs = seg_runs
+    _, runs = seg_runs
     folder = runs["seg_decoder"].folder
     results = pd.read_parquet(folder / "results.parquet")
     pd.testing.assert_frame_equal(
@@ -117,7 +117,7 @@ def test_stats_and_compare_give_the_probes_numbers(seg_runs):
 def test_report_has_the_dice_table_with_prior_first_and_the_contour_figure(seg_runs):
     from pipeline.report.write import write_report
 
-    ws, runs = seg_runs
+    ws, _ = seg_runs
     summary = write_report(ws, progress=False, n_resamples=100, n_permutations=100)
     table = summary.tables["segmentation_seg"]
     labels = [row.labels[0] for row in table.panels[0].rows]
