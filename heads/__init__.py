@@ -1,10 +1,11 @@
-"""Trainable heads on cached backbone features: linear probe, GLoRI, MLP (pure torch; no I/O).
+"""Trainable heads on cached backbone features: linear probe, GLoRI, MLP, segmentation (pure torch; no I/O).
 
 Heads declare themselves in `heads.registry` (options with defaults, patch tokens, attention maps), which
 imports no torch; the rest of this package loads on first use (so the CLI can read the declarations cheaply).
 `build_head(name, dim=..., n_layers=..., n_outputs=..., **options)` is the one entry point; `HEADS` maps
 names to classes. Every head takes cls (B, L, D) and patch (B, L, P, D) (or None when `needs_patch` is
-False) and returns logits (B, K). `HeadStack` runs one head per learning rate in one batched pass.
+False) and returns logits (B, K); the segmentation heads (heads/segmentation.py) return (B, K, h, w).
+`HeadStack` runs one head per learning rate in one batched pass.
 """
 
 from __future__ import annotations
@@ -58,14 +59,22 @@ def __getattr__(name: str) -> Any:
 
 
 def build_head(
-    name: str, *, dim: int, n_layers: int, n_outputs: int, projection: tuple[Any, Any] | None = None, **options: Any
+    name: str,
+    *,
+    dim: int,
+    n_layers: int,
+    n_outputs: int,
+    projection: tuple[Any, Any] | None = None,
+    grid: tuple[int, int] | None = None,
+    **options: Any,
 ) -> Head:
     """A head by registry name; `options` are checked and completed by its spec (e.g. avgpool=True).
 
     `projection` is a projected store's (mean (F,), basis (F, R)) when the store holds patch tokens projected
-    (rank R); it is a property of the features, not an option, and reaches only heads whose class takes it."""
+    (rank R), and `grid` the stored patch grid (h, w); both are properties of the features, not options, and reach
+    only heads whose class takes them (the segmentation heads lay the tokens out on the grid)."""
     spec = head_spec(name)
     cls = spec.load()
-    takes = "projection" in inspect.signature(cls).parameters
-    extra = {"projection": projection} if projection is not None and takes else {}
+    takes = inspect.signature(cls).parameters
+    extra = {k: v for k, v in (("projection", projection), ("grid", grid)) if v is not None and k in takes}
     return cls(dim=dim, n_layers=n_layers, n_outputs=n_outputs, **spec.resolve(options), **extra)

@@ -48,6 +48,11 @@ class HeadSpec:
     needs_patch: bool | str = False  # True/False, or the name of a boolean option that switches patches on
     has_attention: bool = False
     check: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None  # -> [(option, reason)]
+    # what the head outputs: "vector" (B, K) logits, or "map" (B, K, h, w) logits on its grid; a task kind asks for
+    # one (pipeline/tasks/base.py `head_output`), and the probe refuses a head of the other
+    output: str = "vector"
+    # the lr grid of the head's sweep when the probe is given none (empty: the paper's, ProbeConfig's default)
+    lrs: tuple[float, ...] = ()
 
     def load(self) -> type:
         module, attr = self.target.split(":")
@@ -191,5 +196,35 @@ register(
             HeadOption("label_smoothing", 0.1, "binary label smoothing of the loss", short="smooth"),
         ),
         check=_mlp_check,
+    )
+)
+
+
+def _decoder_check(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("width", "must be a positive multiple of 4")] if values["width"] < 4 or values["width"] % 4 else []
+
+
+# Segmentation heads train on (B, K, h, w) maps, with larger steps than the paper's classification grid
+# (1e-5..5e-3): on the small demo's stores the decoder chose 1e-2 or 1e-1 and the linear head 1e-1 or more (1e-3
+# never: left out); 1e-1 often trips the linear head's divergence rule, hence 3e-2 between.
+SEGMENTATION_LRS = (3e-3, 1e-2, 3e-2, 1e-1)
+register(
+    HeadSpec(
+        "seg_linear",
+        "heads.segmentation:LinearSegmentationHead",
+        needs_patch=True,
+        output="map",
+        lrs=SEGMENTATION_LRS,
+    )
+)
+register(
+    HeadSpec(
+        "seg_decoder",
+        "heads.segmentation:DecoderSegmentationHead",
+        options=(HeadOption("width", 32, "channels of the decoder's first stage (then /2, /4)", flag="seg-width"),),
+        needs_patch=True,
+        check=_decoder_check,
+        output="map",
+        lrs=SEGMENTATION_LRS,
     )
 )

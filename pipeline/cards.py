@@ -10,6 +10,9 @@ Task kinds (each handled by a registered task, pipeline/tasks/; the card's kinds
 - binary: one column, same values.
 - survival: one or more endpoints, each a time column (years) and an event column (1 = event, 0 = censored),
   plus a horizon for the derived binary "event within horizon" outputs.
+- segmentation: no label columns; `structures` names the anatomy masked per image (right_lung, left_lung, heart,
+  right_clavicle, left_clavicle, or lungs: both lungs as one), read from the workspace's `masks/<dataset>/`
+  (pipeline/masks/workspace.py), which `chex synth` and `chex manifest masks` write.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Task:
     uncertain_policy: UncertainPolicy = "ignore"
     endpoints: tuple[Endpoint, ...] = ()
     horizon_years: float | None = None
+    structures: tuple[str, ...] = ()  # segmentation: the masked structures
 
     def endpoint_output(self, endpoint: Endpoint) -> str:
         """The binary 'event within horizon' output of one of this task's endpoints: the column named after its
@@ -85,6 +89,11 @@ class DatasetCard:
     @property
     def survival_tasks(self) -> list[Task]:
         return [t for t in self.tasks if t.kind == "survival"]
+
+    @property
+    def segmentation_task(self) -> Task | None:
+        """The card's segmentation task (at most one), if it has one."""
+        return next((t for t in self.tasks if t.kind == "segmentation"), None)
 
     def task_of(self, column: str) -> Task:
         for task in self.tasks:
@@ -200,13 +209,29 @@ def _task_from_dict(data: dict[str, Any]) -> Task:
         uncertain_policy=policy,
         endpoints=endpoints,
         horizon_years=float(horizon) if horizon is not None else None,
+        structures=_structures(kind, data.get("structures")),
     )
+
+
+def _structures(kind: str, structures: Any) -> tuple[str, ...]:
+    if kind != "segmentation":
+        if structures:
+            raise ValueError(f"only a segmentation task names structures (this one is {kind})")
+        return ()
+    if not structures or isinstance(structures, str):
+        raise ValueError("a segmentation task needs a list of structures (e.g. [right_lung, left_lung, heart])")
+    names = tuple(str(s) for s in structures)
+    if len(set(names)) != len(names):
+        raise ValueError(f"segmentation structures repeat a name: {list(names)}")
+    return names
 
 
 def _task_to_dict(task: Task) -> dict[str, Any]:
     data: dict[str, Any] = {"name": task.name, "kind": task.kind, "columns": list(task.columns)}
-    if task.kind != "survival":
+    if task.kind not in ("survival", "segmentation"):
         data["uncertain_policy"] = task.uncertain_policy
+    if task.structures:
+        data["structures"] = list(task.structures)
     if task.endpoints:
         data["endpoints"] = [asdict(e) for e in task.endpoints]
     if task.horizon_years is not None:

@@ -118,11 +118,14 @@ SIZES: dict[str, DemoSize] = {
         train_views=2,
     ),
 }
-SMALL_SETS = ("shenzhen", "montgomery", "jsrt")
+SMALL_SETS = ("shenzhen", "montgomery", "jsrt", "scr")  # the paper's 100-epoch sets (SCR: 247 images)
 # Probed but not pretrained on: the pretraining corpus, and so every number of the other data sets, stays what it
 # was before the tubes set (RANZCR) joined the demo.
-NOT_PRETRAINED_ON = ("ranzcr",)
+NOT_PRETRAINED_ON = ("ranzcr", "scr")
 HEADS = ("linear", "glori")
+# Each data set is probed with the demo's heads that give its task's outputs (heads.registry `output`): linear and
+# GLoRI for classification and survival, the linear segmentation protocol and the small decoder for segmentation.
+DEMO_HEADS = (*HEADS, "seg_linear", "seg_decoder")
 # DINOv2's linear protocol: CLS of the last 4 blocks + the mean patch token. A minutes-long CPU pretraining run
 # teaches the patch tokens (iBOT) far more than the CLS token (benchmarks/bench_pretrain.py), and the
 # comparison with the random-init backbone should show what pretraining learned.
@@ -132,7 +135,11 @@ LINEAR_OPTIONS = {"avgpool": True}
 def _head_options(head: str, plan: DemoSize, dataset: str | None = None) -> dict[str, object]:
     """The demo's head options, completed and checked by the head's declaration (heads.registry)."""
     dims = dict(plan.glori_dims_by_dataset).get(dataset, plan.glori_dims)
-    given = {"embed_dim": dims[0], "ffn_dim": dims[1]} if head == "glori" else LINEAR_OPTIONS
+    given: dict[str, object] = {}
+    if head == "glori":
+        given = {"embed_dim": dims[0], "ffn_dim": dims[1]}
+    elif head == "linear":
+        given = LINEAR_OPTIONS
     return head_spec(head).resolve(given)
 
 
@@ -205,7 +212,7 @@ def run_demo(
     def probe() -> None:
         for backbone, head, dataset, fraction in _probe_jobs(datasets, plan):
             config = ProbeConfig(
-                lrs=plan.lrs,
+                lrs=head_spec(head).lrs or plan.lrs,  # a head's own grid where it has one (segmentation)
                 epochs=plan.epochs_small if dataset in SMALL_SETS else plan.epochs_large,
                 batch_size=plan.batch_size,
                 label_fraction=fraction,
@@ -255,6 +262,15 @@ def run_demo(
     return summary
 
 
+def dataset_heads(dataset: str) -> tuple[str, ...]:
+    """The demo's heads that give the outputs of the synthetic data set's task (its card chooses the task)."""
+    from pipeline.synth.cohort import synthetic_card
+    from pipeline.tasks import task_for_card
+
+    task = task_for_card(synthetic_card(dataset))
+    return tuple(h for h in DEMO_HEADS if head_spec(h).output == task.head_output)
+
+
 def _pretrain(workspace: Workspace, plan: DemoSize, shard_dirs: list[Path]) -> Path:
     out_dir = workspace.checkpoints_dir(PRETRAINED)
     if (out_dir / "model.pt").is_file() and (out_dir / "config.json").is_file():
@@ -276,10 +292,12 @@ def _random_init_checkpoint(workspace: Workspace, pretrained: Path, seed: int) -
 
 
 def _probe_jobs(datasets: list[str], plan: DemoSize) -> list[tuple[str, str, str, float]]:
-    """(backbone, head, dataset, label fraction): every head on every data set for the pretrained backbone,
-    the linear probe for the random-init baseline, and label efficiency on the largest multi-label set."""
-    jobs = [(PRETRAINED, head, d, 1.0) for d in datasets for head in HEADS]
-    jobs += [(RANDOM_INIT, "linear", d, 1.0) for d in datasets]
+    """(backbone, head, dataset, label fraction): the data set's heads (`dataset_heads`) for the pretrained backbone,
+    the linear probe for the random-init baseline (classification and survival sets), and label efficiency on the
+    largest multi-label set."""
+    heads = {d: dataset_heads(d) for d in datasets}
+    jobs = [(PRETRAINED, head, d, 1.0) for d in datasets for head in heads[d]]
+    jobs += [(RANDOM_INIT, "linear", d, 1.0) for d in datasets if "linear" in heads[d]]  # not segmentation: ~50 s
     efficiency_set = "cxrlt24" if "cxrlt24" in datasets else datasets[0]
     jobs += [(PRETRAINED, head, efficiency_set, f) for f in plan.label_fractions for head in HEADS]
     return jobs

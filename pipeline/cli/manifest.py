@@ -104,6 +104,35 @@ def plco_command(
 
 
 @manifest_app.command(
+    "masks",
+    help="A segmentation data set (card scr, montgomery_lungs, shenzhen_lungs or chexmask) from a manifest's images "
+    "and public masks: JSRT SCR gifs, Montgomery ManualMask, Shenzhen *_mask.png or a CheXmask CSV.",
+)
+@chex_command
+def masks_command(
+    name: Annotated[str, typer.Argument(help="Segmentation data set: scr, montgomery_lungs, shenzhen_lungs, chexmask")],
+    from_dataset: Annotated[str, typer.Option("--from", help="The workspace's image manifest (jsrt, cxr14, ...).")],
+    masks: Annotated[Path, typer.Option(help="Mask folder (scr, montgomery, shenzhen) or CheXmask CSV.")],
+    kind: Annotated[str, typer.Option("--kind", help="Mask source: scr, montgomery, shenzhen or chexmask.")],
+    min_dice: Annotated[
+        float, typer.Option(help="CheXmask: keep masks with Dice RCA (Mean) at least this (CheXmask's advice).")
+    ] = 0.7,
+    verbose: VerboseOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    configure_logging(verbose)
+    from pipeline.masks.import_masks import make_mask_dataset
+
+    ws = workspace_from(workspace)
+    out = make_mask_dataset(ws, check_name(name, "data set"), from_dataset, kind, masks, min_dice=min_dice)
+    console.print(
+        f"{name}: {len(out.manifest)} images with masks ({out.without_mask} of {from_dataset} without one"
+        + (f", e.g. {out.examples}" if out.examples else "")
+        + f") -> {ws.manifest_path(name)}, masks in {ws.root / 'masks' / name}"
+    )
+
+
+@manifest_app.command(
     "custom", help="Your own labels (CSV/Parquet with a `path` column) -> manifest + card with inferred tasks."
 )
 @chex_command

@@ -200,12 +200,13 @@ def run_probe(
     """Sweep, choose, refit and predict one head on one data set's cached features; write the run folder."""
     started = time.perf_counter()
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
-    config = config or ProbeConfig()
+    config = with_head_lrs(config or ProbeConfig(), head)
     head_config = head_config_of(head, config.head_options)
     backbone = resolve_backbone(ws, backbone)
     store = FeatureStore.open(ws.features_dir(backbone))
     data = load_probe_data(ws, dataset, config.seed, config.label_fraction, config.val_fraction, store)
     task = data.task
+    check_head_output(head, task, dataset)
     check_in_store(store, list(data.image_ids), dataset, backbone)
     epochs, batch_size = _schedule(data, config)
     factory = _factory(head, store, len(data.outputs), config.head_options)
@@ -226,7 +227,7 @@ def run_probe(
         train_ids = list(data.image_ids)  # every image trains in some fold
     else:
         train_ids = list(data.image_ids[np.concatenate([data.train, data.refit_val])])
-    max_views = store.n_views(train_ids) if config.train_views else 1
+    max_views = store.n_views(train_ids) if config.train_views and task.uses_train_views else 1
     parts = ("cls", "patch") if head_spec(head).uses_patch(config.head_options) else ("cls",)
     features = Features(store, list(data.image_ids), parts, max_views=max_views, cache_bytes=config.cache_bytes)
     stage = ProbeStage(head, factory, features, config, epochs, batch_size, device, max_views > 1, key, progress)
@@ -464,6 +465,21 @@ def _seed_notes(runs: list[SeedRun], config: ProbeConfig) -> dict[str, Any]:
     return notes
 
 
+def check_head_output(head: str, task: Task, dataset: str) -> None:
+    """ConfigError when `head` does not give the output the data set's task trains (heads.registry `HeadSpec.output`,
+    "vector" (B, K) logits where a head declares none; pipeline/tasks/ `Task.head_output`)."""
+
+    def output(name: str) -> str:
+        return str(getattr(head_spec(name), "output", "vector"))
+
+    if output(head) != task.head_output:
+        fitting = [h for h in head_names() if output(h) == task.head_output]
+        raise ConfigError(
+            f"--head {head} outputs a {output(head)} per image, but data set {dataset!r} is a {task.name} task, "
+            f"trained on a {task.head_output}: use --head {' or '.join(fitting) if fitting else '(none registered)'}"
+        )
+
+
 def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
     """The head's identity (name + every declared option), or a ConfigError naming the option's CLI flag."""
     try:
@@ -481,6 +497,7 @@ def head_config_of(head: str, options: dict[str, Any]) -> dict[str, Any]:
 def run_folder(workspace: Workspace, dataset: str, backbone: str, head: str, config: ProbeConfig) -> RunFolder:
     """The run's folder: the head's own at its default options and the default probe settings, else one beside
     it named by the configuration's tag (pipeline/runs/layout.py)."""
+    config = with_head_lrs(config, head)
     tag = configuration_tag(head_config_of(head, config.head_options), config.identity())
     return RunFolder.of(workspace, dataset, backbone, head, config.label_fraction, tag)
 
@@ -492,7 +509,7 @@ def configuration_tag(head_config: dict[str, Any], identity: dict[str, Any]) -> 
     out (a rerun that changes only them replaces the run, with --force)."""
     spec = head_spec(head_config["name"])
     head, head_default = _plain(head_config), _plain(spec.config())
-    probe, probe_default = _plain(identity), _plain(ProbeConfig().identity())
+    probe, probe_default = _plain(identity), _plain(with_head_lrs(ProbeConfig(), head_config["name"]).identity())
     for values in (probe, probe_default):
         for name in ("label_fraction", *OUTPUT_SETTINGS):
             values.pop(name, None)
@@ -539,6 +556,12 @@ def _move_misplaced_run(ws: Workspace, dataset: str, backbone: str, head: str, f
                     base.root, target.root)  # fmt: skip
 
 
+def with_head_lrs(config: ProbeConfig, head: str) -> ProbeConfig:
+    """The head's own lr grid (heads.registry: the segmentation heads') when the probe was given the paper's."""
+    lrs = head_spec(head).lrs if head in head_names() else ()
+    return dataclasses.replace(config, lrs=tuple(lrs)) if lrs and tuple(config.lrs) == PAPER_LRS else config
+
+
 def resolve_backbone(workspace: Workspace, backbone: str | None) -> str:
     """The named backbone, else the workspace's default, else the only feature store (StoreError otherwise)."""
     from pipeline.workspace_stores import choose_store
@@ -555,8 +578,9 @@ def _schedule(data: ProbeData, config: ProbeConfig) -> tuple[int, int]:
 
 def _factory(head: str, store: FeatureStore, n_outputs: int, options: dict[str, Any]):
     projection = _basis_of(store)  # heads read projected tokens natively (docs/architecture.md)
+    grid = store.layout.grid  # heads that lay the tokens out on the grid (segmentation) take it
     return lambda: build_head(
-        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, projection=projection, **options
+        head, dim=store.dim, n_layers=store.n_layers, n_outputs=n_outputs, projection=projection, grid=grid, **options
     )
 
 

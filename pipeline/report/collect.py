@@ -170,8 +170,15 @@ DATASET_NAMES = {
     "jsrt": "JSRT",
     "plco": "PLCO",
     "ranzcr": "RANZCR CLiP",
+    "scr": "JSRT SCR",
+    "montgomery_lungs": "Montgomery lungs",
+    "shenzhen_lungs": "Shenzhen lungs",
+    "chexmask": "CheXmask",
 }
-HEAD_NAMES = {"linear": "Linear", "glori": "GLoRI", "mlp": "MLP", "zeroshot": "Zero-shot"}
+HEAD_NAMES = {
+    "linear": "Linear", "glori": "GLoRI", "mlp": "MLP", "zeroshot": "Zero-shot", "seg_linear": "Linear (seg.)",
+    "seg_decoder": "Decoder",
+}  # fmt: skip
 
 
 def order_datasets(names: set[str] | list[str]) -> list[str]:

@@ -170,7 +170,8 @@ def _store_family(store: Path) -> str:
 def _missing_fractions(coll: Collection) -> list[str]:
     partial = {r.dataset for r in coll.runs if not r.is_full}
     if not partial:
-        dataset = next((d for d in coll.datasets if not coll.is_survival(d)), None)
+        dataset = next((d for d in coll.datasets if not coll.is_survival(d)
+                        and coll.task_of(d).headline_metric == "auroc"), None)  # fmt: skip
         if dataset is None:
             return []
         fractions = ",".join(f"{f:g}" for f in EFFICIENCY_FRACTIONS)

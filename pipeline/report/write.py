@@ -205,7 +205,8 @@ def _write_tables(
 ) -> list[IndexEntry]:
     from pipeline.tasks.base import ReportSettings
 
-    tables, details = [], {}
+    tables: list[ReportTable] = []
+    details: dict[str, pd.DataFrame] = {}  # a p-value table's unadjusted comparisons, as <name>_detail.csv
     for task in coll.tasks():  # each task kind's tables (pipeline/tasks/), in registry order
         part = task.report_tables(coll, ReportSettings(n_permutations, adjust, seed))
         summary.missing += part.missing
@@ -221,8 +222,7 @@ def _write_tables(
         table.notes += [n for n in undefined_notes(table) + seed_notes(table) if n not in table.notes]
         files = [write_text_atomic(out / "tables" / f"{table.name}.{fmt}", RENDERERS[fmt](table)) for fmt in formats]
         if table.name in details and "csv" in formats:
-            stem, detail = details[table.name]
-            files.append(_write_csv(detail, out / "tables" / f"{stem}.csv"))
+            files.append(_write_csv(details[table.name], out / "tables" / f"{table.name}_detail.csv"))
         summary.paths += files
         entries.append(IndexEntry(table, files))
     return entries

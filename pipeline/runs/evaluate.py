@@ -1,12 +1,14 @@
 """One evaluation of a run folder, shared by the probe, `chex stats`, `chex compare` and the report.
 
-`evaluate_run(folder)` reads the folder's predictions, val predictions, survival table and RunRecord and
-applies the probe's rules: the macro of a data set averages one fixed set of findings in every run and label
-fraction (those with test positives and negatives); an output without train positives (or negatives) is
-scored by its training prior (0, or 1: a constant, AUROC 0.5) and stays in that set; validation thresholds
-reach test as a positive rate, and the bootstrap uses the run's resamples and seed. So the same folder gives
-the same numbers wherever it is evaluated. `compare_runs` tests two runs over every output, each scored as
-its results.parquet scores it, so its macro difference is the one results.parquet gives.
+`evaluate_run(folder)` reads the folder's RunRecord and the tables of the run's task (pipeline/tasks/) and asks
+the task for the rows. The classification and survival tasks read predictions, val predictions and the survival
+table and apply the probe's rules here (`evaluate_tables`): the macro of a data set averages one fixed set of
+findings in every run and label fraction (those with test positives and negatives); an output without train
+positives (or negatives) is scored by its training prior (0, or 1: a constant, AUROC 0.5) and stays in that set;
+validation thresholds reach test as a positive rate, and the bootstrap uses the run's resamples and seed. So the
+same folder gives the same numbers wherever it is evaluated. `compare_runs` asks the runs' task for the paired
+test; the classification one (`compare_predictions_of_runs`) tests every output, each scored as its
+results.parquet scores it, so its macro difference is the one results.parquet gives.
 """
 
 from __future__ import annotations

@@ -41,15 +41,6 @@ FRACTION_PREFIX = "label_fraction="
 # Files whose presence marks a folder as a run folder (a probe's, or predictions a user evaluates); every
 # registered task's tables do too (`marker_files`).
 MARKER_FILES = (RECORD_FILE, RESULTS_FILE, PREDICTIONS_FILE, SURVIVAL_FILE)
-
-
-def marker_files() -> tuple[str, ...]:
-    """MARKER_FILES and the tables of every registered task kind (pipeline/tasks/)."""
-    from pipeline.tasks.run import table_files
-
-    return tuple(dict.fromkeys([*MARKER_FILES, *table_files()]))
-
-
 CONFIG_SEPARATOR = "@"  # <head>@<tag>: a configuration other than the default
 TAG_READABLE = 40  # characters of the readable part of a tag (the hash follows)
 TAG_HASH = 6
@@ -59,6 +50,13 @@ PROBE_SHORT = {
     "train_views": "views", "sweep": "sweep", "micro_batch": "mb", "selection": "sel", "seeds": "seeds",
     "cv_folds": "cv", "cv_repeats": "cvrep", "standardize": "std",
 }  # fmt: skip
+
+
+def marker_files() -> tuple[str, ...]:
+    """MARKER_FILES and the tables of every registered task kind (pipeline/tasks/)."""
+    from pipeline.tasks.run import table_files
+
+    return tuple(dict.fromkeys([*MARKER_FILES, *table_files()]))
 
 
 def config_tag(differences: list[tuple[str, object]], identity: object) -> str:

@@ -1,11 +1,16 @@
-"""Segmentation metrics: Dice and IoU per structure per image, and their mean with a patient-level bootstrap
-95% CI (issue 24; the report's segmentation table will read these once the task-kind seam exists).
+"""Segmentation metrics: Dice and IoU per structure per image, their mean with a patient-level bootstrap 95% CI,
+and the paired permutation test between two runs on the same test images (issue 24).
 
 Dice = 2|A∩B| / (|A| + |B|), IoU = |A∩B| / |A∪B|, computed at the mask's resolution. An image where both the
 prediction and the truth are empty scores 1 (nothing to find, nothing found). The mean over test images gets a
 cluster bootstrap CI: patients are drawn with replacement (`pipeline.stats.bootstrap.resample_indices`, the
 same draws the classification CIs use), and a resample's mean is the image-weighted mean over the drawn
 patients' images (a patient drawn twice counts twice), so images of one patient move together.
+
+`paired_permutation`: two runs' per-image scores of the same images; under the null the two runs are exchangeable
+per patient, so a permutation swaps a patient's two scores, which flips the sign of that patient's summed
+difference. The statistic is the image mean of (A - B); p is two-sided with the Phipson-Smyth +1, or exact (every
+swap pattern) when 2**patients <= n_permutations, as pipeline/stats/permutation.py does for AUROC.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.stats.bootstrap import counts_from_indices, resample_indices
+from pipeline.stats.permutation import _swap_patterns, smallest_p
 
 SEG_METRICS = ("dice", "iou")
 
@@ -78,8 +84,10 @@ def summarise(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> p
 
     The over-structures row averages each image's structures first, so it resamples the same patients."""
     rows = []
-    per_image = scores.groupby(["image_id", "patient_id"], sort=False)[list(SEG_METRICS)].mean().reset_index()
-    groups = [(s, g) for s, g in scores.groupby("structure", sort=False)] + [("mean", per_image)]
+    per_image = (
+        scores.groupby(["image_id", "patient_id"], sort=False, observed=True)[list(SEG_METRICS)].mean().reset_index()
+    )
+    groups = [(s, g) for s, g in scores.groupby("structure", sort=False, observed=True)] + [("mean", per_image)]
     for structure, group in groups:
         for metric in SEG_METRICS:
             estimate, low, high, _ = bootstrap_mean(
@@ -88,3 +96,49 @@ def summarise(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> p
             rows.append((structure, metric, estimate, low, high, len(group), group["patient_id"].nunique()))
     columns = ["structure", "metric", "estimate", "ci_low", "ci_high", "n_images", "n_patients"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def paired_permutation(
+    scores_a: pd.DataFrame, scores_b: pd.DataFrame, n_permutations: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Two `image_scores` tables of the same images: per structure (and 'mean') and metric, estimate_a,
+    estimate_b, diff (A - B), p_value, n_permutations, exact, n_units (patients), min_p, n_images. Images that
+    only one run scored are left out."""
+    keys = ["image_id", "patient_id", "structure"]
+    joined = scores_a[[*keys, *SEG_METRICS]].merge(scores_b[[*keys, *SEG_METRICS]], on=keys, suffixes=("_a", "_b"))
+    per_image = joined.groupby(["image_id", "patient_id"], sort=False, observed=True)[
+        [f"{m}_{side}" for m in SEG_METRICS for side in "ab"]
+    ].mean()
+    groups = [(s, g) for s, g in joined.groupby("structure", sort=False, observed=True)]
+    groups += [("mean", per_image.reset_index())]
+    rows = []
+    for structure, group in groups:
+        for metric in SEG_METRICS:
+            a, b = group[f"{metric}_a"].to_numpy(float), group[f"{metric}_b"].to_numpy(float)
+            p, n_done, exact, n_units = _sign_flip_p(a - b, group["patient_id"].to_numpy(), n_permutations, seed)
+            rows.append(
+                (structure, metric, float(a.mean()), float(b.mean()), float((a - b).mean()), p, n_done, exact,
+                 n_units, smallest_p(n_units, n_done, exact), len(group))
+            )  # fmt: skip
+    columns = [
+        "structure", "metric", "estimate_a", "estimate_b", "diff", "p_value", "n_permutations", "exact", "n_units",
+        "min_p", "n_images",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _sign_flip_p(diff: np.ndarray, clusters: np.ndarray, n_permutations: int, seed: int) -> tuple:
+    """(p, permutations done, exact, units) of the two-sided sign-flip test of the image mean of `diff`."""
+    _, units = np.unique(clusters, return_inverse=True)
+    n_units = int(units.max()) + 1 if len(units) else 0
+    unit_sum = np.bincount(units, weights=diff, minlength=n_units)
+    observed = abs(unit_sum.sum())
+    exact = 2**n_units <= n_permutations
+    hits = done = 0
+    tolerance = 1e-12 * max(1.0, observed)
+    for swapped in _swap_patterns(n_units, n_permutations, seed, exact, chunk=256):
+        permuted = np.abs((1.0 - 2.0 * swapped) @ unit_sum)
+        hits += int(np.count_nonzero(permuted >= observed - tolerance))
+        done += len(swapped)
+    p = hits / done if exact else (1 + hits) / (1 + done)
+    return float(p), done, exact, n_units

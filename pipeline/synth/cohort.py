@@ -16,18 +16,18 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.cards import packaged_card
+from pipeline.cards import DatasetCard, load_card, packaged_card
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_manifest
 from pipeline.progress import progress_bar
-from pipeline.synth.masks import masks_dir, relative_mask_path
+from pipeline.synth.masks import STRUCTURES, masks_dir, relative_mask_path
 from pipeline.synth.plan import CohortPlan, make_plan
 from pipeline.synth.render import PatientJob, render_patient
 from pipeline.synth.specs import SPECS, image_count, preset, resolve_datasets
@@ -97,6 +97,22 @@ def generate_cohort(
     return out
 
 
+def synthetic_card(name: str) -> DatasetCard:
+    """The packaged card, marked synthetic, whose segmentation task keeps the structures the cohort paints
+    (pipeline/synth/masks.py; `lungs` is both lungs) and is dropped where the cohort writes no masks."""
+    card = packaged_card(name).with_synthetic(True)
+    painted = (*STRUCTURES, "lungs") if SPECS[name].masks else ()
+    tasks = []
+    for task in card.tasks:
+        if task.kind == "segmentation":
+            kept = tuple(s for s in task.structures if s in painted)
+            if not kept:
+                continue
+            task = replace(task, structures=kept)
+        tasks.append(task)
+    return replace(card, tasks=tuple(tasks))
+
+
 def params_path(workspace: Workspace, dataset: str) -> Path:
     return workspace.manifests_dir / f"{dataset}.synth.json"
 
@@ -121,6 +137,9 @@ def _generate_dataset(ws: Workspace, params: SynthParams, force_rare: bool, work
     same = recorded is not None and recorded.get("params") == params.to_dict()
     if same and recorded.get("complete") and manifest_path.is_file():
         log.info("%s: already generated with these parameters, skipped", name)
+        card = synthetic_card(name)
+        if ws.card_path(name).is_file() and load_card(ws.card_path(name)) != card:  # a task added since (no pixels)
+            card.save(ws.card_path(name))
         return manifest_path
     if recorded is None and manifest_path.is_file():
         raise ConfigError(
@@ -153,7 +172,7 @@ def _generate_dataset(ws: Workspace, params: SynthParams, force_rare: bool, work
                     future.result()
                     advance(sum(len(j.image_ids) for j in futures[future]))
 
-    card = packaged_card(name).with_synthetic(True)
+    card = synthetic_card(name)
     manifest = manifest_frame(plan)
     truth_path(ws, name).parent.mkdir(parents=True, exist_ok=True)
     truth_frame(plan, masks=params.masks).to_parquet(truth_path(ws, name), index=False)

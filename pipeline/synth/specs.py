@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 ORACLE_BACKBONE = "oracle"
 ORACLE_HEAD = "planted"
 
-DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr")
+DATASETS = ("cxrlt24", "chexpert", "shenzhen", "montgomery", "jsrt", "plco", "ranzcr", "scr")
 
 # CXR-LT 24's 40 findings with MIMIC-like, long-tailed per-patient prevalences (30% down to 0.1%).
 # "Normal" is not drawn: it is 1 exactly when no other finding is present.
@@ -196,6 +196,19 @@ SPECS: dict[str, SynthSpec] = {
             ("NGT - Abnormal", "NGT - Borderline", "NGT - Incompletely Imaged", "NGT - Normal"),
         ),
     ),
+    # Segmentation (issue 24): JSRT-like radiographs with ground-truth lungs and heart (the real SCR masks also
+    # outline the clavicles, which the cohort does not paint). No finding is labelled; the background findings
+    # (cardiomegaly among them) and the patients' heart-size latent make the anatomy vary around its mean shape.
+    "scr": SynthSpec(
+        name="scr",
+        prevalence={},
+        images=400,
+        images_per_patient=1.0,
+        split_fractions=_fractions({"train": 171, "val": 24, "test": 52}),
+        bit_depth=16,
+        background_prevalence=_BACKGROUND,
+        masks=True,
+    ),
 }
 
 
@@ -216,6 +229,7 @@ PRESETS: dict[str, SizePreset] = {
 }
 TINY_IMAGES = {
     "cxrlt24": 160, "chexpert": 80, "shenzhen": 70, "montgomery": 50, "jsrt": 50, "plco": 100, "ranzcr": 80,
+    "scr": 50,
 }  # fmt: skip
 
 

@@ -49,11 +49,11 @@ class ReportSettings:
 @dataclass
 class ReportPart:
     """A task's share of the report: its tables (empty ones are skipped), what is missing (one line each, for the
-    index), and per table name the (file stem, rows) of a detail CSV written beside it."""
+    index), and per table name the rows of a detail CSV written beside it (`<name>_detail.csv`)."""
 
     tables: list[ReportTable] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    details: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    details: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[FigureResult] = field(default_factory=list)  # report_figures' (PNG + PDF under the figures folder)
 
 
@@ -65,6 +65,9 @@ class Task(ABC):
     # categories; the first is the one that marks a folder as this task's run (pipeline/runs/layout.py).
     tables: ClassVar[dict[str, bool]] = {}
     score_column: str = "val_score"  # the sweep table's column the lr-selection rule ranks (higher is better)
+    # Whether training may draw the store's augmented views (random crops and flips of each training image): a task
+    # whose targets are tied to the eval view's pixels (segmentation masks) says False.
+    uses_train_views: bool = True
     score_name: str = "val score"  # the same in words, for logs, notes and `chex probe`'s summary
 
     # --- data -------------------------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Task(ABC):
         COMPARE_COLUMNS (what `chex compare` prints and the report's p-value tables read)."""
 
     # --- report -----------------------------------------------------------------------------------------------
+    head_output: str = "vector"  # the head output it trains: "vector" (B, K) logits or "map" (B, K, h, w) logits
     report_heads: tuple[str, ...] = ()  # the heads the report expects a run of per data set (names what is missing)
     planted_oracle: bool = False  # pipeline/synth/oracle.py can fit its outputs on a synthetic set's planted features
     headline_metric: str = "auroc"  # results.parquet's metric of the headline row (output "macro")

@@ -128,5 +128,5 @@ class ClassificationTask(Task):
         comparisons, problems = best_vs_others(coll, settings.n_permutations, settings.seed, settings.adjust)
         part.missing += problems
         part.tables.append(pvalue_table(coll, comparisons, settings.n_permutations, settings.adjust))
-        part.details["table2_pvalues"] = ("table2_pvalues_detail", comparisons)
+        part.details["table2_pvalues"] = comparisons
         return part

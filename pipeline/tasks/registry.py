@@ -41,6 +41,7 @@ class TaskEntry:
 BUILTIN = (
     TaskEntry("classification", ("multilabel", "binary"), "pipeline.tasks.classification:ClassificationTask"),
     TaskEntry("survival", ("survival",), "pipeline.tasks.survival:SurvivalTask", carries=("multilabel", "binary")),
+    TaskEntry("segmentation", ("segmentation",), "pipeline.tasks.segmentation:SegmentationTask"),
 )
 _ENTRIES: dict[str, TaskEntry] = {entry.name: entry for entry in BUILTIN}
 _LOADED: dict[str, Task] = {}

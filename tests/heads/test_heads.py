@@ -126,7 +126,7 @@ def test_masked_bce_ignores_unknown_labels_and_smooths():
 
 
 def test_registry_and_unknown_head():
-    assert set(HEADS) == {"linear", "glori", "mlp"}
+    assert set(HEADS) == {"linear", "glori", "mlp", "seg_linear", "seg_decoder"}
     assert build_head("mlp", dim=8, n_layers=2, n_outputs=3).label_smoothing == 0.1
     with pytest.raises(KeyError, match="known heads"):
         build_head("resnet", dim=8, n_layers=2, n_outputs=3)

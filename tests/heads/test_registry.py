@@ -14,7 +14,8 @@ from heads.registry import HeadOptionError
 def test_declared_options_are_the_class_keyword_defaults(spec):
     params = inspect.signature(spec.load().__init__).parameters
     declared = {o.name: o.default for o in spec.options}
-    structural = ("self", "dim", "n_layers", "n_outputs", "projection")  # projection: the store's basis, not an option
+    # projection, grid: the store's basis and patch grid, not options
+    structural = ("self", "dim", "n_layers", "n_outputs", "projection", "grid")
     keywords = {n: p.default for n, p in params.items() if n not in structural}
     assert declared == keywords
     assert HEADS[spec.name] is spec.load()

@@ -1,4 +1,5 @@
-"""The segmentation heads: shapes, the DINOv2 linear protocol's layout, and overfitting a tiny planted mask."""
+"""The segmentation heads: the DINOv2 linear protocol's layout, the stacked forward equal to the plain one, a
+projected store's coordinates read through the basis, and overfitting a tiny planted mask."""
 
 from __future__ import annotations
 
@@ -6,7 +7,21 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from heads.segmentation import DecoderSegmentationHead, LinearSegmentationHead, patch_grid, segmentation_loss
+from heads.batched import HeadStack
+from heads.segmentation import (
+    DecoderSegmentationHead,
+    LinearSegmentationHead,
+    patch_grid,
+    segmentation_loss,
+    upsample_logits,
+)
+
+HEADS = [LinearSegmentationHead, DecoderSegmentationHead]
+
+
+def _head(head_cls, **kw):
+    extra = {"width": 16} if head_cls is DecoderSegmentationHead else {}
+    return head_cls(dim=kw.pop("dim", 6), n_layers=4, n_outputs=kw.pop("n_outputs", 2), **extra, **kw)
 
 
 def test_patch_grid_concatenates_blocks_per_patch_row_major():
@@ -19,22 +34,42 @@ def test_patch_grid_concatenates_blocks_per_patch_row_major():
         patch_grid(torch.zeros(1, 4, 6, 3))
 
 
-@pytest.mark.parametrize("head_cls", [LinearSegmentationHead, DecoderSegmentationHead])
-def test_output_shape_at_mask_size(head_cls):
-    head = head_cls(embed_dim=8, n_structures=3)
-    logits = head(torch.randn(2, 4, 16, 8), size=(40, 40))
-    assert logits.shape == (2, 3, 40, 40)
+@pytest.mark.parametrize(("head_cls", "side"), [(LinearSegmentationHead, 4), (DecoderSegmentationHead, 16)])
+def test_output_on_the_heads_grid_and_upsampled(head_cls, side):
+    logits = _head(head_cls, dim=8, n_outputs=3)(None, torch.randn(2, 4, 16, 8))
+    assert logits.shape == (2, 3, side, side)
+    assert upsample_logits(logits[None], (40, 40)).shape == (1, 2, 3, 40, 40)
 
 
-def test_linear_head_is_batchnorm_then_1x1_conv_then_bilinear():
-    head = LinearSegmentationHead(embed_dim=5, n_structures=2).eval()
+def test_linear_head_is_batchnorm_then_a_1x1_conv():
+    head = _head(LinearSegmentationHead, dim=5)
     patch = torch.randn(3, 4, 9, 5)
-    x = head.norm(patch_grid(patch))
-    conv = torch.einsum("bchw,kc->bkhw", x, head.classifier.weight[:, :, 0, 0])
-    expected = F.interpolate(
-        conv + head.classifier.bias[None, :, None, None], size=(12, 12), mode="bilinear", align_corners=False
-    )
-    torch.testing.assert_close(head(patch, size=(12, 12)), expected)
+    x = patch_grid(patch)  # training mode: the batch's statistics per channel, no affine
+    x = (x - x.mean((0, 2, 3), keepdim=True)) / torch.sqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
+    expected = torch.einsum("bchw,kc->bkhw", x, head.classifier.weight[:, :, 0, 0])
+    torch.testing.assert_close(head(None, patch), expected + head.classifier.bias[None, :, None, None])
+
+
+@pytest.mark.parametrize("head_cls", HEADS)
+def test_stacked_forward_equals_each_members_forward(head_cls):
+    torch.manual_seed(0)
+    stack = HeadStack(lambda: _head(head_cls), 3)
+    patch = torch.randn(2, 4, 16, 6)
+    stacked = stack(None, patch)
+    for k, member in enumerate(stack.members):
+        torch.testing.assert_close(stacked[k], member(None, patch), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head_cls", HEADS)
+def test_projected_coordinates_read_through_the_basis(head_cls):
+    torch.manual_seed(1)
+    mean, basis = torch.randn(4 * 6), torch.randn(4 * 6, 5)
+    z = torch.randn(2, 1, 16, 5)
+    full = (mean + z[:, 0] @ basis.T).reshape(2, 16, 4, 6).permute(0, 2, 1, 3)
+    plain = _head(head_cls)
+    projected = _head(head_cls, projection=(mean, basis))
+    projected.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(projected(None, z), plain(None, full), atol=1e-5, rtol=1e-4)
 
 
 def _planted(n: int = 8, grid: int = 4, dim: int = 6, size: int = 16):
@@ -61,18 +96,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("head_cls", [LinearSegmentationHead, DecoderSegmentationHead])
+@pytest.mark.parametrize("head_cls", HEADS)
 def test_overfits_a_tiny_planted_mask(head_cls, one_thread):
     patch, masks = _planted()
-    head = head_cls(embed_dim=6, n_structures=2, **({"width": 16} if head_cls is DecoderSegmentationHead else {}))
+    head = _head(head_cls)
     optimiser = torch.optim.Adam(head.parameters(), lr=0.03)
     for _ in range(80):
         optimiser.zero_grad()
-        loss = segmentation_loss(head(patch, size=(16, 16)), masks)
+        loss = segmentation_loss(upsample_logits(head(None, patch), (16, 16)), masks)
         loss.backward()
         optimiser.step()
     head.eval()
-    pred = head(patch, size=(16, 16)) > 0
+    pred = upsample_logits(head(None, patch), (16, 16)) > 0
     inter = (pred & (masks > 0.5)).sum(dim=(2, 3)).float()
     dice = 2 * inter / (pred.sum(dim=(2, 3)) + (masks > 0.5).sum(dim=(2, 3))).float()
     assert dice.mean() > 0.9, dice

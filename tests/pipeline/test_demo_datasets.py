@@ -32,8 +32,11 @@ def test_every_synthetic_set_is_probed_and_the_pretraining_corpus_leaves_ranzcr_
     with pytest.raises(_Stop):
         demo.run_demo(ws, size=size, progress=False)
     assert generated["size"] == demo.SIZES[size].cohort and "ranzcr" in DATASETS
-    assert generated["shards"] == [d for d in DATASETS if d != "ranzcr"]  # the other sets' backbone is unchanged
+    # the other sets' backbone is unchanged by the sets that joined later
+    assert generated["shards"] == [d for d in DATASETS if d not in ("ranzcr", "scr")]
     jobs = demo._probe_jobs(list(DATASETS), demo.SIZES[size])
     assert {(b, h) for b, h, d, f in jobs if d == "ranzcr"} == {
         (demo.PRETRAINED, "linear"), (demo.PRETRAINED, "glori"), (demo.RANDOM_INIT, "linear"),
     }  # fmt: skip
+    scr = {(b, h) for b, h, d, f in jobs if d == "scr"}  # segmentation: its own heads, no random-init baseline
+    assert scr == {(demo.PRETRAINED, "seg_linear"), (demo.PRETRAINED, "seg_decoder")}

@@ -75,3 +75,40 @@ def test_image_scores_and_summary_per_structure():
         assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
     with pytest.raises(KeyError, match="heart"):
         image_scores([{"lungs": truths[0]["lungs"]}], [truths[0]], ["a"], ["p"])
+
+
+def test_paired_permutation_matches_scipy_exact_and_swaps_patients():
+    import pandas as pd
+    from scipy import stats
+
+    from pipeline.stats.segmentation import paired_permutation
+
+    rng = np.random.default_rng(0)
+    n = 9
+    a = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)],
+                      "structure": "heart", "dice": rng.random(n), "iou": rng.random(n)})  # fmt: skip
+    b = a.assign(dice=a["dice"] - 0.2 + rng.normal(0, 0.3, n), iou=rng.random(n))
+    rows = paired_permutation(a, b, n_permutations=1000).set_index(["structure", "metric"])
+    for metric in ("dice", "iou"):
+        ref = stats.permutation_test(
+            (a[metric].to_numpy(), b[metric].to_numpy()), lambda x, y: np.mean(x - y),
+            permutation_type="samples", n_resamples=np.inf,
+        )  # fmt: skip
+        assert rows.loc[("heart", metric), "p_value"] == pytest.approx(ref.pvalue)
+        assert rows.loc[("heart", metric), "exact"]
+    assert rows.loc[("heart", "dice"), "diff"] == pytest.approx((a["dice"] - b["dice"]).mean())
+    # two images of one patient swap together: 2 patients -> 4 patterns, p >= 2/4
+    two = a.iloc[:4].assign(patient_id=["p0", "p0", "p1", "p1"])
+    rows = paired_permutation(two, two.assign(dice=two["dice"] - 1.0), n_permutations=1000)
+    assert rows.iloc[0]["n_units"] == 2 and rows.iloc[0]["p_value"] == pytest.approx(0.5)
+
+
+def test_summarise_counts_images_when_ids_are_categories():
+    """Run tables are read with text as categories: the over-structures row must not count every id x patient pair."""
+    import pandas as pd
+
+    rows = [(f"i{k}", f"p{k}", s, 0.9, 0.8) for k in range(4) for s in ("heart", "lungs")]
+    scores = pd.DataFrame(rows, columns=["image_id", "patient_id", "structure", "dice", "iou"])
+    summary = summarise(scores.astype({c: "category" for c in ("image_id", "patient_id", "structure")}), 50)
+    mean = summary[(summary["structure"] == "mean") & (summary["metric"] == "dice")].iloc[0]
+    assert mean["n_images"] == 4 and mean["n_patients"] == 4 and mean["estimate"] == pytest.approx(0.9)

@@ -22,7 +22,7 @@ from pipeline.workspace import Workspace
 from tests.pipeline.synth.conftest import image_bytes
 
 
-def test_tiny_cohort_is_seven_valid_data_sets(tiny_ws):
+def test_tiny_cohort_is_eight_valid_data_sets(tiny_ws):
     assert tiny_ws.datasets() == sorted(DATASETS)
     all_ids = []
     for name in DATASETS:
@@ -39,10 +39,10 @@ def test_tiny_cohort_is_seven_valid_data_sets(tiny_ws):
         first = tiny_ws.images_dir(name) / manifest["path"].iloc[0]
         with Image.open(first) as image:
             assert image.size == (64, 64)
-            assert image.mode == ("I;16" if name == "jsrt" else "L")
+            assert image.mode == ("I;16" if SPECS[name].bit_depth == 16 else "L")  # JSRT and its SCR masks set
         assert len(list(tiny_ws.images_dir(name).glob("*.png"))) == len(manifest)
     assert len(all_ids) == len(set(all_ids))
-    assert 530 <= len(all_ids) <= 630
+    assert 580 <= len(all_ids) <= 680
 
 
 def test_tiny_val_and_test_hold_positives_of_common_findings(tiny_ws):

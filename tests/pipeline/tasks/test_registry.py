@@ -216,3 +216,9 @@ def test_runs_of_different_tasks_are_not_compared(regression, tmp_path):
     theirs = run_probe(other, "toy", "linear", config=config, progress=False)
     with pytest.raises(ConfigError, match="compare two runs of one task"):
         compare_runs(mine.folder, theirs.folder)
+
+
+def test_a_head_of_another_output_is_refused_before_training(regression, monkeypatch):
+    monkeypatch.setattr(RegressionTask, "head_output", "map")  # the task trains (B, K, h, w) maps
+    with pytest.raises(ConfigError, match=r"--head linear outputs a vector per image.*regression task"):
+        run_probe(regression, "toy", "linear", config=ProbeConfig(n_resamples=10, epochs=1), progress=False)
