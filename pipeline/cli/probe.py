@@ -60,6 +60,10 @@ def _probe(
     seeds: Annotated[
         int | None, typer.Option(help="Run the whole protocol for N seeds; numbers are the mean, with the seed SD.")
     ] = None,
+    pooled_selection: Annotated[
+        bool | None,
+        typer.Option(help="With --seeds N: one lr for all seeds, chosen on their mean val scores (off: each its own)."),
+    ] = None,
     cv: Annotated[
         int | None, typer.Option(help="K-fold patient-level stratified CV over all labelled images (small sets).")
     ] = None,
@@ -93,7 +97,8 @@ def _probe(
     given = dict(lrs=tuple(_floats(lrs, "--lrs")) if lrs else None, epochs=epochs, batch_size=batch_size,
                  seed=seed, n_resamples=resamples, save_attention=save_attention, train_views=train_views,
                  device=device, sweep=sweep, micro_batch=micro_batch, selection=selection, seeds=seeds,
-                 cv_folds=cv, cv_repeats=cv_repeats, standardize=standardize)  # fmt: skip
+                 pooled_selection=pooled_selection, cv_folds=cv, cv_repeats=cv_repeats,
+                 standardize=standardize)  # fmt: skip
     base = ProbeConfig(**{k: v for k, v in given.items() if v is not None})
     fractions = _floats(label_fraction, "--label-fraction") if label_fraction else [base.label_fraction]
     jobs = []

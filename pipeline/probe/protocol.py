@@ -48,8 +48,9 @@ from pipeline.probe.sweep import (
     TrainLosses,
     TrainSpec,
     default_task,
+    pooled_sweep_table,
     predict_stack,
-    train_stack,
+    rechoose,
 )
 from pipeline.runs import (
     HEAD_FILE,
@@ -105,6 +106,7 @@ class ProbeConfig:
     cv_folds: int = 0  # > 1: repeated patient-level stratified K-fold CV over all labelled images (probe/cv.py)
     cv_repeats: int = 1
     standardize: bool = False  # probe inputs z-scored per feature, mean and SD fitted on the train split
+    pooled_selection: bool = False  # --seeds N: one lr for all seeds, chosen on their mean val scores (sweep.py)
 
     def __post_init__(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -133,6 +135,11 @@ class ProbeConfig:
             raise ConfigError("--cv with --label-fraction below 1 is not supported: CV uses every labelled image")
         if self.cv_repeats > 1 and not self.cv_folds:
             raise ConfigError("--cv-repeats needs --cv K")
+        if self.pooled_selection and (self.seeds < 2 or self.cv_folds or self.sweep != "full"):
+            raise ConfigError(
+                "--pooled-selection chooses one lr over the seeds' full sweeps: give --seeds N (N >= 2), "
+                "without --cv or --sweep halving"
+            )
 
     def identity(self) -> dict[str, Any]:
         """The fields that change a probe's result (not device or cache size; head options are hashed resolved,
@@ -141,7 +148,8 @@ class ProbeConfig:
         for name in ("device", "cache_bytes", "head_options"):  # the head's identity is its resolved head config
             data.pop(name)
         defaults = (("sweep", "full"), ("micro_batch", 0), ("seeds", 1), ("cv_folds", 0), ("cv_repeats", 1),
-                    ("standardize", False), ("selection", DEFAULT_SELECTION))  # fmt: skip
+                    ("standardize", False), ("selection", DEFAULT_SELECTION),
+                    ("pooled_selection", False))  # fmt: skip
         for name, default in defaults:  # absent at their defaults: old keys hold
             if data[name] == default:
                 data.pop(name)
@@ -237,13 +245,15 @@ def run_probe(
 
         runs = run_cv(stage, data, folder.partial_dir, timings)
     else:
-        runs = []
-        for seed in seeds:
-            seed_data = data if seed == config.seed else load_probe_data(
-                ws, dataset, seed, config.label_fraction, config.val_fraction, store
-            )  # fmt: skip
-            tag = "" if len(seeds) == 1 else f"-s{seed}"
-            runs.append(stage.run(seed_data, seed, folder.partial_dir, tag, timings))
+        seed_data = [data if seed == config.seed else load_probe_data(
+            ws, dataset, seed, config.label_fraction, config.val_fraction, store
+        ) for seed in seeds]  # fmt: skip
+        tags = ["" if len(seeds) == 1 else f"-s{seed}" for seed in seeds]
+        if config.pooled_selection:
+            runs = stage.run_pooled(seed_data, seeds, folder.partial_dir, tags, timings)
+        else:
+            passes = zip(seed_data, seeds, tags, strict=True)
+            runs = [stage.run(d, seed, folder.partial_dir, tag, timings) for d, seed, tag in passes]
     first = runs[0]
 
     # 3. outputs: the task's tables, the sweep, weights, attention maps; then statistics and the run record.
@@ -337,12 +347,53 @@ class ProbeStage:
             fold: int = -1) -> SeedRun:  # fmt: skip
         """One pass: the sweep, the lr its selection rule chooses, the refit and the test predictions."""
         swept = self.sweep(data, seed, partial, tag, timings)
-        table = swept.table(self.config.selection)
-        chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
-        log.info("%s/%s%s: chosen lr %g (%s)", data.dataset, self.head, tag, table["lr"].iloc[chosen],
-                 table["selected_by"].iloc[0])  # fmt: skip
-        refit, test_probs, n_refit = self.refit(data, seed, float(table["lr"].iloc[chosen]), partial, tag, timings,
-                                                swept.standardizer)  # fmt: skip
+        return self.finish(data, seed, swept, swept.table(self.config.selection), partial, tag, timings, fold)
+
+    def run_pooled(self, datas: list[ProbeData], seeds: list[int], partial: Path, tags: list[str],
+                   timings: dict[str, float]) -> list[SeedRun]:  # fmt: skip
+        """`--pooled-selection`: every seed's sweep first, then one lr for all of them, chosen by the selection
+        rule on the seeds' mean val scores (`pooled_sweep_table`; an lr that diverged in any seed is not
+        eligible), then every seed's refit at that lr. Each seed's sweep table keeps its own val scores, marks
+        the pooled choice `chosen` and the lr it would have chosen alone `chosen_alone`."""
+        rule = self.config.selection
+        swepts = [self.sweep(d, seed, partial, tag, timings) for d, seed, tag in zip(datas, seeds, tags, strict=True)]
+        own = [s.table(rule) for s in swepts]
+        pooled = pooled_sweep_table(own, rule)
+        chosen = pooled["chosen"].to_numpy()
+        log.info("%s/%s: one lr %g for %d seeds (%s)", datas[0].dataset, self.head, pooled["lr"][chosen].iloc[0],
+                 len(seeds), pooled["selected_by"].iloc[0])  # fmt: skip
+        runs = []
+        for data, seed, tag, swept, table in zip(datas, seeds, tags, swepts, own, strict=True):
+            table = table.assign(chosen_alone=table["chosen"], chosen=chosen, selected_by=pooled["selected_by"])
+            runs.append(self.finish(data, seed, swept, table, partial, tag, timings, pooled=pooled))
+        return runs
+
+    def finish(self, data: ProbeData, seed: int, swept: Swept, table: pd.DataFrame, partial: Path, tag: str,
+               timings: dict[str, float], fold: int = -1, pooled: pd.DataFrame | None = None) -> SeedRun:  # fmt: skip
+        """The refit at `table`'s chosen lr and the test predictions. The refit guard: a refit whose training
+        diverged (`TrainLosses.diverged`, the sweep's rule) falls back to the next lr the rule chooses once that
+        lr is excluded (from `pooled`, the seeds' pooled table, when given), said in `selected_by`."""
+        tried: list[float] = []
+        while True:
+            chosen = int(np.flatnonzero(table["chosen"].to_numpy())[0])
+            lr = float(table["lr"].iloc[chosen])
+            log.info("%s/%s%s: chosen lr %g (%s)", data.dataset, self.head, tag, lr, table["selected_by"].iloc[0])
+            refit_tag = tag if not tried else f"{tag}-lr{lr:g}"  # a fallback refit never resumes the diverged one
+            refit, test_probs, n_refit, losses = self.refit(data, seed, lr, partial, refit_tag, timings,
+                                                            swept.standardizer, with_losses=True)  # fmt: skip
+            if not losses.diverged()[0]:
+                break
+            tried.append(lr)
+            why = f"the refit at lr {', '.join(f'{t:g}' for t in tried)} diverged; fell back to the next lr"
+            nxt = rechoose(pooled if pooled is not None else table, self.config.selection, tried, why)
+            if nxt is None:
+                log.warning("%s/%s%s: the refit at lr %g diverged and no other eligible lr is left; kept",
+                            data.dataset, self.head, tag, lr)  # fmt: skip
+                table = table.assign(selected_by=table["selected_by"].astype(str) +
+                                     f"; the refit at lr {lr:g} diverged, no other eligible lr left: kept")  # fmt: skip
+                break
+            log.warning("%s/%s%s: %s", data.dataset, self.head, tag, why)
+            table = table.assign(chosen=nxt["chosen"].to_numpy(), selected_by=nxt["selected_by"].iloc[0])
         return SeedRun(seed, data, table, swept.val_probs[chosen], test_probs, refit, swept.skip_train, n_refit,
                        swept.standardizer, fold)  # fmt: skip
 
@@ -387,19 +438,23 @@ class ProbeStage:
                      standardizer, task)  # fmt: skip
 
     def refit(self, data: ProbeData, seed: int, lr: float, partial: Path, tag: str, timings: dict[str, float],
-              standardizer: Standardizer | None = None) -> tuple[HeadStack, np.ndarray, int]:  # fmt: skip
-        """The lr on train + val (label fraction applied), then the test probabilities (N_test, K)."""
+              standardizer: Standardizer | None = None, with_losses: bool = False):  # fmt: skip
+        """The lr on train + val (label fraction applied), then (head, test probabilities (N_test, K), refit size),
+        and with `with_losses` the refit's `TrainLosses` last."""
         t0 = time.perf_counter()
         self.features.standardizer = standardizer  # the sweep's: fitted on the train split only
         torch.manual_seed(seed + 1)
         refit = HeadStack(self.factory, 1)
         refit_pos = np.concatenate([data.train, data.refit_val])
-        train_stack(refit, self.features, refit_pos, data.labels, self._spec((lr,), seed + 1), self.device,
-                    partial / f"refit{tag}.pt", self.key + tag, f"{data.dataset}/{self.head}{tag} refit (lr {lr:g})",
-                    self.progress, data.task)  # fmt: skip
+        trainer = StackTrainer(refit, self.features, refit_pos, data.labels, self._spec((lr,), seed + 1), self.device,
+                               partial / f"refit{tag}.pt", self.key + tag,
+                               f"{data.dataset}/{self.head}{tag} refit (lr {lr:g})", data.task)  # fmt: skip
+        trainer.train_until(trainer.spec.epochs, self.progress)
         test_probs = predict_stack(refit, self.features, data.test, self.eval_batch, self.device, data.task)[0]
         self.features.standardizer = None
         timings["refit_s"] = timings.get("refit_s", 0.0) + time.perf_counter() - t0
+        if with_losses:
+            return refit, test_probs, len(refit_pos), trainer.train_losses
         return refit, test_probs, len(refit_pos)
 
     @property
@@ -457,6 +512,12 @@ def _seed_notes(runs: list[SeedRun], config: ProbeConfig) -> dict[str, Any]:
         "chosen_lrs": [r.chosen_lr for r in runs],
         "selected_by": [str(r.table["selected_by"].iloc[0]) for r in runs],
     }
+    if config.pooled_selection:
+        notes["pooled_selection"] = (
+            f"one lr for all {len(runs)} seeds, chosen by --selection {config.selection} on the seeds' mean val "
+            "scores per lr (an lr that diverged in any seed not eligible); chosen_lrs_alone: each seed's own choice"
+        )
+        notes["chosen_lrs_alone"] = [float(r.table["lr"][r.table["chosen_alone"]].iloc[0]) for r in runs]
     if config.cv_folds:
         notes["cv"] = (
             f"{config.cv_repeats} x {config.cv_folds}-fold patient-level stratified CV over all labelled images "

@@ -370,6 +370,57 @@ def sweep_table(
     return table
 
 
+def pooled_sweep_table(tables: Sequence[pd.DataFrame], rule: str = DEFAULT_SELECTION) -> pd.DataFrame:
+    """One lr for every seed (`--pooled-selection`): per lr, the mean over the seeds' sweep tables of the val
+    macro AUROC, its SE and the val loss; an lr that diverged in any seed is not eligible (all are when every lr
+    diverged somewhere); then `rule` chooses as in `sweep_table`. The SE is the seeds' mean SE, not SE/sqrt(N):
+    the seeds share one val split (or overlapping ones), so their val scores are not independent. Returns
+    lr, val_macro_auroc, val_auroc_se, val_loss, diverged_seeds, diverged, chosen, selected_by."""
+    if rule not in SELECTIONS:
+        raise ConfigError(f"--selection {rule!r}: must be one of {', '.join(SELECTIONS)}")
+    lrs = [tuple(t["lr"].to_numpy(dtype=np.float64)) for t in tables]
+    if not tables or any(lr != lrs[0] for lr in lrs):
+        raise ValueError("pooled selection needs one sweep table per seed over the same lrs")
+    stacked = pd.concat([t.assign(_seed=k) for k, t in enumerate(tables)], ignore_index=True)
+    by_lr = stacked.groupby("lr", sort=False)
+    table = pd.DataFrame({"lr": np.asarray(lrs[0])})
+    for column in ("val_macro_auroc", "val_auroc_se", "val_loss"):
+        table[column] = by_lr[column].mean().reindex(table["lr"]).to_numpy()  # NaN seeds left out
+    table["diverged_seeds"] = by_lr["diverged"].sum().reindex(table["lr"]).to_numpy().astype(np.int64)
+    table["diverged"] = table["diverged_seeds"] > 0
+    eligible = ~table["diverged"].to_numpy()
+    notes = [f"pooled over {len(tables)} seeds: mean val score per lr"]
+    if not eligible.any():
+        eligible = np.ones(len(table), dtype=bool)
+        notes.append("every lr diverged in some seed, so all were eligible")
+    elif not eligible.all():
+        notes.append(f"diverged in some seed, not eligible: lr {', '.join(f'{lr:g}' for lr in table['lr'][~eligible])}")
+    if rule != "loss" and not table["val_macro_auroc"].notna().any():
+        notes.append("val AUROC undefined in every seed; chosen on val loss instead")
+        rule = "loss"
+    best, selected_by = _choose(table, eligible, rule, notes)
+    table["chosen"] = np.arange(len(table)) == best
+    table["selected_by"] = f"{selected_by} ({'; '.join(notes)})"
+    return table
+
+
+def rechoose(table: pd.DataFrame, rule: str, excluded: Sequence[float], why: str) -> pd.DataFrame | None:
+    """`table` (a sweep table, per seed or pooled) with the lr `rule` chooses once the lrs `excluded` are not
+    eligible either (the refit guard: a refit that diverged); None when no eligible lr is left."""
+    diverged = table["diverged"].to_numpy(dtype=bool) if "diverged" in table else np.zeros(len(table), dtype=bool)
+    eligible = ~diverged & ~table["lr"].isin(list(excluded)).to_numpy()
+    if not eligible.any():
+        return None
+    notes: list[str] = []
+    if rule != "loss" and not table["val_macro_auroc"].notna().any():
+        rule = "loss"
+    best, _ = _choose(table, eligible, rule, notes)
+    out = table.copy()
+    out["chosen"] = np.arange(len(out)) == best
+    out["selected_by"] = out["selected_by"].astype(str) + f"; {why}"
+    return out
+
+
 def val_class_counts(labels: np.ndarray, skip: Sequence[int] = ()) -> str:
     """'val has P positives and N negatives' (one output), or per output for several (skipped ones left out)."""
     parts = []

@@ -49,6 +49,7 @@ PROBE_SHORT = {
     "lrs": "lrs", "epochs": "ep", "batch_size": "bs", "weight_decay": "wd", "seed": "seed", "val_fraction": "val",
     "train_views": "views", "sweep": "sweep", "micro_batch": "mb", "selection": "sel", "seeds": "seeds",
     "cv_folds": "cv", "cv_repeats": "cvrep", "standardize": "std",
+    "pooled_selection": "pool",
 }  # fmt: skip
 
 

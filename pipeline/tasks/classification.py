@@ -99,11 +99,12 @@ class ClassificationTask(Task):
         transfer = record.threshold_transfer if record is not None else ("quantile" if val is not None else "score")
         skipped = record.skipped_train if record is not None else {}
         if n_passes(predictions, survival) > 1:  # --seeds / --cv: each seed alone, then combined
-            return evaluate_passes(
+            results = evaluate_passes(
                 predictions, val, survival,
                 lambda p, v, s: evaluate_tables(p, v, s, skipped, config, threshold_transfer=transfer),
                 combine=config.combine,
             )  # fmt: skip
+            return with_pooled_note(results, record)
         return evaluate_tables(predictions, val, survival, skipped, config, threshold_transfer=transfer)
 
     def headline(self, results: pd.DataFrame) -> float:
@@ -130,3 +131,17 @@ class ClassificationTask(Task):
         part.tables.append(pvalue_table(coll, comparisons, settings.n_permutations, settings.adjust))
         part.details["table2_pvalues"] = comparisons
         return part
+
+
+def with_pooled_note(results: pd.DataFrame, record) -> pd.DataFrame:
+    """A `--pooled-selection` run's rows say that every seed refitted at one lr chosen on the seeds' pooled val
+    scores (without it each seed chose its own lr on its own val)."""
+    if record is None or not record.config.get("pooled_selection"):
+        return results
+    lrs = sorted(set(record.data.get("chosen_lrs", [record.chosen_lr])))
+    note = (f"one lr for all seeds (--pooled-selection: lr {', '.join(f'{lr:g}' for lr in lrs)}, chosen by "
+            f"{record.config.get('selection', 'auroc')} on the seeds' mean val scores)")  # fmt: skip
+    results = results.copy()
+    old = results["note"].fillna("").astype(str) if "note" in results.columns else pd.Series([""] * len(results))
+    results["note"] = [f"{n}; {note}" if n else note for n in old]
+    return results
