@@ -1,6 +1,6 @@
 """Embed speed vs a bare forward_intermediates loop, store bytes per image, read throughput, int8 error.
 
-Run: /work/venv/bin/python benchmarks/bench_embed.py [--arch vit_small_patch16 --image-size 224 --images 96]
+Run: python benchmarks/bench_embed.py [--arch vit_small_patch16 --image-size 224 --images 96]
 Prints figures and ratios; asserts nothing. Timings on a shared machine are noisy: rerun on a quiet one.
 """
 

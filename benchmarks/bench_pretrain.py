@@ -6,7 +6,7 @@
 4. Embed every classification data set's images with (a) the same backbone at random init (the student's initial
    weights: same config, same seed) and (b) the pretrained teacher, in the embed stage's plain evaluation view.
 5. Linear probes (logistic regression per output on train+val, standardised features) -> macro AUROC on test,
-   for the two linear protocols of DESIGN.md: concatenated CLS of the last 4 blocks, and the same + the mean
+   for the two linear protocols of docs/architecture.md: concatenated CLS of the last 4 blocks, and the same + the mean
    patch token of the last block (DINOv2's avgpool). The headline is the mean over data sets.
 
 Prints the figures; asserts nothing about time (the machine may be shared: timings are indicative). Test sets

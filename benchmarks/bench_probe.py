@@ -37,7 +37,7 @@ from pipeline.probe.sweep import TrainSpec, predict_stack, train_stack
 from pipeline.store import FeatureStore, Item, StoreLayout, StoreWriter, store_attrs
 
 N_LAYERS = 4
-PAPER_SPLITS = {  # train, val, test images; epochs (DESIGN.md)
+PAPER_SPLITS = {  # train, val, test images; epochs (the paper's data sets, docs/architecture.md)
     "chexpert": (191_027, 202, 518, 10),
     "plco": (133_543, 19_099, 38_058, 10),
     "shenzhen": (463, 65, 134, 100),

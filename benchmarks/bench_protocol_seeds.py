@@ -23,7 +23,7 @@ disjoint blocks of N seeds: the mean of their AUROCs (what chex reports) and the
 probabilities (`chex stats --combine ensemble`). `--fixed-lr LR --compare-store NAME` skips the sweep: per seed
 the refit at LR on both stores, paired, and (with --save) the two stores' seed ensembles.
 
-Figures, 2026-12-02 (logs: /work/wt/logs/stats-seeds-*.txt, stats-r128-*.txt), 2 cores shared with ~6 engineers
+Figures, 2026-12-02 (this script's output), 2 cores shared with ~6 engineers
 (load 9-15), one torch thread, the small demo's protocol (9 lrs, 25 epochs, batch 32, GLoRI 64/128) on its fully
 pretrained store (480 steps), Shenzhen (266 train / 57 val / 77 test, manifest splits); 30-120 s per seed:
   GLoRI, seeds 0-24 (seeds 0-9 in brackets), divergence never flagged:

@@ -1,4 +1,4 @@
-"""The common manifest (DESIGN.md "Manifest"): one Parquet row per image.
+"""The common manifest (docs/architecture.md, "Contracts": manifest): one Parquet row per image.
 
 Required columns: image_id (unique str), path (relative to an image root given at run time), patient_id,
 split (train/val/test, per patient). Optional: view, source, and the task columns its data set card names.

@@ -1,4 +1,4 @@
-"""The shard contract (DESIGN.md "Shards") shared by writer and readers.
+"""The shard contract (docs/architecture.md, "Contracts": shards) shared by writer and readers.
 
 Per sample: `__key__` = sanitised image_id, `png` = the image as a lossless PNG (8-bit "L" or 16-bit "I;16"
 grey-scale, keeping the source's depth), `json` = the manifest fields of the row (original image_id included)

@@ -1,4 +1,4 @@
-"""Adapters: each data set's official label files -> the common manifest (DESIGN.md "Manifest").
+"""Adapters: each data set's official label files -> the common manifest (docs/architecture.md, "Contracts": manifest).
 
 One module per data set, each with `build(sources, seed=0) -> DataFrame`; `make_manifest` validates the result
 against the packaged card and writes the manifest and its card. `folder.build_folder` turns a folder of images

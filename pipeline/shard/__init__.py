@@ -1,4 +1,4 @@
-"""The shard stage: images + manifest -> webdataset tar shards (DESIGN.md "Shards").
+"""The shard stage: images + manifest -> webdataset tar shards (docs/architecture.md, "Contracts": shards).
 
 Three separable steps, so a corpus of a million images can be sharded across machines:
 `plan_shards` (rows -> numbered shards), `write_shard` (one shard, independently, crash-safe) and

@@ -1,4 +1,4 @@
-"""The synthetic chest X-ray cohort (DESIGN.md "The synthetic cohort"): radiograph-like images with planted
+"""The synthetic chest X-ray cohort (docs/architecture.md "The synthetic cohort"): radiograph-like images with planted
 findings and a known survival model, written as data sets under the real names."""
 
 from pipeline.synth.cohort import generate_cohort, read_params, truth_path
