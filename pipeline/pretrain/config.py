@@ -1,8 +1,9 @@
 """The pretraining configuration: typed dataclasses, merged once from defaults + YAML preset + stage + overrides.
 
 Defaults are the paper's recipe (DINOv2 as used by CheXFound; docs/architecture.md "Pretraining at CPU scale"):
-DINO [CLS] loss 1.0, iBOT masked-patch loss 3.0 with its own head, KoLeo 0.1, teacher momentum 0.994 -> 1.0 (cosine), 2 global +
-8 local crops, masks U(0.1, 0.5) on half the samples, AdamW base lr 2e-4 with 10 warm-up epochs and cosine decay.
+DINO [CLS] loss 1.0, iBOT masked-patch loss 3.0 with its own head, KoLeo 0.1, teacher momentum 0.994 -> 1.0
+(cosine), 2 global + 8 local crops, masks U(0.1, 0.5) on half the samples, AdamW base lr 2e-4 with 10 warm-up
+epochs and cosine decay.
 """
 
 from __future__ import annotations
