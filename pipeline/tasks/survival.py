@@ -48,5 +48,5 @@ class SurvivalTask(ClassificationTask):
         part.missing += problems
         if len(comparisons):
             part.tables.append(survival_pvalue_table(coll, comparisons, settings.n_permutations, settings.adjust))
-            part.details["table4_pvalues"] = ("table4_pvalues_detail", comparisons)
+            part.details["table4_pvalues"] = comparisons
         return part

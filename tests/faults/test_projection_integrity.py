@@ -102,7 +102,7 @@ def test_pool_error_names_the_grid_side():
     """`--pool 3` on a 4x4 grid printed '(16)', the number of patches, as if it were the side."""
     from pipeline.store import StoreLayout
 
-    with pytest.raises(ValueError, match="16 patches: 4x4"):
+    with pytest.raises(ValueError, match="4x4 patch grid; pools that do: 2, 4"):
         StoreLayout(2, 8, 16, 0, pool=3)
 
 
