@@ -329,6 +329,16 @@ SELECTION_HELP = {
 }
 
 
+def with_training_losses(table: pd.DataFrame, losses: TrainLosses | None) -> np.ndarray:
+    """Add each lr's train_loss_start/_end and `diverged` (`TrainLosses.diverged`) to a sweep table, in place;
+    returns `diverged` (all False without losses). Every task's sweep table carries these columns."""
+    diverged = losses.diverged() if losses is not None else np.zeros(len(table), dtype=bool)
+    table["train_loss_start"] = losses.start if losses is not None else np.nan
+    table["train_loss_end"] = [e[-1] if e else np.nan for e in losses.epochs] if losses is not None else np.nan
+    table["diverged"] = diverged
+    return diverged
+
+
 def sweep_table(
     lrs: Sequence[float],
     val_probs: np.ndarray,
@@ -350,10 +360,7 @@ def sweep_table(
                      "val_loss": masked_bce_numpy(val_probs[k], val_labels)})  # fmt: skip
     table = pd.DataFrame(rows)
     n = len(table)
-    diverged = losses.diverged() if losses is not None else np.zeros(n, dtype=bool)
-    table["train_loss_start"] = losses.start if losses is not None else np.nan
-    table["train_loss_end"] = [e[-1] if e else np.nan for e in losses.epochs] if losses is not None else np.nan
-    table["diverged"] = diverged
+    diverged = with_training_losses(table, losses)
     eligible = ~diverged
     notes = []
     if not eligible.any():

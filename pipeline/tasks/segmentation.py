@@ -100,7 +100,7 @@ class SegmentationTask(Task):
     # --- lr selection -----------------------------------------------------------------------------------------
     def sweep_table(self, lrs, val_scores, val_targets, skip, rule, losses) -> pd.DataFrame:
         from pipeline.errors import ConfigError
-        from pipeline.probe.sweep import SELECTIONS
+        from pipeline.probe.sweep import SELECTIONS, with_training_losses
 
         if rule not in SELECTIONS:
             raise ConfigError(f"--selection {rule!r}: must be one of {', '.join(SELECTIONS)}")
@@ -110,10 +110,7 @@ class SegmentationTask(Task):
             rows.append({"lr": float(lr), "val_dice": dice, "val_loss": loss})
         table = pd.DataFrame(rows)
         n = len(table)
-        diverged = losses.diverged() if losses is not None else np.zeros(n, dtype=bool)
-        table["train_loss_start"] = losses.start if losses is not None else np.nan
-        table["train_loss_end"] = [e[-1] if e else np.nan for e in losses.epochs] if losses is not None else np.nan
-        table["diverged"] = diverged
+        diverged = with_training_losses(table, losses)
         eligible = ~diverged if (~diverged).any() else np.ones(n, dtype=bool)
         column, sign = ("val_loss", -1.0) if rule == "loss" else ("val_dice", 1.0)
         values = np.where(eligible, sign * table[column].to_numpy(dtype=np.float64), -np.inf)
