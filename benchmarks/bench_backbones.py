@@ -14,11 +14,10 @@ the last L blocks, L = 4, 3 for ConvNeXt's last stage), full and projected (`--r
 Run: python benchmarks/bench_backbones.py [--families eva-x,rad-dino] [--images 16 --batch-size 8 --size 224]
 Prints figures and ratios; asserts nothing. On a shared machine timings are noisy (check `uptime`).
 
-Measured (2 shared CPU cores, load 4-15, 224 px, batch 4; logs/evax-bench.txt, evax-bench-rerun.txt): chex / bare
-ratio per family over three runs 0.94-1.07 for the ViTs built as chex's timm ViT (chex, dinov2, mae, timm-vit),
-0.89-1.00 BiomedCLIP, 0.67-1.08 RAD-DINO, 0.87-1.48 EVA-X, 0.97-1.50 ConvNeXt, 0.54-0.97 CheXzero, 1.02-1.37
-PubMedCLIP, 0.58-0.87 timm:vit_small_patch14_reg4_dinov2 (tokens alone vs the same timm call: 0.88-0.96: the
-scatter is the machine's, not a conversion cost; on a quiet or GPU machine rerun before quoting a ratio). Store MB
+Measured on a quiet machine (2 CPU cores, load 0.2-1.9, 224 px, 8 images, batch 4, best of 3, 2026-12-02):
+chex / bare 0.999 chex, 1.003 dinov2, 0.962 MAE, 0.927 timm-vit, 0.978 RAD-DINO, 0.972 EVA-X, 0.965 ConvNeXt, 0.949
+CheXzero, 0.903 PubMedCLIP, 0.965 BiomedCLIP, 0.937 timm:vit_small_patch14_reg4_dinov2: every family >= 0.9x. (On
+2 cores shared at load 4-15 the same ratios scattered from 0.54 to 1.50: quote quiet runs only.) Store MB
 per image (fp16, uncompressed; projected R = L·D/4 fp16 / int8): CheXFound ViT-L/16-512 8.43 / 2.14 / 1.09;
 RAD-DINO 518 px (37x37) 8.42 / 2.11 / 1.06; timm ViT-S/14-reg4 518 px 4.22 / 1.07 / 0.55; ViT-B/16-224 (MAE,
 timm, EVA-X B, BiomedCLIP) 1.21 / 0.31 / 0.16; ViT-B/32-224 (CheXzero, PubMedCLIP) and ConvNeXt-B-224 (3 layers of
@@ -29,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (EVA-X's reference model) from any folder
 
 from pipeline.backbone.registry import open_backbone
 from pipeline.embed.runner import embed_batches
