@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (EVA-X's reference model) from any folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (EVA-X's reference) and benchmarks/ from anywhere
 
+from benchmarks.bench_embed import timed_embed
 from pipeline.backbone.registry import open_backbone
-from pipeline.embed.runner import embed_batches
-from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
+from pipeline.store import StoreLayout, store_attrs
 
 Bare = Callable[[torch.Tensor], object]
 
@@ -268,23 +268,10 @@ def bare_loop(fn: Bare, batches) -> float:
 
 
 def chex_loop(backbone, batches, layers: int, store: Path) -> float:
-    n = sum(len(x) for x in batches)
     layout = StoreLayout(layers, backbone.dim, backbone.n_patches, backbone.n_registers, "float16",
                          patch_grid=backbone.grid)  # fmt: skip
     attrs = store_attrs("bench", backbone.config, "random", backbone.sha256, list(range(layers)), "float16", {})
-    writer = StoreWriter.open(store, layout, attrs)
-    units = {u.index: u for u in writer.plan(Item(f"img{i}") for i in range(n))}
-    for u in units.values():
-        writer.claim(u)
-    order = [(u.index, r) for u in sorted(units.values(), key=lambda u: u.index) for r in range(len(u.image_ids))]
-    feed, k = [], 0
-    for x in batches:
-        pairs = order[k : k + len(x)]
-        feed.append({"x": x, "unit": [p[0] for p in pairs], "row": [p[1] for p in pairs]})
-        k += len(x)
-    start = time.perf_counter()
-    embed_batches(backbone, feed, units, writer, layers, torch.device("cpu"))
-    return time.perf_counter() - start
+    return timed_embed(backbone, batches, layout, attrs, store)
 
 
 def store_mb(backbone, layers: int) -> dict[str, float]:

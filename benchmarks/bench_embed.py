@@ -29,9 +29,15 @@ def bare_loop(model, batches, n_layers: int) -> float:
 
 
 def chex_loop(model, batches, config, n_layers: int, store: Path, dtype: str) -> float:
-    n = sum(len(x) for x in batches)
     layout = StoreLayout(n_layers, config.embed_dim, config.n_patches, config.num_registers, dtype)
     attrs = store_attrs("bench", config.to_dict(), "random", "0" * 64, list(range(n_layers)), dtype, {})
+    return timed_embed(model, batches, layout, attrs, store)
+
+
+def timed_embed(model, batches, layout: StoreLayout, attrs: dict, store: Path) -> float:
+    """Seconds chex's embed loop (`embed_batches`: tokens + store writes) takes over `batches` into a new store at
+    `store`, the units planned and claimed beforehand (not timed)."""
+    n = sum(len(x) for x in batches)
     writer = StoreWriter.open(store, layout, attrs)
     units = {u.index: u for u in writer.plan(Item(f"img{i}") for i in range(n))}
     for u in units.values():
@@ -43,7 +49,7 @@ def chex_loop(model, batches, config, n_layers: int, store: Path, dtype: str) ->
         feed.append({"x": x, "unit": [p[0] for p in pairs], "row": [p[1] for p in pairs]})
         k += len(x)
     start = time.perf_counter()
-    embed_batches(model, feed, units, writer, n_layers, torch.device("cpu"))
+    embed_batches(model, feed, units, writer, layout.n_layers, torch.device("cpu"))
     return time.perf_counter() - start
 
 
