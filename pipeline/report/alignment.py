@@ -4,17 +4,9 @@ are ordinary runs, so they also appear in Table II; this table keeps only the ba
 
 from __future__ import annotations
 
-from pipeline.report.cells import Panel, ReportTable, Row, missing_cell
+from pipeline.report.cells import ReportTable
 from pipeline.report.collect import Collection, dataset_name
-from pipeline.report.tables import (
-    MACRO_SET_NOTE,
-    METRIC_NAMES,
-    TABLE2_METRICS,
-    _bold_columns,
-    classification_datasets,
-    model_labels,
-    result_cell,
-)
+from pipeline.report.tables import MACRO_SET_NOTE, classification_datasets, macro_panels
 
 ZERO_SHOT = "zeroshot"  # pipeline.zeroshot.run.HEAD
 
@@ -25,16 +17,7 @@ def alignment_table(coll: Collection) -> ReportTable:
     runs = [r for d in datasets for r in coll.full_runs(d)]
     aligned = {r.backbone for r in runs if r.head == ZERO_SHOT}
     models = [m for m in coll.models(runs) if m[0] in aligned]
-    panels = []
-    for metric in TABLE2_METRICS:
-        rows = []
-        for model in models:
-            cells = []
-            for dataset in datasets:
-                run = coll.run(dataset, model)
-                cells.append(result_cell(run.results, metric) if run else missing_cell())
-            rows.append(Row(model_labels(model), cells))
-        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows)))
+    panels = macro_panels(datasets, models, coll.run)
     return ReportTable(
         name="table3_alignment",
         number="Table III",

@@ -88,20 +88,27 @@ def classification_datasets(coll: Collection) -> list[str]:
     return coll.datasets_of("classification")
 
 
-def performance_table(coll: Collection) -> ReportTable:
-    """Table II: macro AUPRC and AUROC (95% CI) per backbone x head and data set, best per column bold."""
-    datasets = classification_datasets(coll)
-    models = ranked_models(coll, [r for d in datasets for r in coll.full_runs(d)])
+def macro_panels(datasets: list[str], models: list, run_of, oracle: list[bool] | None = None) -> list[Panel]:
+    """One panel per TABLE2_METRICS: a row per model, its macro cell per data set (`run_of(dataset, model)`, a
+    missing cell where it gives None), best per column bold (`oracle` rows never)."""
     panels = []
     for metric in TABLE2_METRICS:
         rows = []
         for model in models:
             cells = []
             for dataset in datasets:
-                run = oracle_run(coll, dataset, model)
+                run = run_of(dataset, model)
                 cells.append(result_cell(run.results, metric) if run else missing_cell())
             rows.append(Row(model_labels(model), cells))
-        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows, oracle=[is_oracle(m) for m in models])))
+        panels.append(Panel(METRIC_NAMES[metric], _bold_columns(rows, oracle=oracle)))
+    return panels
+
+
+def performance_table(coll: Collection) -> ReportTable:
+    """Table II: macro AUPRC and AUROC (95% CI) per backbone x head and data set, best per column bold."""
+    datasets = classification_datasets(coll)
+    models = ranked_models(coll, [r for d in datasets for r in coll.full_runs(d)])
+    panels = macro_panels(datasets, models, lambda d, m: oracle_run(coll, d, m), [is_oracle(m) for m in models])
     return ReportTable(
         name="table2_performance",
         number="Table II",
