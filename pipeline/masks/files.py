@@ -55,24 +55,25 @@ def read_indexed(index: MaskIndex, image_id: str) -> dict[str, np.ndarray]:
 
 def index_scr(root: str | Path) -> MaskIndex:
     """JSRT SCR: image id (JPCLN001) -> structure -> .gif path."""
-    index: MaskIndex = {}
-    for path in Path(root).rglob("*.gif"):
-        match = _SCR.match(path.name)
-        structure = SCR_STRUCTURES.get(path.parent.name.lower())
-        if match and structure:
-            _add(index, match.group(1).upper(), structure, path)
-    return _non_empty(index, root, "SCR .gif masks under <structure>/ folders (e.g. 'left lung/JPCLN001.gif')")
+    hint = "SCR .gif masks under <structure>/ folders (e.g. 'left lung/JPCLN001.gif')"
+    return _index_by_folder(root, "*.gif", _SCR, SCR_STRUCTURES, hint)
 
 
 def index_montgomery(root: str | Path) -> MaskIndex:
     """Montgomery: image id (MCUCXR_0001_0) -> right_lung / left_lung -> .png path."""
+    hint = "ManualMask/leftMask/ and ManualMask/rightMask/ PNGs"
+    return _index_by_folder(root, "*.png", _MONTGOMERY, MONTGOMERY_STRUCTURES, hint)
+
+
+def _index_by_folder(root: str | Path, glob: str, name: re.Pattern, structures: dict[str, str], hint: str) -> MaskIndex:
+    """Files under `root` whose name matches `name` (group 1: the image id), the structure named by their folder."""
     index: MaskIndex = {}
-    for path in Path(root).rglob("*.png"):
-        match = _MONTGOMERY.match(path.name)
-        structure = MONTGOMERY_STRUCTURES.get(path.parent.name.lower())
+    for path in Path(root).rglob(glob):
+        match = name.match(path.name)
+        structure = structures.get(path.parent.name.lower())
         if match and structure:
             _add(index, match.group(1).upper(), structure, path)
-    return _non_empty(index, root, "ManualMask/leftMask/ and ManualMask/rightMask/ PNGs")
+    return _non_empty(index, root, hint)
 
 
 def index_shenzhen(root: str | Path) -> MaskIndex:
