@@ -1,4 +1,4 @@
-"""One writer per folder: an O_EXCL lock file holding its owner (host, pid, time).
+"""One writer per folder: a lock file holding its owner (host, pid, time), created whole (`create_owned`).
 
 A second process that wants the folder waits up to `wait_s`, then refuses with a message naming the holder.
 A lock whose owner is a dead process on this host is taken over at once; one held from another host is taken
@@ -9,6 +9,11 @@ only one may remove it; a late one must never remove the fresh lock of the proce
 holds an flock on the lock file's inode while it checks that the path still names that inode and that its owner
 is still gone, and only then unlinks it. The dead owner held no flock, so the checks cannot deadlock, and the
 inode cannot be reused while the checker holds it open. The ledger's unit claims and planning lock use the same.
+
+A lock file is never visible without its owner: it is written under a temporary name and hard-linked into place
+(exclusive, like O_EXCL). A process killed between an O_EXCL create and its write used to leave an empty lock that
+looked like one being written, so the next run skipped that unit and ended "complete". An empty or unreadable lock
+file is therefore garbage, taken over at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -49,28 +55,53 @@ def folder_lock(folder: str | Path, what: str, wait_s: float = 0.0, stale_s: flo
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if remove_abandoned(path, lambda p: _abandoned(p, _owner(p), stale_s)):
-                continue
-            owner = _owner(path)
-            if time.monotonic() >= deadline:
-                raise LockedError(
-                    f"{what} {folder} is being written by another chex process ({_describe(owner)}); wait for it "
-                    f"to finish, or delete {path} if that process is gone"
-                ) from None
-            time.sleep(0.2)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-    with os.fdopen(fd, "w") as handle:
-        json.dump(me, handle)
+    while not create_owned(path, json.dumps(me).encode()):
+        if remove_abandoned(path, lambda p: _abandoned(p, _owner(p), stale_s)):
+            continue
+        if time.monotonic() >= deadline:
+            raise LockedError(
+                f"{what} {folder} is being written by another chex process ({_describe(_owner(path))}); wait for "
+                f"it to finish, or delete {path} if that process is gone"
+            ) from None
+        time.sleep(0.2)
     try:
         yield path
     finally:
         if _owner(path).get("pid") == me["pid"] and _owner(path).get("host") == me["host"]:
             path.unlink(missing_ok=True)
+
+
+def create_owned(path: Path, owner: bytes) -> bool:
+    """Create `path` holding `owner` in one step; False if it already exists. Never visible empty or half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, 0o644)  # readable like an O_CREAT file: another user's chex must see the owner
+            os.write(fd, owner)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (FAT, some SMB): exclusive create, then write, with the old window
+            return _create_then_write(path, owner)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _create_then_write(path: Path, owner: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, owner)
+    finally:
+        os.close(fd)
+    return True
 
 
 def remove_abandoned(path: Path, abandoned: Callable[[Path], bool]) -> bool:
@@ -138,8 +169,8 @@ def _abandoned(path: Path, owner: dict, stale_s: float) -> bool:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False
-    if not owner:  # being written right now, or garbage: live unless old
-        return age > 60
+    if not owner:  # locks are created whole (`create_owned`): an empty or unreadable one is garbage
+        return True
     if owner.get("host") == socket.gethostname():
         return owner_gone(owner)
     return age > stale_s

@@ -4,7 +4,8 @@ A write unit is one Zarr shard along N (a few hundred images), so two writers ne
 Files under `<store>/ledger/`:
     plan/unit-000012.json   rows the unit holds: start row, image ids, views, input group, data set and each row's
                             content key (the decoded pixels' sha256; "" when unknown) (written once)
-    claims/unit-000012      O_EXCL claim of a writer (host, pid, time); its mtime is the writer's heartbeat;
+    claims/unit-000012      exclusive claim of a writer (host, pid, time), created whole (`pipeline.locks.
+                            create_owned`); its mtime is the writer's heartbeat;
                             removed once the unit is done
     done/unit-000012.json   written (atomically) only after the unit's data is flushed: the truth for readers;
                             lists the files the unit wrote with size and sha256 (`pipeline.store.integrity`)
@@ -14,7 +15,7 @@ Files under `<store>/ledger/`:
                             problems); the unit is pending again, and the next `chex embed` rewrites it
     shared/<dataset>.json   ids of rows embedded for another data set that this data set reads too, because their
                             pixels were found identical (`chex embed` verified them; pipeline/store/content.py)
-    plan.lock               O_EXCL lock held while units are planned and the arrays resized
+    plan.lock               exclusive lock (created whole) held while units are planned and the arrays resized
 
 Taking over a claim: a claim whose owner is a dead process on this host is taken over at once; any claim
 (from any host) whose heartbeat is older than CLAIM_TIMEOUT_S (env CHEX_CLAIM_TIMEOUT_S, default 15 min) is
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.locks import owner_gone, remove_abandoned
+from pipeline.locks import create_owned, owner_gone, remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +107,16 @@ class Ledger:
         self.ensure()
         lock = self.root / "plan.lock"
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                break
-            except FileExistsError:
-                if remove_abandoned(lock, _stale):
-                    continue
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"feature store {self.root.parent} is locked by another `chex embed` ({_owner_text(lock)}); "
-                        f"wait for it to finish, or delete {lock} if that process is gone"
-                    ) from None
-                time.sleep(0.2)
+        while not create_owned(lock, _owner_bytes()):
+            if remove_abandoned(lock, _stale):
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"feature store {self.root.parent} is locked by another `chex embed` ({_owner_text(lock)}); "
+                    f"wait for it to finish, or delete {lock} if that process is gone"
+                ) from None
+            time.sleep(0.2)
         try:
-            os.write(fd, _owner_bytes())
-            os.close(fd)
             yield
         finally:
             lock.unlink(missing_ok=True)
@@ -140,14 +135,10 @@ class Ledger:
         """True if this process (or `owner_pid`) now owns `unit`: a fresh claim, or one left by a dead process."""
         path = self.claims_dir / unit.name
         for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            if not create_owned(path, _owner_bytes(owner_pid)):
                 if remove_abandoned(path, lambda p: _stale(p) or _abandoned(p)):
                     continue
                 return False
-            os.write(fd, _owner_bytes(owner_pid))
-            os.close(fd)
             # Another writer may have finished the unit since it was planned (its claim goes only after the
             # done marker): never redo, and so never rewrite under readers, a finished unit.
             if (self.done_dir / f"{unit.name}.json").is_file():
@@ -266,12 +257,8 @@ def _stale(path: Path) -> bool:
     except FileNotFoundError:
         return False
     except (OSError, ValueError):
-        # written between O_EXCL create and the owner bytes; treat as live unless old
-        try:
-            return time.time() - path.stat().st_mtime > 60
-        except FileNotFoundError:
-            return False
-    return owner_gone(owner)
+        return True  # claims are created whole (`pipeline.locks.create_owned`): an unreadable one is garbage
+    return not isinstance(owner, dict) or owner_gone(owner)
 
 
 def _atomic_json(target: Path, data: object) -> None:

@@ -87,7 +87,9 @@ def test_embed_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_p
 
     final = run_chex(*_embed_args(ws, store))
     assert_ok(final)
-    embedded = int(re.search(r"this run embedded (\d+) rows", " ".join(final.stderr.split())).group(1))
+    summary = " ".join(final.stderr.split())
+    embedded = int(re.search(r"this run embedded (\d+) rows", summary).group(1))
+    assert "unfinished" not in summary  # no unit left behind as "another writer's" (an ownerless claim)
     assert embedded == n - unit * len(markers)  # finished units are not recomputed
     assert {k: v for k, v in _done(store).items() if k in markers} == markers
     after = mtimes(store, "*/c/**/*")

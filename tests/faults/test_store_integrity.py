@@ -143,3 +143,48 @@ def test_stale_claims_are_taken_over_by_heartbeat_age_or_dead_owner(tmp_path, mo
     assert [writer.claim(u) for u in units[:3]] == [False, True, True]
     owner = json.loads((writer.path / "ledger" / "claims" / units[1].name).read_text())
     assert owner["host"] == socket.gethostname() and owner["pid"] > 0
+
+
+def test_a_writer_killed_while_claiming_leaves_no_ownerless_claim(tmp_path, monkeypatch):
+    """CI saw a final embed exit 0 with one unit unembedded: a writer killed between creating its claim and writing
+    its owner left an empty claim, which the next run took for a live writer's claim and skipped."""
+    import os
+
+    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
+
+    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
+    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
+    unit = writer.plan(Item(f"i{k}", 0, "g") for k in range(8))[0]
+
+    def killed(fd, data):
+        raise KeyboardInterrupt("killed while writing the owner")
+
+    monkeypatch.setattr(os, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        writer.claim(unit)
+    monkeypatch.undo()
+    claims = writer.path / "ledger" / "claims"
+    assert not (claims / unit.name).exists()  # never visible without its owner
+    assert writer.claim(unit)
+
+
+@pytest.mark.parametrize("kind", ["claim", "plan.lock", "folder lock"])
+def test_an_ownerless_lock_left_by_an_older_chex_is_taken_over_at_once(tmp_path, kind):
+    from pipeline.locks import LOCK_FILE, folder_lock
+    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
+
+    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
+    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
+    unit = writer.plan(Item(f"i{k}", 0, "g") for k in range(8))[0]
+    if kind == "claim":
+        (writer.path / "ledger" / "claims" / unit.name).write_text("")
+        assert writer.claim(unit)
+    elif kind == "plan.lock":
+        (writer.path / "ledger" / "plan.lock").write_text("")
+        with writer.ledger.planning_lock(timeout_s=0.5):
+            pass
+    else:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / LOCK_FILE).write_text("")
+        with folder_lock(tmp_path / "run", "run folder"):
+            pass
