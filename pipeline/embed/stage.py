@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import write_text_atomic
+from pipeline.atomic import csv_cell, write_text_atomic
 from pipeline.device import pick_device
 from pipeline.embed.compress import check_layout, check_request, ensure_projection
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
@@ -239,7 +239,9 @@ def write_quarantine(ledger: Ledger, store_path: Path) -> Path | None:
         target.unlink(missing_ok=True)
         return None
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([("image_id", "path", "reason", "unit"), *rows])
+    csv.writer(text, lineterminator="\n").writerows(  # for people: no file name runs as a spreadsheet formula
+        [("image_id", "path", "reason", "unit"), *([csv_cell(v) for v in row] for row in rows)]
+    )
     write_text_atomic(target, text.getvalue())
     log.warning(
         "%s: %d images could not be read and were left out; they are listed in %s", store_path, len(rows), target

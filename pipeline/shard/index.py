@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.atomic import write_atomic
+from pipeline.atomic import write_atomic, write_csv_atomic
 from pipeline.shard.plan import ShardTask
 from pipeline.shard.writer import ShardResult, WriteOptions, load_done
 from pipeline.shard_format import INDEX_FILE, QUARANTINE_FILE
@@ -75,7 +75,7 @@ def build_index(
     write_atomic(
         out_dir / MANIFEST_FILE, lambda p: _sharded_manifest(samples, tasks, manifest).to_parquet(p, index=False)
     )
-    write_atomic(out_dir / QUARANTINE_FILE, lambda p: quarantine.to_csv(p, index=False))
+    write_csv_atomic(out_dir / QUARANTINE_FILE, quarantine)  # for people: no cell runs as a formula
     write_atomic(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
     return IndexSummary(
         n_shards=len(index),

@@ -217,3 +217,12 @@ def test_plan_is_deterministic_and_respects_limits(source_set: SourceSet) -> Non
 
     sized = plan_shards(manifest, source_set.root, "ds", target_shard_bytes=5000, sizes=[100] * len(manifest))
     assert [len(t.rows) for t in sized] == [2] * 7 + [1]  # 100 + 2048 overhead per sample
+
+
+def test_quarantine_csv_has_no_cell_a_spreadsheet_runs_as_a_formula(source_set: SourceSet, tmp_path: Path) -> None:
+    row = source_set.manifest[source_set.manifest["image_id"] == GOOD_IDS[0]].copy()
+    row["image_id"], row["path"] = "=HYPERLINK(1)", "=HYPERLINK(1).png"  # a missing file named like a formula
+    manifest = pd.concat([source_set.manifest, row], ignore_index=True)
+    shard_dataset(manifest, source_set.root, tmp_path / "out", "ds", SMALL, progress=False)
+    text = (tmp_path / "out" / "quarantine.csv").read_text()
+    assert "'=HYPERLINK(1)" in text and ",=HYPERLINK" not in text and not text.startswith("=")
