@@ -57,6 +57,7 @@ def dask_embed(
     n_layers: int,
     batch_size: int,
     n_workers: int = 2,
+    roots: dict[str, Path] | None = None,
 ) -> RunStats:
     """Embed `units` as dask tasks (one per shard group or manifest unit) on `address` or a local cluster."""
     from distributed import Client, LocalCluster
@@ -75,7 +76,9 @@ def dask_embed(
         client = Client(address)
     try:
         futures = [
-            client.submit(_embed_task, spec, str(store_path), indices, preprocessing, n_layers, batch_size, pure=False)
+            client.submit(
+                _embed_task, spec, str(store_path), indices, preprocessing, n_layers, batch_size, roots, pure=False
+            )
             for indices in works.values()
         ]
         total = RunStats()
@@ -97,6 +100,7 @@ def _embed_task(
     preprocessing: Preprocessing,
     n_layers: int,
     batch_size: int,
+    roots: dict[str, Path] | None = None,
 ) -> RunStats:
     """One dask task: claim and embed the given units on this worker's CPU (fp32, no DataLoader workers)."""
     model = _cached_model(spec)
@@ -105,7 +109,7 @@ def _embed_task(
     layout = StoreLayout.from_dict(zarr.open_group(store_path, mode="r").attrs["layout"])
     writer = StoreWriter(Path(store_path), layout)
     by_index = {u.index: u for u in Ledger(store_path).units() if u.index in set(indices)}
-    rows = UnitRows(Path(store_path), list(by_index.values()), preprocessing, owner_pid=os.getpid())
+    rows = UnitRows(Path(store_path), list(by_index.values()), preprocessing, owner_pid=os.getpid(), roots=roots)
     batches = _batched(iter(rows), batch_size)
     try:
         return embed_batches(model, batches, by_index, writer, n_layers, torch.device("cpu"))

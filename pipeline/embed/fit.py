@@ -4,7 +4,8 @@ sample of the training images, streamed into a float64 covariance, before any ro
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,8 +53,10 @@ def fit_from_images(
     pool: int,
     batch_size: int,
     workers: int,
+    roots: Mapping[str, Path] | None = None,
 ) -> Projection:
-    """The top-`rank` basis of the (pooled) patch tokens of `items`, computed by the backbone (no store writes)."""
+    """The top-`rank` basis of the (pooled) patch tokens of `items`, computed by the backbone (no store writes;
+    an unreadable image is left out of the fit, and quarantined when its row is embedded)."""
     by_group: dict[str, list[Item]] = {}
     for it in items:
         by_group.setdefault(it.group, []).append(it)
@@ -61,7 +64,7 @@ def fit_from_images(
         Unit(k, 0, [it.image_id for it in group], [0] * len(group), name, [it.source for it in group])
         for k, (name, group) in enumerate(by_group.items())
     ]
-    loader = make_loader(_FitRows(units, preprocessing), batch_size, workers)
+    loader = make_loader(_FitRows(units, preprocessing, roots), batch_size, workers)
     log.info("fitting a rank-%d basis on %d train images (one extra forward pass each)", rank, len(items))
 
     def batches() -> Iterator[torch.Tensor]:
@@ -78,8 +81,12 @@ def fit_from_images(
 class _FitRows(UnitRows):
     """UnitRows of units that are not in any ledger: read, never claimed."""
 
-    def __init__(self, units: Sequence[Unit], preprocessing: Preprocessing) -> None:
-        super().__init__(".", units, preprocessing, owner_pid=0)
+    def __init__(self, units: Sequence[Unit], preprocessing: Preprocessing, roots: Mapping[str, Path] | None) -> None:
+        super().__init__(Path("."), units, preprocessing, owner_pid=0, roots=roots)
+
+    def _unreadable(self, unit: Unit, row: int, image_id: str, source: str, reason: str) -> Iterator[dict]:
+        log.warning("basis fit: %s left out (%s)", source, reason)  # no ledger here: `.` is not a store
+        return iter(())
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -95,6 +95,11 @@ def _check_not_empty(shard_dir: Path, name: str) -> None:
     )
 
 
+def image_roots(inputs: Sequence[DatasetInput]) -> dict[str, Path]:
+    """The image root of each data set read from its manifest: its sources may not lead out of it."""
+    return {inp.name: inp.image_root for inp in inputs if not inp.from_shards and inp.image_root is not None}
+
+
 def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Item]:
     """Items to embed, in input order: every image's view 0, plus views 1..K-1 of training images."""
     if train_views < 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.embed.inputs import MANIFEST_GROUP, iter_group, read_pixels
 from pipeline.embed.preprocess import Preprocessing
 from pipeline.errors import ImageReadError, StoreError
+from pipeline.imageio import check_within
 from pipeline.store.ledger import Ledger, Unit
 
 log = logging.getLogger(__name__)
@@ -20,13 +21,23 @@ log = logging.getLogger(__name__)
 class UnitRows(IterableDataset):
     """Rows {x, unit, row} of the given units; each worker takes whole groups (shards) and claims their units.
 
-    Claims carry the main process's pid, so they stay valid while the main process writes the unit.
+    Claims carry the main process's pid, so they stay valid while the main process writes the unit. `roots` maps
+    a data set read from its manifest to its image root: a source that is a link out of it is never followed
+    (quarantined, as `chex shard` does).
     """
 
-    def __init__(self, store_path: Path, units: Sequence[Unit], preprocessing: Preprocessing, owner_pid: int) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        units: Sequence[Unit],
+        preprocessing: Preprocessing,
+        owner_pid: int,
+        roots: Mapping[str, Path] | None = None,
+    ) -> None:
         self.store_path = Path(store_path)
         self.preprocessing = preprocessing
         self.owner_pid = owner_pid
+        self.roots = dict(roots or {})
         self.works: list[list[Unit]] = []
         by_group: dict[str, list[Unit]] = {}
         for unit in units:
@@ -57,16 +68,17 @@ class UnitRows(IterableDataset):
                     sources[image_id] = unit.sources[row]
         group = units[0].group
         if group.startswith(MANIFEST_GROUP):
-            ledger = Ledger(self.store_path)
+            root = self.roots.get(group.removeprefix(MANIFEST_GROUP))
             for image_id in list(wanted):
+                source = Path(sources[image_id])
                 try:
-                    pixels = read_pixels(Path(sources[image_id]))
+                    if root is not None:
+                        check_within(source, root)
+                    pixels = read_pixels(source)
                 except ImageReadError as exc:  # quarantined like `chex shard` does: the run goes on
                     for unit_index, row, _ in wanted.pop(image_id):
                         unit = next(u for u in units if u.index == unit_index)
-                        ledger.quarantine(unit, image_id, sources[image_id], str(exc))
-                        size = self.preprocessing.image_size
-                        yield {"x": torch.zeros(3, size, size), "unit": unit_index, "row": row}
+                        yield from self._unreadable(unit, row, image_id, str(source), str(exc))
                     continue
                 for unit_index, row, view in wanted.pop(image_id):
                     yield {"x": self.preprocessing(pixels, image_id, view), "unit": unit_index, "row": row}
@@ -81,6 +93,12 @@ class UnitRows(IterableDataset):
                 f"{len(wanted)} planned images were not found in {group}, e.g. {sorted(wanted)[:5]}; "
                 "the input changed since the store was planned"
             )
+
+    def _unreadable(self, unit: Unit, row: int, image_id: str, source: str, reason: str) -> Iterator[dict]:
+        """Quarantine an unreadable image in the store's ledger; its row is written empty (and stays hidden)."""
+        Ledger(self.store_path).quarantine(unit, image_id, source, reason)
+        size = self.preprocessing.image_size
+        yield {"x": torch.zeros(3, size, size), "unit": unit.index, "row": row}
 
 
 def make_loader(dataset: UnitRows, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:

@@ -16,7 +16,7 @@ from pipeline.device import pick_device
 from pipeline.embed.compress import check_layout, check_request, ensure_projection
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
 from pipeline.embed.fit import fit_from_images, train_items
-from pipeline.embed.inputs import DatasetInput, dataset_input, pixel_digest_of, plan_items
+from pipeline.embed.inputs import DatasetInput, dataset_input, image_roots, pixel_digest_of, plan_items
 from pipeline.embed.loader import UnitRows, make_loader
 from pipeline.embed.model import BackboneSpec
 from pipeline.embed.preprocess import Preprocessing
@@ -177,11 +177,12 @@ def embed_inputs(
         log.warning("%s: %d damaged units will be embedded again: %s", store_path, len(damaged), ", ".join(damaged))
     check_layout(writer, layout)
     items = plan_items(inputs, opt.train_views)
+    roots = image_roots(inputs)
     projection = ensure_projection(
         writer,
         lambda: fit_from_images(
             model, device, train_items(inputs, items, opt.fit_images, 0), preprocessing, opt.n_layers,
-            model.dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers,
+            model.dim, opt.patch_rank, opt.pool, opt.batch_size, opt.workers, roots,
         ),
     )  # fmt: skip
     transform = patch_transform(opt.pool, projection, model.grid) if (opt.patch_rank or opt.pool > 1) else None
@@ -202,10 +203,11 @@ def embed_inputs(
     try:
         if opt.dask:
             stats = dask_embed(
-                opt.dask, spec, store_path, mine, preprocessing, opt.n_layers, opt.batch_size, n_workers=opt.workers
-            )
+                opt.dask, spec, store_path, mine, preprocessing, opt.n_layers, opt.batch_size, n_workers=opt.workers,
+                roots=roots,
+            )  # fmt: skip
         else:
-            stats = _embed_local(model, device, writer, mine, preprocessing, opt, transform)
+            stats = _embed_local(model, device, writer, mine, preprocessing, opt, transform, roots)
     finally:
         for unit in mine:
             writer.ledger.release(unit, only_pid=os.getpid())
@@ -250,11 +252,12 @@ def write_quarantine(ledger: Ledger, store_path: Path) -> Path | None:
 
 
 def _embed_local(
-    model, device, writer: StoreWriter, units, preprocessing: Preprocessing, opt: EmbedOptions, transform=None
-):
+    model, device, writer: StoreWriter, units, preprocessing: Preprocessing, opt: EmbedOptions, transform=None,
+    roots: dict[str, Path] | None = None,
+):  # fmt: skip
     if not units:
         return RunStats()
-    dataset = UnitRows(writer.path, units, preprocessing, owner_pid=os.getpid())
+    dataset = UnitRows(writer.path, units, preprocessing, owner_pid=os.getpid(), roots=roots)
     loader = make_loader(dataset, opt.batch_size, opt.workers, pin_memory=device.type == "cuda")
     total = sum(len(u.image_ids) for u in units)
     with progress_bar(f"embed {writer.path.name}", total, enabled=opt.progress) as advance:

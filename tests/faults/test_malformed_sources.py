@@ -150,9 +150,8 @@ def test_shard_of_only_unreadable_images_exits_2_and_embed_refuses_it(tmp_path):
     assert not ws.features_dir("tiny").exists()
 
 
-def test_links_out_of_the_root_are_quarantined_and_no_file_content_is_echoed(tmp_path):
-    from pipeline.shard.dataset import shard_dataset
-
+def _workspace_with_links(tmp_path):
+    """6 images plus links out of the root (to a text file, to a real PNG), a link inside it and a text file."""
     ws = make_image_workspace(tmp_path / "ws", n=6)
     images = ws.images_dir("toy")
     secret = tmp_path / "outside" / "passwd"
@@ -171,6 +170,14 @@ def test_links_out_of_the_root_are_quarantined_and_no_file_content_is_echoed(tmp
         ("text", "text.png"),
     ]
     _add_rows(ws, [_row(image_id, path) for image_id, path in rows])
+    return ws
+
+
+def test_links_out_of_the_root_are_quarantined_and_no_file_content_is_echoed(tmp_path):
+    from pipeline.shard.dataset import shard_dataset
+
+    ws = _workspace_with_links(tmp_path)
+    images = ws.images_dir("toy")
     summary = shard_dataset(ws.manifest_path("toy"), images, ws.shards_dir("toy"), "toy", progress=False)
     assert summary.n_samples == 7 and summary.n_quarantined == 3
     text = (ws.shards_dir("toy") / "quarantine.csv").read_text()
@@ -178,3 +185,41 @@ def test_links_out_of_the_root_are_quarantined_and_no_file_content_is_echoed(tmp
     reasons = pd.read_csv(ws.shards_dir("toy") / "quarantine.csv").set_index("image_id")["reason"]
     assert "outside the image root" in reasons["passwd"] and "outside the image root" in reasons["outside"]
     assert "text file" in reasons["text"]
+
+
+def test_embed_from_the_manifest_never_follows_a_link_out_of_the_root(tmp_path):
+    """`chex embed --source manifest` reads the image files itself: the same rule as `chex shard`."""
+    from pipeline.embed import EmbedOptions
+    from pipeline.embed.stage import embed_dataset
+    from pipeline.store import FeatureStore
+
+    ws = _workspace_with_links(tmp_path)
+    summary = embed_dataset(ws, "toy", make_tiny_checkpoint(ws), "tiny", source="manifest",
+                            options=EmbedOptions(workers=0, progress=False))  # fmt: skip
+    quarantine = pd.read_csv(summary.store_path / "quarantine.csv").set_index("image_id")["reason"]
+    assert sorted(quarantine.index) == ["outside", "passwd", "text"]
+    assert "outside the image root" in quarantine["passwd"] and "outside the image root" in quarantine["outside"]
+    assert "SECRET" not in (summary.store_path / "quarantine.csv").read_text()
+    ids = set(FeatureStore.open(summary.store_path).image_ids)
+    assert "inside" in ids and not ids & {"outside", "passwd", "text"} and len(ids) == 7
+
+
+def test_a_projected_embed_fits_its_basis_without_the_unreadable_images_and_writes_nothing_outside(
+    tmp_path, monkeypatch
+):
+    """The basis fit reads train images before any row is written: an unreadable one used to be 'quarantined' in a
+    `ledger/` folder made in the current directory, and its zero image went into the fit."""
+    from pipeline.embed import EmbedOptions
+    from pipeline.embed.stage import embed_dataset
+    from pipeline.store import FeatureStore
+
+    ws = _workspace_with_links(tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    options = EmbedOptions(workers=0, progress=False, patch_rank=4)
+    summary = embed_dataset(ws, "toy", make_tiny_checkpoint(ws), "tiny", source="manifest", options=options)
+    assert list(cwd.iterdir()) == []
+    quarantine = pd.read_csv(summary.store_path / "quarantine.csv")
+    assert sorted(quarantine["image_id"]) == ["outside", "passwd", "text"]
+    assert len(set(FeatureStore.open(summary.store_path).image_ids)) == 7

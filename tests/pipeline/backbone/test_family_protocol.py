@@ -141,6 +141,7 @@ def test_embed_probe_and_report_run_on_every_family(tmp_path, base_workspace, na
     from pipeline.workspace import Workspace
 
     build, case = CASES[name]
+    torch.manual_seed(0)  # every case's random init the same whatever ran before it in this process
     ws = Workspace(shutil.copytree(base_workspace, tmp_path / "ws"))
     checkpoint = build(tmp_path)
     backbone = f"bb-{name.replace(':', '-')}"
