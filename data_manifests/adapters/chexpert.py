@@ -19,6 +19,7 @@ from data_manifests.adapters.common import (
     add_note,
     check_patient_splits,
     check_unique,
+    csv_lines,
     parse_labels,
     parse_sources,
     read_csv,
@@ -67,7 +68,8 @@ def _frame(raw: pd.DataFrame, source: Source, split: str, findings: list[str]) -
     patient = paths.str.extract(_PATIENT, expand=False)
     if patient.isna().any():
         raise ManifestError(
-            f"{source.path}: no patientNNNNN in the Path at {rows_of(raw, patient.isna().to_numpy(), 'Path')}"
+            f"{source.path}: no patientNNNNN in the Path at "
+            f"{rows_of(raw, patient.isna().to_numpy(), 'Path', csv_lines(raw))}"
         )
     check_unique(raw.assign(Path=paths), "Path", source.path)
     stem = paths.str.replace(_ROOT_PREFIX, "", regex=True).str.replace(r"\.[A-Za-z]+$", "", regex=True)

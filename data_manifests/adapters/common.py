@@ -3,6 +3,8 @@ view names, image-path checks. Every user-caused problem is a ManifestError nami
 
 from __future__ import annotations
 
+import csv
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,15 +71,58 @@ def split_from_name(source: Source, allowed: Sequence[str] = SPLITS) -> str:
     return split
 
 
+SOURCE_ATTR = "chex_csv_source"  # DataFrame.attrs: (file, data rows) a frame was read from, for `csv_lines`
+
+
 def read_csv(path: Path, required: Sequence[str], **kwargs) -> pd.DataFrame:
-    """Read a CSV, raising ManifestError naming the file and any missing columns."""
+    """Read a CSV, raising ManifestError naming the file and any missing columns. The frame remembers its file, so
+    messages can give each row's line (`csv_lines`)."""
     try:
         frame = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not a readable CSV file ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     require_columns(frame, required, path)
+    frame.attrs[SOURCE_ATTR] = (str(path), len(frame))
     return frame
+
+
+def csv_lines(frame: pd.DataFrame) -> np.ndarray | None:
+    """Each row's line in the CSV `read_csv` read it from, as a spreadsheet numbers it (the header is line 1), by
+    the row's index label: for that frame or one filtered or de-duplicated from it (never re-indexed). None when
+    unknown; messages then give 0-based rows. Read from the file only when a message needs it."""
+    source = frame.attrs.get(SOURCE_ATTR)
+    if source is None:
+        return None
+    path, n_rows = source
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    starts = _record_lines(path, stat.st_mtime_ns, stat.st_size)
+    labels = frame.index.to_numpy()
+    if starts is None or len(starts) != n_rows or labels.dtype.kind not in "iu":
+        return None
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_rows):
+        return None
+    return starts[labels]
+
+
+@functools.lru_cache(maxsize=4)
+def _record_lines(path: str, mtime_ns: int, size: int) -> np.ndarray | None:
+    """The first line of each data record of a CSV (blank lines skipped, as pandas does; a quoted field may span
+    lines). None when the file cannot be read as CSV here."""
+    starts, end = [], 0
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            for record in reader:
+                if record:
+                    starts.append(end + 1)
+                end = reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return np.asarray(starts[1:], dtype=np.int64)  # the first record is the header
 
 
 def require_columns(frame: pd.DataFrame, required: Sequence[str], path: Path | str) -> None:
@@ -96,7 +141,7 @@ def pick_column(frame: pd.DataFrame, aliases: Sequence[str]) -> str | None:
 
 
 def parse_labels(frame: pd.DataFrame, columns: Sequence[str], path: Path | str, allow_uncertain: bool) -> pd.DataFrame:
-    """Label columns as floats 1/0/-1/NaN; blanks are NaN; anything else is a ManifestError naming rows."""
+    """Label columns as floats 1/0/-1/NaN; blanks are NaN; anything else is a ManifestError naming the lines."""
     out = pd.DataFrame(index=frame.index)
     allowed = (1.0, 0.0, -1.0) if allow_uncertain else (1.0, 0.0)
     for column in columns:
@@ -106,7 +151,8 @@ def parse_labels(frame: pd.DataFrame, columns: Sequence[str], path: Path | str, 
         bad = (~blank) & (values.isna() | ~values.isin(allowed))
         if bad.any():
             raise ManifestError(
-                f"{path}: unknown label value(s) in column {column!r} at {rows_of(frame, bad.to_numpy(), column)}; "
+                f"{path}: unknown label value(s) in column {column!r} at "
+                f"{rows_of(frame, bad.to_numpy(), column, csv_lines(frame))}; "
                 f"expected {', '.join(str(int(a)) for a in allowed)} or blank"
             )
         out[column] = values.astype(np.float64)
@@ -116,7 +162,9 @@ def parse_labels(frame: pd.DataFrame, columns: Sequence[str], path: Path | str, 
 def check_unique(frame: pd.DataFrame, column: str, path: Path | str) -> None:
     duplicated = frame[column].duplicated(keep=False)
     if duplicated.any():
-        raise ManifestError(f"{path}: duplicate {column} at {rows_of(frame, duplicated.to_numpy(), column)}")
+        raise ManifestError(
+            f"{path}: duplicate {column} at {rows_of(frame, duplicated.to_numpy(), column, csv_lines(frame))}"
+        )
 
 
 def check_patient_splits(frame: pd.DataFrame, sources: str) -> None:
@@ -127,7 +175,7 @@ def check_patient_splits(frame: pd.DataFrame, sources: str) -> None:
         mask = frame["patient_id"].isin(leaking.index).to_numpy()
         raise ManifestError(
             f"{sources}: {len(leaking)} patient(s) appear in more than one split "
-            f"(e.g. {list(leaking.index[:MAX_EXAMPLES])}) at {rows_of(frame, mask, 'split')}"
+            f"(e.g. {list(leaking.index[:MAX_EXAMPLES])}) at {rows_of(frame, mask, 'split', csv_lines(frame))}"
         )
 
 

@@ -18,6 +18,7 @@ from data_manifests.adapters.common import (
     add_note,
     check_patient_splits,
     check_unique,
+    csv_lines,
     paper_fractions,
     parse_sources,
     patient_splits,
@@ -88,7 +89,8 @@ def _labels(raw: pd.DataFrame, findings: list[str], source: Source) -> pd.DataFr
     bad = tokens.map(lambda ts: not ts or not ts <= known)
     if bad.any():
         raise ManifestError(
-            f"{source.path}: unknown finding label(s) at {rows_of(raw, bad.to_numpy(), 'Finding Labels')}; "
+            f"{source.path}: unknown finding label(s) at "
+            f"{rows_of(raw, bad.to_numpy(), 'Finding Labels', csv_lines(raw))}; "
             f"expected pipe-separated names among {sorted(known)}"
         )
     return pd.DataFrame({f: tokens.map(lambda ts, f=f: float(f in ts)).to_numpy() for f in findings})

@@ -21,6 +21,7 @@ import pandas as pd
 from data_manifests.adapters.common import (
     Source,
     check_unique,
+    csv_lines,
     paper_fractions,
     parse_sources,
     patient_splits,
@@ -98,7 +99,7 @@ def _images(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     names = raw[column].fillna("").str.strip()
     empty = (names == "").to_numpy()
     if empty.any():
-        raise ManifestError(f"{path}: empty image file name at {rows_of(raw, empty, column)}")
+        raise ManifestError(f"{path}: empty image file name at {rows_of(raw, empty, column, csv_lines(raw))}")
     return pd.DataFrame(
         {"image_id": names.map(lambda n: Path(n).stem), "path": names, "subject": raw["subject"].to_numpy()}
     )
@@ -113,11 +114,13 @@ def _outcomes(path: Path, raw: pd.DataFrame, cvd_codes: Sequence[str]) -> pd.Dat
     days = pd.to_numeric(table[days_column], errors="coerce")
     bad = (days.isna() | (days < 0)).to_numpy()
     if bad.any():
-        raise ManifestError(f"{path}: follow-up days must be a number >= 0 at {rows_of(table, bad, days_column)}")
+        at = rows_of(table, bad, days_column, csv_lines(table))  # table keeps raw's index labels: lines hold
+        raise ManifestError(f"{path}: follow-up days must be a number >= 0 at {at}")
     death = pd.to_numeric(table[death_column], errors="coerce")
     bad = (~death.isin((0, 1))).to_numpy()
     if bad.any():
-        raise ManifestError(f"{path}: death flag must be 0 or 1 at {rows_of(table, bad, death_column)}")
+        at = rows_of(table, bad, death_column, csv_lines(table))
+        raise ManifestError(f"{path}: death flag must be 0 or 1 at {at}")
     cvd = _cvd(path, table, death.to_numpy() == 1, cvd_codes)
     return pd.DataFrame(
         {

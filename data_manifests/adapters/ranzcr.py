@@ -21,6 +21,7 @@ import pandas as pd
 from data_manifests.adapters.common import (
     Source,
     check_unique,
+    csv_lines,
     paper_fractions,
     parse_labels,
     parse_sources,
@@ -43,13 +44,14 @@ def build(sources: Sequence[str | Source], seed: int = 0) -> pd.DataFrame:
     raw = read_csv(labels_file.path, [UID, *columns, "PatientID"], dtype=str, keep_default_na=False)
     raw[UID] = raw[UID].str.strip()
     if (raw[UID] == "").any():
-        raise ManifestError(f"{labels_file.path}: empty {UID} at {rows_of(raw, (raw[UID] == '').to_numpy(), UID)}")
+        at = rows_of(raw, (raw[UID] == "").to_numpy(), UID, csv_lines(raw))
+        raise ManifestError(f"{labels_file.path}: empty {UID} at {at}")
     check_unique(raw, UID, labels_file.path)
     labels = parse_labels(raw, columns, labels_file.path, allow_uncertain=False)
     blank = labels.isna().any(axis=1)
     if blank.any():
         raise ManifestError(
-            f"{labels_file.path}: blank label at {rows_of(raw, blank.to_numpy(), UID)}; expected 0 or 1"
+            f"{labels_file.path}: blank label at {rows_of(raw, blank.to_numpy(), UID, csv_lines(raw))}; expected 0 or 1"
         )
     frame = pd.DataFrame(
         {
@@ -97,9 +99,9 @@ def read_annotations(path: Path) -> pd.DataFrame:
         try:
             points = np.asarray(json.loads(text), dtype=np.float64)
         except (json.JSONDecodeError, ValueError, TypeError) as exc:
-            raise ManifestError(f"{path} row {row + 2}: data is not a list of [x, y] points ({exc})") from exc
+            raise ManifestError(f"{path} {_line(raw, row)}: data is not a list of [x, y] points ({exc})") from exc
         if points.ndim != 2 or points.shape[1] != 2 or len(points) < 1:
-            raise ManifestError(f"{path} row {row + 2}: data must be a non-empty list of [x, y] points")
+            raise ManifestError(f"{path} {_line(raw, row)}: data must be a non-empty list of [x, y] points")
         xs.append(points[:, 0].tolist())
         ys.append(points[:, 1].tolist())
     labels = packaged_card("ranzcr").label_columns
@@ -107,6 +109,11 @@ def read_annotations(path: Path) -> pd.DataFrame:
     if bad.any():
         raise ManifestError(f"{path}: unknown line label(s) {sorted(set(raw['label'][bad]))[:5]}; expected {labels}")
     return pd.DataFrame({"image_id": raw[UID].str.strip(), "label": raw["label"], "x": xs, "y": ys})
+
+
+def _line(raw: pd.DataFrame, row: int) -> str:
+    lines = csv_lines(raw)
+    return f"line {lines[row]}" if lines is not None else f"row {row}"
 
 
 def annotations_path(manifest: str | Path) -> Path:

@@ -70,8 +70,13 @@ def test_chexpert_errors_name_file_and_rows(chexpert_files, tmp_path):
     train, _ = chexpert_files
     bad = tmp_path / "train_bad.csv"
     bad.write_text(train.read_text().replace("-1.0", "2.0", 1))
-    with pytest.raises(ManifestError, match=r"train_bad.csv: unknown label value.*'Edema'.*row 0"):
-        build_manifest("chexpert", [bad])
+    with pytest.raises(ManifestError, match=r"train_bad.csv: unknown label value.*'Edema'.*line 2:"):
+        build_manifest("chexpert", [bad])  # lines as a spreadsheet numbers them: the header is line 1
+    spaced = tmp_path / "train_spaced.csv"
+    header, *rows = bad.read_text().splitlines()
+    spaced.write_text("\n".join([header, "", rows[0], *rows[1:]]) + "\n")
+    with pytest.raises(ManifestError, match=r"train_spaced.csv: unknown label value.*'Edema'.*line 3:"):
+        build_manifest("chexpert", [spaced])  # a blank line counts as a line; pandas skips it as a row
     missing = tmp_path / "train_cols.csv"
     frame = pd.read_csv(train).drop(columns=["Edema"])
     frame.to_csv(missing, index=False)
@@ -80,7 +85,7 @@ def test_chexpert_errors_name_file_and_rows(chexpert_files, tmp_path):
     dup = tmp_path / "train_dup.csv"
     lines = train.read_text().splitlines()
     dup.write_text("\n".join([*lines, lines[1]]) + "\n")
-    with pytest.raises(ManifestError, match=r"train_dup.csv: duplicate Path at rows 0, 3"):
+    with pytest.raises(ManifestError, match=r"train_dup.csv: duplicate Path at lines 2, 5"):
         build_manifest("chexpert", [dup])
     leak = _chexpert_csv(tmp_path / "valid.csv", "valid", [(2, 9, 1, "Frontal", "AP", {"Edema": "1.0"})])
     with pytest.raises(ManifestError, match=r"1 patient\(s\) appear in more than one split \(e.g. \['00002'\]\)"):
@@ -151,7 +156,7 @@ def test_cxr14_pipe_labels_official_lists_and_nested_images(tmp_path):
 
 def test_cxr14_errors(tmp_path):
     files = _cxr14_files(tmp_path, ["Effusion", "Pneumonitis", "No Finding", "Mass", "Edema", "Hernia"])
-    with pytest.raises(ManifestError, match=r"Data_Entry_2017.csv: unknown finding label.*row 1.*'Pneumonitis'"):
+    with pytest.raises(ManifestError, match=r"Data_Entry_2017.csv: unknown finding label.*line 3.*'Pneumonitis'"):
         build_manifest("cxr14", files)
     files = _cxr14_files(tmp_path, ["Effusion", "Mass", "No Finding", "Mass", "Edema", "Hernia"])
     files[2].write_text("00000003_001.png\n")  # one image in no list, and patient 3 in both lists
@@ -296,7 +301,7 @@ def test_plco_numeric_causes_need_codes_and_errors(tmp_path):
     frame = build_manifest("plco", files, cvd_codes=["4"])
     assert frame.groupby("patient_id")["death_cvd"].first().tolist() == [1, 0, 0, 1]
     files[1].write_text(files[1].read_text().replace("A00001,0,6000", "A00001,0,-5"))
-    with pytest.raises(ManifestError, match=r"plco_mortality.csv: follow-up days must be a number >= 0 at row 1"):
+    with pytest.raises(ManifestError, match=r"plco_mortality.csv: follow-up days must be a number >= 0 at line 3"):
         build_manifest("plco", files, cvd_codes=["4"])
     files[1].write_text("plco_id,is_dead,mortality_exitdays,d_dthicd10\nA00000,1,100,I10\n")
     with pytest.raises(ManifestError, match=r"image subjects missing from the mortality data"):
@@ -340,3 +345,15 @@ def test_sex_is_coded_f_m_in_every_adapter(chexpert_files, tmp_path):
     assert set(build_manifest("chexpert", [train, valid])["sex"]) == {"F"}  # "Female" in the file
     files = _cxr14_files(tmp_path, ["Edema", "No Finding"])
     assert set(build_manifest("cxr14", files[:1])["sex"]) == {"M"}
+
+
+def test_csv_lines_follow_the_file_through_blank_lines_quoted_newlines_and_filters(tmp_path):
+    from data_manifests.adapters.common import csv_lines, read_csv
+
+    path = tmp_path / "t.csv"
+    path.write_text('id,note\na,plain\n\nb,"two\nlines"\nc,x\n')
+    raw = read_csv(path, ["id"])
+    assert list(raw["id"]) == ["a", "b", "c"]
+    assert csv_lines(raw).tolist() == [2, 4, 6]
+    assert csv_lines(raw[raw["id"] != "a"]).tolist() == [4, 6]  # a filtered frame keeps its rows' lines
+    assert csv_lines(pd.DataFrame({"id": raw["id"]})) is None  # a new frame: no lines claimed

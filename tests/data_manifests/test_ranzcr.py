@@ -83,7 +83,7 @@ def test_make_manifest_writes_the_line_coordinates_sidecar(files, tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ((UIDS[0], "ETT - Abnormal", "[[1, 2], [3]]"), "row 2: data"),
+        ((UIDS[0], "ETT - Abnormal", "[[1, 2], [3]]"), "line 2: data"),
         ((UIDS[0], "ETT - Sideways", "[[1, 2]]"), "unknown line label"),
         (("9.9.9", "ETT - Normal", "[[1, 2]]"), "not in train.csv"),
     ],
