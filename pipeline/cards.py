@@ -150,6 +150,12 @@ def card_beside(manifest: str | Path) -> DatasetCard | None:
     return load_card(path) if path.is_file() else None
 
 
+def read_card(workspace, dataset: str) -> DatasetCard:
+    """The workspace's copy of a data set's card (`Workspace.card_path`), else the packaged card of that name."""
+    path = workspace.card_path(dataset)
+    return load_card(path) if path.is_file() else packaged_card(dataset)
+
+
 def packaged_card(name: str) -> DatasetCard:
     """The card shipped in data_manifests/ for a real data set (e.g. 'cxrlt24', 'plco')."""
     resource = resources.files("data_manifests").joinpath(f"{name}.yaml")

@@ -34,7 +34,7 @@ def message(dataset: str, few: dict[str, int], threshold: int = MIN_TEST_POSITIV
 
 def warn_few_test_positives(workspace, datasets: Iterable[str]) -> list[str]:
     """Log (and return) a warning per data set whose manifest has findings with few test positives."""
-    from pipeline.probe.data import read_card
+    from pipeline.cards import read_card
 
     notes = []
     for dataset in dict.fromkeys(datasets):

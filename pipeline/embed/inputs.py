@@ -45,6 +45,7 @@ class DatasetInput:
     manifest: pd.DataFrame
     image_root: Path | None = None
     shard_dir: Path | None = None
+    uses_train_views: bool = True  # False: its task trains on the eval view only (`Task.uses_train_views`)
 
     @property
     def from_shards(self) -> bool:
@@ -67,11 +68,23 @@ def dataset_input(
                 f"no shard index at {shard_dir / INDEX_FILE}; run `chex shard {name}` or use --source manifest"
             )
         _check_not_empty(shard_dir, name)
-        return DatasetInput(name, frame, shard_dir=shard_dir)
+        return DatasetInput(name, frame, shard_dir=shard_dir, uses_train_views=_uses_train_views(workspace, name))
     root = Path(image_root) if image_root else workspace.image_root(name)
     if not root.is_dir():
         raise ConfigError(f"image root {root} of data set {name!r} does not exist; pass --root DIR")
-    return DatasetInput(name, frame, image_root=root)
+    return DatasetInput(name, frame, image_root=root, uses_train_views=_uses_train_views(workspace, name))
+
+
+def _uses_train_views(workspace: Workspace, name: str) -> bool:
+    """Whether the data set's task draws augmented training views (segmentation does not: its masks are tied to
+    the eval view's pixels), so that `--train-views K` stores no view nothing reads."""
+    from pipeline.cards import read_card
+    from pipeline.tasks.registry import task_for_card
+
+    try:
+        return task_for_card(read_card(workspace, name)).uses_train_views
+    except ConfigError:  # no card known here (the probe says so): views as asked
+        return True
 
 
 def _check_not_empty(shard_dir: Path, name: str) -> None:
@@ -107,6 +120,10 @@ def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Ite
     items: list[Item] = []
     for inp in inputs:
         split = dict(zip(inp.manifest["image_id"].astype(str), inp.manifest["split"].astype(str), strict=True))
+        views = train_views if inp.uses_train_views else 1
+        if views < train_views:
+            log.info("%s: its task trains on the eval view only; 1 view per image (not --train-views %d)",
+                     inp.name, train_views)  # fmt: skip
         if inp.from_shards:  # content keys recorded by `chex shard` ("" in shards written before them)
             rows = [
                 (str(shard), image_id, "", content)
@@ -119,7 +136,7 @@ def plan_items(inputs: Sequence[DatasetInput], train_views: int = 1) -> list[Ite
                 for i, p in zip(inp.manifest["image_id"], inp.manifest["path"], strict=True)
             ]
         for group, image_id, source, content in rows:
-            n_views = train_views if split.get(image_id) == "train" else 1
+            n_views = views if split.get(image_id) == "train" else 1
             items.extend(Item(image_id, v, group, source, inp.name, content) for v in range(n_views))
     return items
 

@@ -115,9 +115,8 @@ def make_mask_dataset(
     and its card (with the image root of `from_dataset`, so shard and embed find the images)."""
     from dataclasses import replace
 
-    from pipeline.cards import packaged_card
+    from pipeline.cards import packaged_card, read_card
     from pipeline.manifest import read_manifest, write_manifest
-    from pipeline.probe.data import read_card
 
     card = packaged_card(name)
     task = card.segmentation_task

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.cards import DatasetCard, load_card, packaged_card
+from pipeline.cards import DatasetCard, read_card
 from pipeline.errors import ConfigError, StoreError
 from pipeline.manifest import read_manifest
 from pipeline.splits import stratified_patient_parts
@@ -146,12 +146,6 @@ def prepare_probe_data(
         notes=notes,
         task=task,
     )
-
-
-def read_card(workspace: Workspace, dataset: str) -> DatasetCard:
-    """The workspace's copy of the card, else the packaged card of that name."""
-    path = workspace.card_path(dataset)
-    return load_card(path) if path.is_file() else packaged_card(dataset)
 
 
 def carve_patients(patients: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None) -> np.ndarray:

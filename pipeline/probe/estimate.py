@@ -122,7 +122,7 @@ def announce_glori_costs(workspace, jobs) -> None:
 
 
 def _job_cost(workspace, job) -> tuple[GloriCost, str]:
-    from pipeline.probe.data import read_card
+    from pipeline.cards import read_card
     from pipeline.probe.protocol import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, resolve_backbone
     from pipeline.store import FeatureStore
 

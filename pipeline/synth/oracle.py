@@ -55,7 +55,7 @@ def write_oracle_runs(
 
 
 def _task(workspace: Workspace, dataset: str):
-    from pipeline.probe.data import read_card
+    from pipeline.cards import read_card
     from pipeline.tasks import task_for_card
 
     return task_for_card(read_card(workspace, dataset))

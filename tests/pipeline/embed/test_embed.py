@@ -99,6 +99,22 @@ def test_a_store_of_another_backbone_is_refused(ws):
         embed_datasets(ws, ["toy"], ws.checkpoints_dir("other"), backbone_name="tiny", options=OPTS)
 
 
+def test_a_segmentation_set_stores_no_augmented_view_nothing_would_read(ws, caplog):
+    """Segmentation trains on the eval view only (its masks are tied to those pixels): --train-views K stores one
+    view per image there, and K for a classification set embedded in the same run."""
+    from pipeline.synth import generate_cohort
+
+    generate_cohort(ws, size="tiny", datasets=["scr"], n_images={"scr": 10}, image_size=32, progress=False)
+    options = EmbedOptions(**{**OPTS.__dict__, "train_views": 3})
+    with caplog.at_level("INFO", logger="pipeline.embed.inputs"):
+        embed_datasets(ws, ["toy", "scr"], ws.checkpoints_dir("tiny"), source="manifest", options=options)
+    assert "scr: its task trains on the eval view only; 1 view per image (not --train-views 3)" in caplog.text
+    store = FeatureStore.open(ws.features_dir("tiny"))
+    scr = [i for i in store.image_ids if i.startswith("scr")]
+    assert len(scr) == 10 and store.n_views(scr) == 1
+    assert store.n_views(["toy_0_0", "toy_5_0"]) == 3
+
+
 def test_random_init_preset_and_bad_layers(ws):
     s = embed_datasets(ws, ["toy"], random_init="vit_tiny_patch16", image_size=32, options=OPTS)
     assert s.backbone_name == "vit_tiny_patch16-random"
