@@ -66,7 +66,7 @@ def pretrain_command(
         out = out_folder(ws, out, "checkpoints", "pretraining run", RUN_MARKERS)
     if init_from is not None:
         checkpoint_path(init_from, "--init-from")
-    from pipeline.pretrain import load_config, pretrain
+    from pipeline.pretrain.config import load_config  # no torch: config errors come before the heavy imports
 
     overrides = list(set_ or [])
     if steps is not None:
@@ -78,6 +78,8 @@ def pretrain_command(
     cfg = load_config(config, overrides, stage=stage)
     shard_dirs = list(shards) if shards else _workspace_shards(ws.root / "shards")
     out_dir = out if out is not None else ws.checkpoints_dir(cfg.name)
+    from pipeline.pretrain.train import pretrain
+
     final = pretrain(cfg, shard_dirs, out_dir, resume=resume, init_from=init_from, progress=not (quiet or no_progress))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         console.print(f"checkpoint: {final}  (chex embed --checkpoint {final})", highlight=False)

@@ -48,6 +48,9 @@ def _run(argv: list[str]) -> tuple[int, list[str], str]:
         (["store", "compress", "x", "--out", "y", "--rank", "8", "--fit-images", "-1"], "--fit-images -1"),
         (["store", "export", "x", "--out", "{tmp}"], "is a folder"),
         (["report"], "no probe results"),
+        (["pretrain", "--config", "nonexistent"], "is neither a file nor a preset"),
+        (["pretrain", "--set", "optim.base_lr=abc"], "base_lr must be a number"),
+        (["pretrain"], "no shard folders"),
     ],
 )
 def test_an_argument_error_comes_before_the_heavy_imports(tmp_path, argv, needle):
