@@ -6,7 +6,7 @@ Names resolve lazily (PEP 562), so recognising files and reporting argument erro
 
 from __future__ import annotations
 
-import importlib
+from pipeline.lazy import lazy_exports
 
 _EXPORTS = {
     "PRESETS": "pipeline.backbone.config",
@@ -25,7 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pipeline.backbone' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -10,32 +10,28 @@ Names are imported lazily, so a worker process that only writes shards never imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 _EXPORTS = {
-    "ShardSummary": "dataset",
-    "shard_dataset": "dataset",
-    "MANIFEST_FILE": "index",
-    "IndexSummary": "index",
-    "build_index": "index",
-    "ShardTask": "plan",
-    "plan_shards": "plan",
-    "read_quarantine": "quarantine",
-    "Sample": "reader",
-    "iter_samples": "reader",
-    "read_index": "reader",
-    "shard_paths": "reader",
-    "training_stream": "reader",
-    "ShardResult": "writer",
-    "WriteOptions": "writer",
-    "load_done": "writer",
-    "write_shard": "writer",
+    "ShardSummary": ".dataset",
+    "shard_dataset": ".dataset",
+    "MANIFEST_FILE": ".index",
+    "IndexSummary": ".index",
+    "build_index": ".index",
+    "ShardTask": ".plan",
+    "plan_shards": ".plan",
+    "read_quarantine": ".quarantine",
+    "Sample": ".reader",
+    "iter_samples": ".reader",
+    "read_index": ".reader",
+    "shard_paths": ".reader",
+    "training_stream": ".reader",
+    "ShardResult": ".writer",
+    "WriteOptions": ".writer",
+    "load_done": ".writer",
+    "write_shard": ".writer",
 }
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
