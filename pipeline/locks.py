@@ -176,13 +176,23 @@ def _abandoned(path: Path, owner: dict, stale_s: float) -> bool:
     return age > stale_s
 
 
+PID_REUSE_SLACK_S = 2.0  # process start times are read from /proc in clock ticks, against the boot time
+
+
 def owner_gone(owner: dict) -> bool:
-    """Whether the process named by `owner` ({"host", "pid"}), on this host, no longer runs (False elsewhere:
-    another host's processes cannot be seen)."""
+    """Whether the process named by `owner` ({"host", "pid", "time"}), on this host, no longer runs (False elsewhere:
+    another host's processes cannot be seen). A pid now held by a process that started after the owner wrote its
+    lock was reused: the owner is gone."""
     if owner.get("host") != socket.gethostname():
         return False
     pid = owner.get("pid")
-    try:
-        return not (isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid))
-    except (OverflowError, ValueError):
+    if not isinstance(pid, int) or pid <= 0:
         return True
+    try:
+        started = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, OverflowError, ValueError):
+        return True
+    except psutil.Error:  # e.g. access denied: it runs
+        return False
+    written = owner.get("time")
+    return isinstance(written, int | float) and started > written + PID_REUSE_SLACK_S

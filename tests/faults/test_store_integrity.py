@@ -188,3 +188,23 @@ def test_an_ownerless_lock_left_by_an_older_chex_is_taken_over_at_once(tmp_path,
         (tmp_path / "run" / LOCK_FILE).write_text("")
         with folder_lock(tmp_path / "run", "run folder"):
             pass
+
+
+def test_a_claim_whose_pid_now_names_a_newer_process_is_taken_over(tmp_path):
+    """A dead writer's pid can be reused (by this very process, say): a claim written before the process that now
+    has its pid started is not that process's, and is taken over."""
+    import os
+    import socket
+
+    import psutil
+
+    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
+
+    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
+    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
+    units = writer.plan(Item(f"i{k}", 0, "g") for k in range(16))
+    before_this_process = psutil.Process().create_time() - 60
+    claim = writer.path / "ledger" / "claims" / units[0].name
+    claim.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": before_this_process}))
+    assert writer.claim(units[0])  # its heartbeat (mtime) is fresh: only the start time tells
+    assert writer.claim(units[1]) and not writer.claim(units[1])  # this process's own fresh claim stays its own
