@@ -6,12 +6,7 @@ so importing `pipeline` (and starting `chex`) stays cheap.
 
 __version__ = "0.1.0"
 
+from pipeline.lazy import lazy_exports
+
 __all__ = ["StoreView", "open_store"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from pipeline import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"StoreView": ".api", "open_store": ".api"})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import time
@@ -11,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import csv_cell, write_text_atomic
+import pandas as pd
+
+from pipeline.atomic import write_csv_atomic
 from pipeline.device import pick_device
 from pipeline.embed.compress import check_layout, check_request, ensure_projection
 from pipeline.embed.distributed import assign_units, barrier, dask_embed, init_process_group
@@ -240,11 +240,7 @@ def write_quarantine(ledger: Ledger, store_path: Path) -> Path | None:
     if not rows:
         target.unlink(missing_ok=True)
         return None
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(  # for people: no file name runs as a spreadsheet formula
-        [("image_id", "path", "reason", "unit"), *([csv_cell(v) for v in row] for row in rows)]
-    )
-    write_text_atomic(target, text.getvalue())
+    write_csv_atomic(target, pd.DataFrame(rows, columns=["image_id", "path", "reason", "unit"]))  # formula-safe
     log.warning(
         "%s: %d images could not be read and were left out; they are listed in %s", store_path, len(rows), target
     )
