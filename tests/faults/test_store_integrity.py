@@ -128,14 +128,19 @@ def _claim_file(path: Path, unit: str, host: str, pid: int, age_s: float) -> Pat
     return claim
 
 
-def test_stale_claims_are_taken_over_by_heartbeat_age_or_dead_owner(tmp_path, monkeypatch):
-    import socket
-
+def _planned(tmp_path: Path, n: int):
+    """A store writer with `n` rows planned in units of 8, and those units (nothing written yet)."""
     from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
 
     layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
     writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
-    units = writer.plan(Item(f"i{k}", 0, "g") for k in range(32))
+    return writer, writer.plan(Item(f"i{k}", 0, "g") for k in range(n))
+
+
+def test_stale_claims_are_taken_over_by_heartbeat_age_or_dead_owner(tmp_path, monkeypatch):
+    import socket
+
+    writer, units = _planned(tmp_path, 32)
     monkeypatch.setenv("CHEX_CLAIM_TIMEOUT_S", "600")
     _claim_file(writer.path, units[0].name, "other-host", 123, age_s=10)  # alive elsewhere: respected
     _claim_file(writer.path, units[1].name, "other-host", 123, age_s=3600)  # no heartbeat for an hour: taken over
@@ -150,11 +155,7 @@ def test_a_writer_killed_while_claiming_leaves_no_ownerless_claim(tmp_path, monk
     its owner left an empty claim, which the next run took for a live writer's claim and skipped."""
     import os
 
-    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
-
-    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
-    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
-    unit = writer.plan(Item(f"i{k}", 0, "g") for k in range(8))[0]
+    writer, (unit,) = _planned(tmp_path, 8)
 
     def killed(fd, data):
         raise KeyboardInterrupt("killed while writing the owner")
@@ -171,11 +172,8 @@ def test_a_writer_killed_while_claiming_leaves_no_ownerless_claim(tmp_path, monk
 @pytest.mark.parametrize("kind", ["claim", "plan.lock", "folder lock"])
 def test_an_ownerless_lock_left_by_an_older_chex_is_taken_over_at_once(tmp_path, kind):
     from pipeline.locks import LOCK_FILE, folder_lock
-    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
 
-    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
-    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
-    unit = writer.plan(Item(f"i{k}", 0, "g") for k in range(8))[0]
+    writer, (unit,) = _planned(tmp_path, 8)
     if kind == "claim":
         (writer.path / "ledger" / "claims" / unit.name).write_text("")
         assert writer.claim(unit)
@@ -198,11 +196,7 @@ def test_a_claim_whose_pid_now_names_a_newer_process_is_taken_over(tmp_path):
 
     import psutil
 
-    from pipeline.store import Item, StoreLayout, StoreWriter, store_attrs
-
-    layout = StoreLayout(2, 8, 4, 0, "float16", chunk_rows=4, unit_rows=8)
-    writer = StoreWriter.open(tmp_path / "s", layout, store_attrs("t", {}, "r", "0" * 64, [0, 1], "float16", {}))
-    units = writer.plan(Item(f"i{k}", 0, "g") for k in range(16))
+    writer, units = _planned(tmp_path, 16)
     before_this_process = psutil.Process().create_time() - 60
     claim = writer.path / "ledger" / "claims" / units[0].name
     claim.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": before_this_process}))
